@@ -1,0 +1,339 @@
+/**
+ * The Agent API (orchestrator.dev/v1alpha1): the single source of truth. The CRD in crds/ is
+ * generated from these schemas (src/api/crd.ts) and a test fails when the two drift.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import { z } from 'zod';
+import { LIMITS, RESERVED_ENV_NAMES } from './constants.js';
+import { conditions, keySelector, objectMeta, timestamp } from './fields.js';
+import { PHASES, REPORTED_STATES } from './phase.js';
+import { has, withRules } from './rules.js';
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+const celList = (values: readonly string[]) => `[${values.map((v) => `'${v}'`).join(', ')}]`;
+
+const envVarSource = withRules(
+  z
+    .object({
+      configMapKeyRef: keySelector('ConfigMap').optional(),
+      secretKeyRef: keySelector('Secret').optional(),
+    })
+    .strict()
+    .meta({ description: 'Source for the value of an environment variable: a ConfigMap or Secret key.' }),
+  [
+    {
+      rule: 'has(self.configMapKeyRef) != has(self.secretKeyRef)',
+      message: 'exactly one of configMapKeyRef or secretKeyRef must be set',
+      check: (v) => has(v, 'configMapKeyRef') !== has(v, 'secretKeyRef'),
+    },
+  ],
+);
+
+const envVar = withRules(
+  z
+    .object({
+      name: z
+        .string()
+        .min(1)
+        .max(256)
+        .regex(ENV_NAME)
+        .meta({ description: 'Name of the environment variable: letters, digits and underscores, not starting with a digit.' }),
+      value: z
+        .string()
+        .max(LIMITS.envValueLength)
+        .optional()
+        .meta({
+          description:
+            'Literal value. $(VAR) references to variables defined earlier in the list are expanded; $$ escapes a $.',
+        }),
+      valueFrom: envVarSource.optional(),
+    })
+    .strict()
+    .meta({ description: 'An environment variable for the agent process (the Kubernetes EnvVar shape).' }),
+  [
+    {
+      rule: '!(has(self.value) && has(self.valueFrom))',
+      message: 'value and valueFrom are mutually exclusive',
+      check: (v) => !(has(v, 'value') && has(v, 'valueFrom')),
+    },
+    {
+      rule: `!(self.name in ${celList(RESERVED_ENV_NAMES)})`,
+      message: `name must not be one of the variables the platform sets: ${RESERVED_ENV_NAMES.join(', ')}`,
+      fieldPath: '.name',
+      check: (v) => !RESERVED_ENV_NAMES.includes(v.name),
+    },
+  ],
+);
+
+export const promptSource = withRules(
+  z
+    .object({
+      configMapKeyRef: keySelector('ConfigMap').optional(),
+      secretKeyRef: keySelector('Secret').optional(),
+    })
+    .strict()
+    .meta({ description: 'Reads the prompt from a ConfigMap or Secret key in the Agent\'s namespace.' }),
+  [
+    {
+      rule: 'has(self.configMapKeyRef) != has(self.secretKeyRef)',
+      message: 'exactly one of configMapKeyRef or secretKeyRef must be set',
+      check: (v) => has(v, 'configMapKeyRef') !== has(v, 'secretKeyRef'),
+    },
+  ],
+);
+
+const cleanupPolicy = z
+  .object({
+    keepLogs: z
+      .boolean()
+      .optional()
+      .meta({ description: 'Archive the session output and reports to the archive volume before deleting the workspace. Default true.' }),
+    gracePeriodSeconds: z
+      .int()
+      .min(0)
+      .max(LIMITS.gracePeriodSecondsMax)
+      .optional()
+      .meta({ description: 'Seconds between SIGTERM and SIGKILL when the agent is stopped. Default 10.' }),
+  })
+  .strict()
+  .meta({ description: 'What happens to the agent\'s processes and files when it ends.' });
+
+const agentSpecObject = z
+  .object({
+    prompt: z
+      .string()
+      .max(LIMITS.promptBytes)
+      .optional()
+      .meta({
+        description: `The prompt, inline (at most ${LIMITS.promptBytes} characters). It reaches the agent as a 0600 file named by $AGENT_PROMPT_FILE. Exactly one of prompt and promptFrom.`,
+      }),
+    promptFrom: promptSource.optional(),
+    promptOnStdin: z
+      .boolean()
+      .optional()
+      .meta({ description: 'Also feed the prompt file to the command on standard input. Default false.' }),
+    command: z
+      .array(z.string().min(1).max(LIMITS.argLength).meta({ description: 'One argument, passed verbatim.' }))
+      .min(1)
+      .max(LIMITS.commandItems)
+      .meta({
+        description:
+          'The agent command as an argv array; never run through a shell. $(VAR) expands environment variables, including $(AGENT_PROMPT_FILE); $$ escapes a $.',
+      }),
+    workingDir: z
+      .string()
+      .min(1)
+      .max(4096)
+      .regex(/^\//)
+      .optional()
+      .meta({ description: 'Absolute directory the command starts in. Default: the agent\'s workspace on the node.' }),
+    env: z
+      .array(envVar)
+      .max(LIMITS.envItems)
+      .optional()
+      .meta({
+        description: 'Environment variables for the agent, in addition to the AGENT_* variables the platform sets.',
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['name'],
+      }),
+    nodeSelector: z
+      .record(z.string(), z.string().meta({ description: 'Required label value.' }))
+      .optional()
+      .meta({ description: 'Labels an AgentNode must carry for the Agent to be scheduled onto it.' }),
+    nodeName: z
+      .string()
+      .min(1)
+      .max(63)
+      .regex(DNS_LABEL)
+      .optional()
+      .meta({ description: 'Run on this AgentNode only, bypassing node selection (capacity is still respected).' }),
+    activeDeadlineSeconds: z
+      .int()
+      .min(1)
+      .optional()
+      .meta({ description: 'Seconds the agent may run, counted from status.startTime, before it is terminated (reason DeadlineExceeded).' }),
+    idleTimeoutSeconds: z
+      .int()
+      .min(1)
+      .optional()
+      .meta({ description: 'Seconds without a report and without output after which the agent is terminated (reason IdleTimeout).' }),
+    ttlSecondsAfterFinished: z
+      .int()
+      .min(0)
+      .optional()
+      .meta({ description: 'Delete the Agent this many seconds after it finished and was cleaned up. Unset: keep it.' }),
+    cleanup: cleanupPolicy.optional(),
+    stop: z
+      .boolean()
+      .optional()
+      .meta({ description: 'Set to true to stop the agent: it is terminated and cleaned up (phase Terminated). Cannot be reverted.' }),
+    stopReason: z
+      .string()
+      .max(1024)
+      .optional()
+      .meta({ description: 'Why the agent was stopped; recorded in status.message.' }),
+  })
+  .strict()
+  .meta({ description: 'The desired agent run. Immutable once the Agent is scheduled, except stop and stopReason.' });
+
+/** Spec fields an admin may still change after scheduling. */
+export const MUTABLE_SPEC_FIELDS = ['stop', 'stopReason'] as const;
+const IMMUTABLE_SPEC_FIELDS = Object.keys(agentSpecObject.shape).filter(
+  (k) => !(MUTABLE_SPEC_FIELDS as readonly string[]).includes(k),
+) as (keyof z.infer<typeof agentSpecObject>)[];
+
+export const agentSpec = withRules(
+  agentSpecObject,
+  [
+    {
+      rule: 'has(self.prompt) != has(self.promptFrom)',
+      message: 'exactly one of spec.prompt or spec.promptFrom must be set',
+      check: (v) => has(v, 'prompt') !== has(v, 'promptFrom'),
+    },
+  ],
+  [
+    {
+      rule: '!has(oldSelf.stop) || !oldSelf.stop || (has(self.stop) && self.stop)',
+      message: 'spec.stop cannot be reverted once true',
+      fieldPath: '.stop',
+      check: (v, old) => !old.stop || v.stop === true,
+    },
+  ],
+);
+
+const finding = z
+  .object({
+    type: z.string().max(128).meta({ description: 'Kind of finding, as reported by the agent.' }),
+    severity: z.string().max(32).meta({ description: 'Severity, as reported by the agent (e.g. info, low, medium, high, critical).' }),
+    message: z.string().max(1024).meta({ description: 'What was found (truncated to 1024 characters).' }),
+    time: timestamp('When it was reported.'),
+  })
+  .strict()
+  .meta({ description: 'One finding reported by the agent.' });
+
+const archivedFile = z
+  .object({
+    name: z.string().max(256).meta({ description: 'File name within the archive directory.' }),
+    bytes: z.int().min(0).meta({ description: 'Size in bytes.' }),
+    sha256: z.string().max(64).meta({ description: 'SHA-256 of the content, hex.' }),
+  })
+  .strict()
+  .meta({ description: 'One archived file.' });
+
+export const cleanupRecord = z
+  .object({
+    trigger: z.string().max(128).optional().meta({ description: 'What ended the agent and started the cleanup.' }),
+    startTime: timestamp('When the node began cleaning up.'),
+    completionTime: timestamp('When the cleanup finished.').optional(),
+    durationMilliseconds: z.int().min(0).optional().meta({ description: 'How long the cleanup took.' }),
+    sessionKilled: z.boolean().meta({ description: 'The tmux session was killed (or was already gone).' }),
+    processesKilled: z.int().min(0).meta({ description: 'Processes of the agent that were signalled.' }),
+    escalatedToSigkill: z.boolean().meta({ description: 'Some process outlived SIGTERM and the grace period and got SIGKILL.' }),
+    promptDeleted: z.boolean().meta({ description: 'The prompt file was deleted.' }),
+    workspaceDeleted: z.boolean().optional().meta({ description: 'The workspace scratch was deleted.' }),
+    logsArchived: z.boolean().meta({ description: 'Output and reports were archived (and verified) before deletion.' }),
+    archivePath: z.string().max(4096).optional().meta({ description: 'Archive directory on the node\'s archive volume.' }),
+    archivedFiles: z
+      .array(archivedFile)
+      .max(LIMITS.archivedFiles)
+      .optional()
+      .meta({ description: 'Files in the archive with sizes and checksums (also in its manifest.json).' }),
+    verifiedNoProcesses: z.boolean().meta({ description: 'A final scan found no process carrying the agent\'s marker.' }),
+    errors: z
+      .array(z.string().max(1024).meta({ description: 'What failed and why.' }))
+      .max(LIMITS.cleanupErrors)
+      .optional()
+      .meta({ description: 'Steps that failed; empty when everything succeeded.' }),
+  })
+  .strict()
+  .meta({ description: 'What the node did to clean up after the agent.' });
+
+export type CleanupRecord = z.infer<typeof cleanupRecord>;
+
+export const agentStatus = z
+  .object({
+    phase: z.enum(PHASES).optional().meta({ description: `Lifecycle phase: ${PHASES.join(', ')}.` }),
+    reason: z.string().max(256).optional().meta({ description: 'CamelCase reason for the phase.' }),
+    message: z.string().max(LIMITS.messageLength).optional().meta({ description: 'Human readable detail of the phase.' }),
+    progress: z.int().min(0).max(100).optional().meta({ description: 'Progress in percent, as last reported by the agent.' }),
+    nodeName: z.string().max(63).optional().meta({ description: 'The AgentNode the Agent is bound to.' }),
+    sessionName: z.string().max(128).optional().meta({ description: 'The tmux session running the agent on its node.' }),
+    scheduledTime: timestamp('When the Agent was bound to a node.').optional(),
+    startTime: timestamp('When the agent\'s session started.').optional(),
+    completionTime: timestamp('When the agent ended.').optional(),
+    exitCode: z.int().optional().meta({ description: 'Exit code of the agent command, once it exited.' }),
+    lastReportTime: timestamp('When the agent last reported.').optional(),
+    lastOutputTime: timestamp('When the agent last wrote output (updated at a coarse interval).').optional(),
+    reportedState: z.enum(REPORTED_STATES).optional().meta({ description: 'The state the agent last reported about itself.' }),
+    reportedMessage: z.string().max(LIMITS.messageLength).optional().meta({ description: 'The message the agent last reported.' }),
+    launchError: z.string().max(LIMITS.messageLength).optional().meta({ description: 'Why the node could not start the agent.' }),
+    findings: z
+      .object({
+        total: z.int().min(0).meta({ description: 'Number of findings reported.' }),
+        bySeverity: z.record(z.string(), z.int().min(0).meta({ description: 'Findings of this severity.' })).optional().meta({ description: 'Counts per severity.' }),
+        recent: z.array(finding).max(LIMITS.recentFindings).optional().meta({ description: 'The latest findings (all are in the archived findings.jsonl).' }),
+      })
+      .strict()
+      .optional()
+      .meta({ description: 'Summary of the findings the agent reported.' }),
+    cleanup: cleanupRecord.optional(),
+    conditions,
+    observedGeneration: z.int().min(0).optional().meta({ description: 'The .metadata.generation the controller last acted on.' }),
+  })
+  .strict()
+  .meta({ description: 'Observed state of the Agent. The controller writes phase, conditions and binding; the node writes what it observes.' });
+
+const specField = (f: string) =>
+  `(has(self.spec.${f}) == has(oldSelf.spec.${f}) && (!has(self.spec.${f}) || self.spec.${f} == oldSelf.spec.${f}))`;
+
+/** The whole Agent object. The root carries the rule that freezes the spec once scheduled. */
+export const agentSchema = withRules(
+  z
+    .object({
+      apiVersion: z.string().optional(),
+      kind: z.string().optional(),
+      metadata: objectMeta.optional(),
+      spec: agentSpec,
+      status: agentStatus.optional(),
+    })
+    .strict(),
+  [],
+  [
+    {
+      rule: `!has(oldSelf.status) || !has(oldSelf.status.nodeName) || (${IMMUTABLE_SPEC_FIELDS.map(specField).join(' && ')})`,
+      message: `spec is immutable once the Agent is scheduled, except ${MUTABLE_SPEC_FIELDS.join(' and ')}`,
+      fieldPath: '.spec',
+      check: (v, old) =>
+        !old.status?.nodeName || IMMUTABLE_SPEC_FIELDS.every((f) => isDeepStrictEqual(v.spec[f], old.spec[f])),
+    },
+  ],
+);
+
+export type AgentSpec = z.infer<typeof agentSpec>;
+export type AgentStatus = z.infer<typeof agentStatus>;
+export type Agent = z.infer<typeof agentSchema>;
+export type EnvVar = z.infer<typeof envVar>;
+
+/** Human-readable list of zod issues, each naming its field (`spec.env[0].name: ...`). */
+export function formatIssues(error: z.ZodError, prefix = ''): string {
+  return error.issues
+    .map((i) => {
+      const path = i.path.reduce<string>(
+        (acc, seg) => (typeof seg === 'number' ? `${acc}[${seg}]` : acc ? `${acc}.${String(seg)}` : String(seg)),
+        prefix,
+      );
+      return `${path || '<root>'}: ${i.message}`;
+    })
+    .join('; ');
+}
+
+export type Validated<T> = { ok: true; value: T } | { ok: false; message: string };
+
+/** Validates a spec as the controller receives it; the message names every offending field. */
+export function validateSpec(spec: unknown): Validated<AgentSpec> {
+  const r = agentSpec.safeParse(spec);
+  return r.success ? { ok: true, value: r.data } : { ok: false, message: formatIssues(r.error, 'spec') };
+}
+

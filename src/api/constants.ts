@@ -1,0 +1,52 @@
+/** Names shared by every piece: the API group, kinds, the finalizer and labels. */
+
+export const GROUP = 'orchestrator.dev';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+
+export const AGENT_KIND = 'Agent';
+export const AGENT_PLURAL = 'agents';
+export const AGENT_SINGULAR = 'agent';
+
+export const AGENT_NODE_KIND = 'AgentNode';
+export const AGENT_NODE_PLURAL = 'agentnodes';
+export const AGENT_NODE_SINGULAR = 'agentnode';
+
+/** Held on every Agent until its node-side cleanup is recorded. */
+export const FINALIZER = `${GROUP}/cleanup`;
+
+/** Set at binding so each sidecar can watch only the Agents bound to its node. */
+export const NODE_LABEL = `${GROUP}/node`;
+
+/** Environment variables the sidecar injects into every session process. */
+export const AGENT_ENV = {
+  name: 'AGENT_NAME',
+  namespace: 'AGENT_NAMESPACE',
+  uid: 'AGENT_UID',
+  promptFile: 'AGENT_PROMPT_FILE',
+  reportUrl: 'AGENT_REPORT_URL',
+  reportToken: 'AGENT_REPORT_TOKEN',
+} as const;
+
+/** Env names a spec may not set: they are how the platform finds and trusts a session's processes. */
+export const RESERVED_ENV_NAMES: readonly string[] = Object.values(AGENT_ENV);
+
+/** Defaults applied at runtime where the spec is silent (documented on the fields). */
+export const DEFAULTS = {
+  gracePeriodSeconds: 10,
+  keepLogs: true,
+} as const;
+
+/** Upper bounds that keep objects well below etcd's 1.5 MiB limit and CEL cost budgets small. */
+export const LIMITS = {
+  promptBytes: 256 * 1024,
+  commandItems: 256,
+  argLength: 16 * 1024,
+  envItems: 256,
+  envValueLength: 32 * 1024,
+  messageLength: 4096,
+  gracePeriodSecondsMax: 3600,
+  recentFindings: 10,
+  cleanupErrors: 32,
+  archivedFiles: 64,
+} as const;

@@ -1,2 +1,55 @@
 #!/usr/bin/env node
-console.log('agent-operator');
+/** One binary, several entrypoints: each subcommand lives in its own module, loaded on demand. */
+
+interface Command {
+  summary: string;
+  run: (argv: string[]) => Promise<number | void>;
+}
+
+const commands: Record<string, Command> = {
+  gen: {
+    summary: 'internal: regenerate crds/ from the zod schemas',
+    run: async () => {
+      await import('./api/gen-crds.js');
+    },
+  },
+};
+
+function usage(): string {
+  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(12)} ${c.summary}`);
+  return [
+    'Usage: agent-operator <command> [options]',
+    '',
+    'Runs AI coding agents in tmux sessions on cluster nodes, declared as Agent custom resources.',
+    '',
+    'Commands:',
+    ...lines,
+    '',
+    "Run 'agent-operator <command> --help' for a command's options.",
+  ].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage());
+    return 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`agent-operator: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  const code = await command.run(rest);
+  return typeof code === 'number' ? code : 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error(`agent-operator: ${err instanceof Error ? err.message : String(err)}`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,249 @@
+/**
+ * The Agent reconcile decision (pure): observed state in, a plan of effects out. The controller's
+ * effect layer executes the plan; nothing here talks to the API server or reads the clock.
+ */
+import { validateSpec, type Agent, type AgentStatus } from '../api/agent.js';
+import { setCondition, type ConditionInput } from '../api/conditions.js';
+import { FINALIZER, NODE_LABEL } from '../api/constants.js';
+import { agentOutcome, nextTimer, type Outcome } from '../api/outcome.js';
+import { isTerminalPhase, type Phase } from '../api/phase.js';
+import { parseTime, rfc3339 } from '../api/time.js';
+import type { NodeView } from './nodes.js';
+import { schedule } from './scheduler.js';
+
+export interface ReconcileConfig {
+  /** How long a bound node may stay silent before its Agents are given up as NodeLost. */
+  nodeLostGraceMs: number;
+  /** How often Pending Agents are retried even without a node event. */
+  unschedulableRetryMs: number;
+}
+
+export interface Observed {
+  agent: Agent;
+  nodes: ReadonlyMap<string, NodeView>;
+  /** Slots taken per node (see scheduler.schedule). */
+  used: ReadonlyMap<string, number>;
+  now: number;
+  config: ReconcileConfig;
+}
+
+export interface EventSpec {
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
+
+/** Controller-owned status fields: the executor diffs these against what it observed. */
+export type ControllerStatus = Pick<
+  AgentStatus,
+  'phase' | 'reason' | 'message' | 'nodeName' | 'scheduledTime' | 'completionTime' | 'conditions' | 'observedGeneration'
+>;
+
+export const CONTROLLER_STATUS_FIELDS = [
+  'phase',
+  'reason',
+  'message',
+  'nodeName',
+  'scheduledTime',
+  'completionTime',
+  'conditions',
+  'observedGeneration',
+] as const satisfies readonly (keyof ControllerStatus)[];
+
+export interface Plan {
+  addFinalizer: boolean;
+  /** Label value to set for NODE_LABEL (binding or repair). */
+  setNodeLabel?: string;
+  status: ControllerStatus;
+  events: EventSpec[];
+  removeFinalizer: boolean;
+  deleteAgent: boolean;
+  requeueAfterMs?: number;
+}
+
+const WARNING_PHASES: readonly Phase[] = ['Failed', 'Error', 'Terminated'];
+
+export function reconcile(o: Observed): Plan {
+  const { agent, now } = o;
+  const status = agent.status ?? {};
+  const nowTime = rfc3339(new Date(now));
+  const generation = agent.metadata?.generation;
+  const hasFinalizer = agent.metadata?.finalizers?.includes(FINALIZER) ?? false;
+  const deleting = agent.metadata?.deletionTimestamp !== undefined;
+  const events: EventSpec[] = [];
+  const plan: Plan = {
+    addFinalizer: false,
+    status: pickControllerStatus(status),
+    events,
+    removeFinalizer: false,
+    deleteAgent: false,
+  };
+  plan.status.observedGeneration = generation;
+  let conditions = status.conditions;
+  const cond = (c: ConditionInput) => {
+    conditions = setCondition(conditions, c, nowTime, generation);
+  };
+  const requeue = (ms: number | undefined) => {
+    if (ms === undefined) return;
+    const at = Math.max(ms, 0);
+    plan.requeueAfterMs = plan.requeueAfterMs === undefined ? at : Math.min(plan.requeueAfterMs, at);
+  };
+  const transition = (phase: Phase, reason: string, message: string) => {
+    if (status.phase !== phase || status.reason !== reason) {
+      events.push({ type: WARNING_PHASES.includes(phase) ? 'Warning' : 'Normal', reason, message });
+    }
+    plan.status.phase = phase;
+    plan.status.reason = reason;
+    plan.status.message = message;
+  };
+
+  const nodeName = status.nodeName;
+  const node = nodeName ? o.nodes.get(nodeName) : undefined;
+  /**
+   * Epoch ms when the bound node is given up: a silent node after the grace period, a deleted
+   * AgentNode at once (as the pod GC treats pods of a deleted Node); undefined while it is fine.
+   */
+  const nodeLostAt = !nodeName || node?.ready ? undefined : node ? (node.silentSince ?? now) + o.config.nodeLostGraceMs : now;
+  const cleanedUp = status.cleanup?.completionTime !== undefined;
+
+  if (nodeName && agent.metadata?.labels?.[NODE_LABEL] !== nodeName) plan.setNodeLabel = nodeName;
+
+  // Finished, or being deleted: record the end, then wait for the node's cleanup record.
+  const valid = validateSpec(agent.spec);
+  let outcome: Outcome | undefined;
+  if (isTerminalPhase(status.phase)) {
+    outcome = undefined; // terminal phases are sticky
+  } else if (!valid.ok) {
+    outcome = { phase: 'Failed', reason: 'InvalidSpec', message: valid.message };
+  } else {
+    outcome = agentOutcome(agent, now);
+    if (!outcome && nodeLostAt !== undefined) {
+      if (now >= nodeLostAt) {
+        outcome = { phase: 'Error', reason: 'NodeLost', message: node ? `node ${nodeName} stopped reporting (${node.notReadyReason ?? 'not ready'})` : `node ${nodeName} no longer exists` };
+      } else requeue(nodeLostAt - now);
+    }
+  }
+
+  if (outcome) {
+    transition(outcome.phase, outcome.reason, outcome.message);
+    plan.status.completionTime = status.completionTime ?? nowTime;
+  }
+
+  const phase = plan.status.phase;
+  if (isTerminalPhase(phase)) {
+    const reason = plan.status.reason ?? phase;
+    const message = plan.status.message ?? '';
+    cond({ type: 'Running', status: 'False', reason, message });
+    if (phase === 'Completed') cond({ type: 'Complete', status: 'True', reason, message });
+    else cond({ type: 'Failed', status: 'True', reason, message });
+    if (cleanedUp) {
+      const errors = status.cleanup?.errors ?? [];
+      const wasClean = !conditions?.some((c) => c.type === 'CleanedUp' && c.status === 'True');
+      cond({
+        type: 'CleanedUp',
+        status: 'True',
+        reason: errors.length === 0 ? 'CleanupSucceeded' : 'CleanupCompletedWithErrors',
+        message: errors.length === 0 ? 'session, processes, prompt and workspace removed; logs archived' : errors.join('; '),
+      });
+      if (wasClean) {
+        events.push(
+          errors.length === 0
+            ? { type: 'Normal', reason: 'CleanedUp', message: cleanupSummary(agent) }
+            : { type: 'Warning', reason: 'CleanupCompletedWithErrors', message: `${cleanupSummary(agent)}; errors: ${errors.join('; ')}` },
+        );
+      }
+    }
+  }
+
+  if (deleting) {
+    if (hasFinalizer) {
+      if (!nodeName || cleanedUp) plan.removeFinalizer = true;
+      else if (nodeLostAt !== undefined && now >= nodeLostAt) {
+        plan.removeFinalizer = true;
+        events.push({
+          type: 'Warning',
+          reason: 'CleanupSkipped',
+          message: `NodeLost: node ${nodeName} ${node ? `did not come back within ${Math.round(o.config.nodeLostGraceMs / 1000)}s` : 'no longer exists'}; its session, processes and files could not be cleaned up or archived`,
+        });
+      } else if (nodeLostAt !== undefined) requeue(nodeLostAt - now);
+    }
+    plan.status.conditions = conditions;
+    return plan;
+  }
+
+  if (isTerminalPhase(phase)) {
+    const ttl = agent.spec.ttlSecondsAfterFinished;
+    const finished = parseTime(plan.status.completionTime);
+    if (ttl !== undefined && finished !== undefined) {
+      const at = finished + ttl * 1000;
+      if (now >= at) plan.deleteAgent = true;
+      else requeue(at - now);
+    }
+    plan.status.conditions = conditions;
+    return plan;
+  }
+
+  // Active.
+  if (!hasFinalizer) plan.addFinalizer = true;
+  if (!nodeName) {
+    const result = schedule(agent.spec, [...o.nodes.values()], o.used);
+    if ('node' in result) {
+      plan.setNodeLabel = result.node;
+      plan.status.nodeName = result.node;
+      plan.status.scheduledTime = nowTime;
+      transition('Scheduled', 'Scheduled', `bound to node ${result.node}`);
+      cond({ type: 'Scheduled', status: 'True', reason: 'Scheduled', message: `bound to node ${result.node}` });
+    } else {
+      transition('Pending', 'Unschedulable', result.unschedulable);
+      cond({ type: 'Scheduled', status: 'False', reason: 'Unschedulable', message: result.unschedulable });
+      requeue(o.config.unschedulableRetryMs);
+    }
+  } else {
+    const [p, reason, message] = activePhase(status);
+    transition(p, reason, message);
+    cond({ type: 'Scheduled', status: 'True', reason: 'Scheduled', message: `bound to node ${nodeName}` });
+    if (p !== 'Scheduled') cond({ type: 'Running', status: 'True', reason, message: 'the agent session is running' });
+  }
+  requeue(timerIn(agent, now));
+  plan.status.conditions = conditions;
+  return plan;
+}
+
+function activePhase(status: AgentStatus): [Phase, string, string] {
+  if (!status.startTime) return ['Scheduled', 'Scheduled', `bound to node ${status.nodeName}, waiting for the session to start`];
+  switch (status.reportedState) {
+    case 'working':
+      return ['Working', 'AgentWorking', status.reportedMessage || 'the agent reported progress'];
+    case 'blocked':
+      return ['Blocked', 'AgentBlocked', status.reportedMessage || 'the agent reported it is blocked'];
+    default:
+      return ['Running', 'SessionStarted', `session ${status.sessionName ?? ''} started`.replace('  ', ' ')];
+  }
+}
+
+function timerIn(agent: Agent, now: number): number | undefined {
+  const at = nextTimer(agent, now);
+  return at === undefined ? undefined : at - now;
+}
+
+function cleanupSummary(agent: Agent): string {
+  const c = agent.status?.cleanup;
+  if (!c) return '';
+  const parts = [
+    `${c.processesKilled} process(es) stopped${c.escalatedToSigkill ? ' (escalated to SIGKILL)' : ''}`,
+    c.sessionKilled ? 'session killed' : 'session not found',
+    c.logsArchived ? `logs archived to ${c.archivePath}` : 'logs not archived',
+    c.promptDeleted ? 'prompt deleted' : 'prompt not deleted',
+  ];
+  if (c.durationMilliseconds !== undefined) parts.push(`in ${c.durationMilliseconds}ms`);
+  return parts.join(', ');
+}
+
+export function pickControllerStatus(status: AgentStatus): ControllerStatus {
+  const out: ControllerStatus = {};
+  for (const f of CONTROLLER_STATUS_FIELDS) {
+    if (status[f] !== undefined) (out as Record<string, unknown>)[f] = status[f];
+  }
+  return out;
+}
+

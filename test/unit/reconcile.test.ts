@@ -1,0 +1,265 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Agent } from '../../src/api/agent.js';
+import { FINALIZER, NODE_LABEL } from '../../src/api/constants.js';
+import type { NodeView } from '../../src/controller/nodes.js';
+import { reconcile, type Observed, type Plan } from '../../src/controller/reconcile.js';
+
+const T0 = Date.parse('2026-11-25T10:00:00Z');
+const at = (s: number) => new Date(T0 + s * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+function agent(over: { spec?: Partial<Agent['spec']>; status?: Agent['status']; meta?: Partial<NonNullable<Agent['metadata']>> } = {}): Agent {
+  return {
+    apiVersion: 'orchestrator.dev/v1alpha1',
+    kind: 'Agent',
+    metadata: { name: 'a', namespace: 'ns', uid: '11111111-2222-3333-4444-555555555555', generation: 1, finalizers: [FINALIZER], ...over.meta },
+    spec: { prompt: 'p', command: ['echo'], ...over.spec },
+    status: over.status,
+  };
+}
+
+const node = (name: string, over: Partial<NodeView> = {}): NodeView => ({
+  name,
+  labels: {},
+  ready: true,
+  unschedulable: false,
+  capacity: 2,
+  ...over,
+});
+
+function observe(a: Agent, over: Partial<Observed> = {}): Plan {
+  return reconcile({
+    agent: a,
+    nodes: new Map([['node-1', node('node-1')], ['node-2', node('node-2')]]),
+    used: new Map(),
+    now: T0 + 100_000,
+    config: { nodeLostGraceMs: 60_000, unschedulableRetryMs: 15_000 },
+    ...over,
+  });
+}
+
+const bound = (status: Agent['status'] = {}): Agent['status'] => ({ nodeName: 'node-1', phase: 'Running', ...status });
+const boundMeta = { labels: { [NODE_LABEL]: 'node-1' } };
+
+describe('reconcile', () => {
+  const cases: { name: string; agent: Agent; over?: Partial<Observed>; expect: (p: Plan) => void }[] = [
+    {
+      name: 'new agent: finalizer added and bound to the least loaded node',
+      agent: agent({ meta: { finalizers: [] } }),
+      over: { used: new Map([['node-1', 1]]) },
+      expect: (p) => {
+        assert.equal(p.addFinalizer, true);
+        assert.equal(p.setNodeLabel, 'node-2');
+        assert.equal(p.status.nodeName, 'node-2');
+        assert.equal(p.status.phase, 'Scheduled');
+        assert.equal(p.status.conditions?.find((c) => c.type === 'Scheduled')?.status, 'True');
+        assert.deepEqual(p.events.map((e) => e.reason), ['Scheduled']);
+      },
+    },
+    {
+      name: 'no node fits: Pending with a reason naming why, retried',
+      agent: agent({ spec: { nodeSelector: { gpu: 'yes' } } }),
+      over: { nodes: new Map([['node-1', node('node-1', { ready: false })], ['node-2', node('node-2')]]) },
+      expect: (p) => {
+        assert.equal(p.status.phase, 'Pending');
+        assert.equal(p.status.reason, 'Unschedulable');
+        assert.equal(p.status.message, "0/2 nodes are available: 1 didn't match nodeSelector, 1 not ready");
+        assert.equal(p.requeueAfterMs, 15_000);
+        assert.equal(p.status.nodeName, undefined);
+      },
+    },
+    {
+      name: 'invalid spec: Failed with the field named, no finalizer, no binding',
+      agent: agent({ spec: { workingDir: 'relative' }, meta: { finalizers: [] } }),
+      expect: (p) => {
+        assert.equal(p.status.phase, 'Failed');
+        assert.equal(p.status.reason, 'InvalidSpec');
+        assert.match(p.status.message ?? '', /spec\.workingDir/);
+        assert.equal(p.addFinalizer, false);
+        assert.equal(p.setNodeLabel, undefined);
+        assert.equal(p.events[0]?.type, 'Warning');
+      },
+    },
+    {
+      name: 'session started: Running',
+      agent: agent({ status: bound({ phase: 'Scheduled', startTime: at(90), sessionName: 'agent-1111' }), meta: boundMeta }),
+      expect: (p) => {
+        assert.equal(p.status.phase, 'Running');
+        assert.equal(p.status.conditions?.find((c) => c.type === 'Running')?.status, 'True');
+      },
+    },
+    {
+      name: 'reported working: Working with the agent message',
+      agent: agent({ status: bound({ startTime: at(90), reportedState: 'working', reportedMessage: 'halfway' }), meta: boundMeta }),
+      expect: (p) => {
+        assert.equal(p.status.phase, 'Working');
+        assert.equal(p.status.message, 'halfway');
+      },
+    },
+    {
+      name: 'reported completed: Completed, Complete condition, completionTime',
+      agent: agent({ status: bound({ startTime: at(90), reportedState: 'completed' }), meta: boundMeta }),
+      expect: (p) => {
+        assert.equal(p.status.phase, 'Completed');
+        assert.equal(p.status.completionTime, at(100));
+        assert.equal(p.status.conditions?.find((c) => c.type === 'Complete')?.status, 'True');
+        assert.equal(p.status.conditions?.find((c) => c.type === 'Failed'), undefined);
+      },
+    },
+    {
+      name: 'exit non-zero: Failed with the code',
+      agent: agent({ status: bound({ startTime: at(90), exitCode: 3 }), meta: boundMeta }),
+      expect: (p) => {
+        assert.equal(p.status.phase, 'Failed');
+        assert.equal(p.status.reason, 'ExitedNonZero');
+        assert.match(p.status.message ?? '', /code 3/);
+      },
+    },
+    {
+      name: 'launch error: Error',
+      agent: agent({ status: bound({ launchError: 'command "nope" not found' }), meta: boundMeta }),
+      expect: (p) => assert.deepEqual([p.status.phase, p.status.reason], ['Error', 'LaunchFailed']),
+    },
+    {
+      name: 'stop: Terminated with stopReason',
+      agent: agent({ spec: { stop: true, stopReason: 'no longer needed' }, status: bound({ startTime: at(90) }), meta: boundMeta }),
+      expect: (p) => assert.deepEqual([p.status.phase, p.status.reason, p.status.message], ['Terminated', 'Stopped', 'no longer needed']),
+    },
+    {
+      name: 'active deadline passed: Terminated DeadlineExceeded',
+      agent: agent({ spec: { activeDeadlineSeconds: 5 }, status: bound({ startTime: at(90) }), meta: boundMeta }),
+      expect: (p) => assert.deepEqual([p.status.phase, p.status.reason], ['Terminated', 'DeadlineExceeded']),
+    },
+    {
+      name: 'active deadline ahead: requeued at the deadline',
+      agent: agent({ spec: { activeDeadlineSeconds: 30 }, status: bound({ startTime: at(90) }), meta: boundMeta }),
+      expect: (p) => {
+        assert.equal(p.status.phase, 'Running');
+        assert.equal(p.requeueAfterMs, 20_000);
+      },
+    },
+    {
+      name: 'idle: output keeps it alive, the timeout counts from the last sign of life',
+      agent: agent({ spec: { idleTimeoutSeconds: 15 }, status: bound({ startTime: at(10), lastReportTime: at(50), lastOutputTime: at(95) }), meta: boundMeta }),
+      expect: (p) => {
+        assert.equal(p.status.phase, 'Running');
+        assert.equal(p.requeueAfterMs, 10_000);
+      },
+    },
+    {
+      name: 'idle timeout passed: Terminated IdleTimeout',
+      agent: agent({ spec: { idleTimeoutSeconds: 15 }, status: bound({ startTime: at(10), lastOutputTime: at(80) }), meta: boundMeta }),
+      expect: (p) => assert.deepEqual([p.status.phase, p.status.reason], ['Terminated', 'IdleTimeout']),
+    },
+    {
+      name: 'terminal phases are sticky: a later report does not change them',
+      agent: agent({ status: bound({ phase: 'Terminated', reason: 'Stopped', message: 'x', completionTime: at(50), reportedState: 'completed' }), meta: boundMeta }),
+      expect: (p) => {
+        assert.deepEqual([p.status.phase, p.status.reason, p.status.completionTime], ['Terminated', 'Stopped', at(50)]);
+        assert.deepEqual(p.events, []);
+      },
+    },
+    {
+      name: 'cleanup recorded: CleanedUp condition and one event',
+      agent: agent({
+        status: bound({
+          phase: 'Completed',
+          reason: 'AgentCompleted',
+          completionTime: at(50),
+          cleanup: { startTime: at(51), completionTime: at(52), sessionKilled: true, processesKilled: 2, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, archivePath: '/a', verifiedNoProcesses: true, errors: [] },
+        }),
+        meta: boundMeta,
+      }),
+      expect: (p) => {
+        assert.equal(p.status.conditions?.find((c) => c.type === 'CleanedUp')?.status, 'True');
+        assert.deepEqual(p.events.map((e) => e.reason), ['CleanedUp']);
+      },
+    },
+    {
+      name: 'deleted while running: Terminated Deleted, finalizer kept until the cleanup record',
+      agent: agent({ status: bound({ startTime: at(90) }), meta: { ...boundMeta, deletionTimestamp: at(99) } }),
+      expect: (p) => {
+        assert.deepEqual([p.status.phase, p.status.reason], ['Terminated', 'Deleted']);
+        assert.equal(p.removeFinalizer, false);
+      },
+    },
+    {
+      name: 'deleted after cleanup: finalizer released',
+      agent: agent({
+        status: bound({ phase: 'Terminated', reason: 'Deleted', completionTime: at(90), cleanup: { startTime: at(91), completionTime: at(92), sessionKilled: true, processesKilled: 1, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true } }),
+        meta: { ...boundMeta, deletionTimestamp: at(89) },
+      }),
+      expect: (p) => assert.equal(p.removeFinalizer, true),
+    },
+    {
+      name: 'deleted before binding: finalizer released at once',
+      agent: agent({ status: { phase: 'Pending' }, meta: { deletionTimestamp: at(99) } }),
+      expect: (p) => {
+        assert.equal(p.removeFinalizer, true);
+        assert.equal(p.status.phase, 'Terminated');
+      },
+    },
+    {
+      name: 'deleted on a node silent past the grace: finalizer released with CleanupSkipped',
+      agent: agent({ status: bound({ startTime: at(10) }), meta: { ...boundMeta, deletionTimestamp: at(50) } }),
+      over: { nodes: new Map([['node-1', node('node-1', { ready: false, notReadyReason: 'heartbeat stale', silentSince: T0 + 30_000 })]]) },
+      expect: (p) => {
+        assert.equal(p.removeFinalizer, true);
+        assert.ok(p.events.some((e) => e.reason === 'CleanupSkipped' && /NodeLost/.test(e.message)));
+      },
+    },
+    {
+      name: 'node silent within the grace: still running, requeued for the grace end',
+      agent: agent({ status: bound({ startTime: at(10) }), meta: boundMeta }),
+      over: { nodes: new Map([['node-1', node('node-1', { ready: false, notReadyReason: 'heartbeat stale', silentSince: T0 + 80_000 })]]) },
+      expect: (p) => {
+        assert.equal(p.status.phase, 'Running');
+        assert.equal(p.requeueAfterMs, 40_000);
+      },
+    },
+    {
+      name: 'node silent past the grace: Error NodeLost',
+      agent: agent({ status: bound({ startTime: at(10) }), meta: boundMeta }),
+      over: { nodes: new Map() },
+      expect: (p) => assert.deepEqual([p.status.phase, p.status.reason], ['Error', 'NodeLost']),
+    },
+    {
+      name: 'ttl: finished agent deleted once the TTL passed',
+      agent: agent({ spec: { ttlSecondsAfterFinished: 30 }, status: bound({ phase: 'Completed', reason: 'Exited', completionTime: at(60) }), meta: boundMeta }),
+      expect: (p) => assert.equal(p.deleteAgent, true),
+    },
+    {
+      name: 'ttl: not yet, requeued',
+      agent: agent({ spec: { ttlSecondsAfterFinished: 60 }, status: bound({ phase: 'Completed', reason: 'Exited', completionTime: at(60) }), meta: boundMeta }),
+      expect: (p) => {
+        assert.equal(p.deleteAgent, false);
+        assert.equal(p.requeueAfterMs, 20_000);
+      },
+    },
+    {
+      name: 'binding label missing after a crash between the two writes: repaired',
+      agent: agent({ status: bound({ startTime: at(90) }) }),
+      expect: (p) => assert.equal(p.setNodeLabel, 'node-1'),
+    },
+    {
+      name: 'steady state: no events, same status',
+      agent: agent({
+        status: { nodeName: 'node-1', phase: 'Running', reason: 'SessionStarted', message: 'session s started', startTime: at(90), sessionName: 's', observedGeneration: 1 },
+        meta: boundMeta,
+      }),
+      expect: (p) => {
+        assert.deepEqual(p.events, []);
+        assert.equal(p.setNodeLabel, undefined);
+        assert.equal(p.status.phase, 'Running');
+      },
+    },
+  ];
+  for (const c of cases) it(c.name, () => c.expect(observe(c.agent, c.over)));
+
+  it('keeps lastTransitionTime when a condition does not change', () => {
+    const first = observe(agent({ status: bound({ phase: 'Scheduled', startTime: at(90) }), meta: boundMeta }));
+    const again = observe(agent({ status: { ...bound({ startTime: at(90) }), ...first.status } , meta: boundMeta }), { now: T0 + 200_000 });
+    assert.deepEqual(again.status.conditions, first.status.conditions);
+    assert.deepEqual(again.events, []);
+  });
+});

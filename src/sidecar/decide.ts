@@ -1,0 +1,116 @@
+/**
+ * The node sidecar's decision for one Agent bound to its node (pure): launch it, leave it running,
+ * or clean it up; and which sidecar-owned status fields to write. What the node has seen (an exit
+ * code, a final report) counts at once, before the controller's phase comes back round.
+ */
+import type { Agent, AgentStatus, CleanupRecord } from '../api/agent.js';
+import { agentOutcome } from '../api/outcome.js';
+import { isTerminalPhase, type ReportedState } from '../api/phase.js';
+import { parseTime, rfc3339 } from '../api/time.js';
+import { isDeepStrictEqual } from 'node:util';
+
+/** What the node knows about an agent, from its workspace, tmux and the report endpoint. */
+export interface LocalFacts {
+  /** The workspace and agent.json exist: a launch was (at least) begun. */
+  launched: boolean;
+  sessionName?: string;
+  startTime?: string;
+  sessionAlive: boolean;
+  exitCode?: number;
+  launchError?: string;
+  /** Last output seen (epoch ms), from the output log. */
+  lastOutputAt?: number;
+  report?: { state: ReportedState; progress?: number; message?: string; time: string };
+  findings?: AgentStatus['findings'];
+  /** The record of a finished cleanup (this run's, or recovered from the archive). */
+  cleanup?: CleanupRecord;
+}
+
+export type NodeAction = { kind: 'launch' } | { kind: 'cleanup'; trigger: string } | { kind: 'none' };
+
+export interface NodeDecision {
+  action: NodeAction;
+  /** Sidecar-owned fields that differ from the observed status; undefined when nothing changed. */
+  statusPatch?: Partial<AgentStatus>;
+}
+
+export const SIDECAR_STATUS_FIELDS = [
+  'sessionName',
+  'startTime',
+  'exitCode',
+  'launchError',
+  'lastOutputTime',
+  'lastReportTime',
+  'reportedState',
+  'reportedMessage',
+  'progress',
+  'findings',
+  'cleanup',
+] as const satisfies readonly (keyof AgentStatus)[];
+
+/** How often lastOutputTime may move: often enough for the idle timeout, rarely enough to spare the API server. */
+export function outputTimeResolutionMs(idleTimeoutSeconds: number | undefined): number {
+  const base = 30_000;
+  return idleTimeoutSeconds === undefined ? base : Math.max(1000, Math.min(base, (idleTimeoutSeconds * 1000) / 4));
+}
+
+export function decideNode(agent: Agent, local: LocalFacts, now: number): NodeDecision {
+  const status = agent.status ?? {};
+  const desired = desiredStatus(agent, local, now);
+  const statusPatch = diffFields(status, desired);
+
+  if (status.cleanup?.completionTime || local.cleanup?.completionTime) return { action: { kind: 'none' }, statusPatch };
+
+  // The agent as it will look once our observations land: judge the end on that.
+  const merged: Agent = { ...agent, status: { ...status, ...desired } };
+  const outcome = agentOutcome(merged, now);
+  const trigger = isTerminalPhase(status.phase) ? status.reason ?? status.phase : outcome?.reason;
+  if (trigger) return { action: { kind: 'cleanup', trigger }, statusPatch };
+  if (!local.launched) return { action: { kind: 'launch' }, statusPatch };
+  return { action: { kind: 'none' }, statusPatch };
+}
+
+function desiredStatus(agent: Agent, local: LocalFacts, now: number): Partial<AgentStatus> {
+  const status = agent.status ?? {};
+  const d: Partial<AgentStatus> = {};
+  if (local.sessionName) d.sessionName = local.sessionName;
+  if (local.startTime) d.startTime = local.startTime;
+  if (local.exitCode !== undefined) d.exitCode = local.exitCode;
+  if (local.launchError) d.launchError = local.launchError;
+  if (local.report) {
+    d.reportedState = local.report.state;
+    d.lastReportTime = local.report.time;
+    if (local.report.message !== undefined) d.reportedMessage = local.report.message;
+    if (local.report.progress !== undefined) d.progress = local.report.progress;
+  }
+  if (local.findings) d.findings = plain(local.findings);
+  if (local.cleanup) d.cleanup = plain(local.cleanup);
+  if (local.lastOutputAt !== undefined) {
+    const written = parseTime(status.lastOutputTime) ?? 0;
+    const resolution = outputTimeResolutionMs(agent.spec.idleTimeoutSeconds);
+    // Whole seconds, as metav1.Time; moved only when it advanced by the resolution or more.
+    const seen = Math.floor(local.lastOutputAt / 1000) * 1000;
+    if (seen - written >= resolution || (status.lastOutputTime === undefined && seen <= now)) {
+      d.lastOutputTime = rfc3339(new Date(seen));
+    }
+  }
+  return d;
+}
+
+function diffFields(observed: AgentStatus, desired: Partial<AgentStatus>): Partial<AgentStatus> | undefined {
+  const patch: Partial<AgentStatus> = {};
+  let changed = false;
+  for (const f of SIDECAR_STATUS_FIELDS) {
+    const want = desired[f];
+    if (want !== undefined && !isDeepStrictEqual(want, observed[f])) {
+      (patch as Record<string, unknown>)[f] = want;
+      changed = true;
+    }
+  }
+  return changed ? patch : undefined;
+}
+
+/** As it will come back from the API server: no undefined-valued keys. */
+function plain<T>(v: T): T {
+  return JSON.parse(JSON.stringify(v)) as T;
+}

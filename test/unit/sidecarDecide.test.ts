@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Agent } from '../../src/api/agent.js';
+import { decideNode, outputTimeResolutionMs, type LocalFacts } from '../../src/sidecar/decide.js';
+
+const T0 = Date.parse('2026-11-25T10:00:00Z');
+const iso = (s: number) => new Date(T0 + s * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+const agent = (spec: Partial<Agent['spec']> = {}, status: Agent['status'] = {}, meta: Partial<NonNullable<Agent['metadata']>> = {}): Agent => ({
+  metadata: { name: 'a', namespace: 'ns', uid: 'u', ...meta },
+  spec: { prompt: 'p', command: ['x'], ...spec },
+  status: { nodeName: 'node-1', phase: 'Scheduled', ...status },
+});
+const fresh: LocalFacts = { launched: false, sessionAlive: false };
+const running: LocalFacts = { launched: true, sessionAlive: true, sessionName: 'agent-u', startTime: iso(1) };
+
+describe('decideNode', () => {
+  const cases: { name: string; agent: Agent; local: LocalFacts; now?: number; action: string; patch?: Record<string, unknown> | undefined }[] = [
+    { name: 'bound and not launched: launch', agent: agent(), local: fresh, action: 'launch' },
+    {
+      name: 'launched: session facts written once',
+      agent: agent(),
+      local: running,
+      action: 'none',
+      patch: { sessionName: 'agent-u', startTime: iso(1) },
+    },
+    { name: 'facts already in status: no write', agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }), local: running, action: 'none', patch: undefined },
+    {
+      name: 'exit seen locally: cleanup at once, exit code written',
+      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
+      local: { ...running, sessionAlive: false, exitCode: 0 },
+      action: 'cleanup:Exited',
+      patch: { exitCode: 0 },
+    },
+    {
+      name: 'final report seen locally: cleanup at once',
+      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
+      local: { ...running, report: { state: 'failed', message: 'tests fail', time: iso(5) } },
+      action: 'cleanup:AgentFailed',
+      patch: { reportedState: 'failed', reportedMessage: 'tests fail', lastReportTime: iso(5) },
+    },
+    {
+      name: 'working report: status reflects it, keeps running',
+      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
+      local: { ...running, report: { state: 'working', progress: 40, message: 'half', time: iso(5) } },
+      action: 'none',
+      patch: { reportedState: 'working', progress: 40, reportedMessage: 'half', lastReportTime: iso(5) },
+    },
+    { name: 'stopped: cleanup', agent: agent({ stop: true }, { sessionName: 'agent-u', startTime: iso(1) }), local: running, action: 'cleanup:Stopped', patch: undefined },
+    {
+      name: 'deleted: cleanup',
+      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }, { deletionTimestamp: iso(3) }),
+      local: running,
+      action: 'cleanup:Deleted',
+      patch: undefined,
+    },
+    {
+      name: 'terminal phase set by the controller (deadline): cleanup with its reason',
+      agent: agent({}, { phase: 'Terminated', reason: 'DeadlineExceeded', sessionName: 'agent-u', startTime: iso(1) }),
+      local: running,
+      action: 'cleanup:DeadlineExceeded',
+      patch: undefined,
+    },
+    {
+      name: 'terminal before launch: cleanup (nothing to kill) so the finalizer can go',
+      agent: agent({}, { phase: 'Error', reason: 'NodeLost' }),
+      local: fresh,
+      action: 'cleanup:NodeLost',
+      patch: undefined,
+    },
+    {
+      name: 'cleanup done: record written, nothing else',
+      agent: agent({}, { phase: 'Completed', reason: 'Exited' }),
+      local: {
+        ...fresh,
+        cleanup: { startTime: iso(2), completionTime: iso(3), sessionKilled: true, processesKilled: 0, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true },
+      },
+      action: 'none',
+      patch: { cleanup: { startTime: iso(2), completionTime: iso(3), sessionKilled: true, processesKilled: 0, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true } },
+    },
+    {
+      name: 'output within the resolution: lastOutputTime not moved',
+      agent: agent({ idleTimeoutSeconds: 60 }, { sessionName: 'agent-u', startTime: iso(1), lastOutputTime: iso(10) }),
+      local: { ...running, lastOutputAt: T0 + 20_000 },
+      now: T0 + 21_000,
+      action: 'none',
+      patch: undefined,
+    },
+    {
+      name: 'output past the resolution: lastOutputTime moved',
+      agent: agent({ idleTimeoutSeconds: 60 }, { sessionName: 'agent-u', startTime: iso(1), lastOutputTime: iso(10) }),
+      local: { ...running, lastOutputAt: T0 + 25_500 },
+      now: T0 + 26_000,
+      action: 'none',
+      patch: { lastOutputTime: iso(25) },
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const d = decideNode(c.agent, c.local, c.now ?? T0 + 10_000);
+      const action = d.action.kind === 'cleanup' ? `cleanup:${d.action.trigger}` : d.action.kind;
+      assert.equal(action, c.action);
+      if ('patch' in c) assert.deepEqual(d.statusPatch, c.patch);
+    });
+  }
+
+  it('output time resolution follows the idle timeout, within bounds', () => {
+    assert.equal(outputTimeResolutionMs(undefined), 30_000);
+    assert.equal(outputTimeResolutionMs(8), 2000);
+    assert.equal(outputTimeResolutionMs(1), 1000);
+    assert.equal(outputTimeResolutionMs(3600), 30_000);
+  });
+});

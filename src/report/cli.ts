@@ -1,0 +1,255 @@
+/**
+ * `agent-operator report`: what an agent runs inside its session to tell the platform how it is doing.
+ * It validates locally with the server's own schemas, POSTs to the node's report endpoint, and retries
+ * only when the endpoint could not be reached (a sidecar restarting), never when it answered.
+ */
+// Namespaces, not named imports: looked up at call time, so interceptors that patch the module work.
+import http from 'node:http';
+import https from 'node:https';
+import { parseArgs } from 'node:util';
+import { AGENT_ENV, LIMITS } from '../api/constants.js';
+import { REPORTED_STATES } from '../api/phase.js';
+import {
+  acceptedResponseSchema,
+  errorResponseSchema,
+  MAX_DATA_BYTES,
+  MAX_FINDING_TYPE_LENGTH,
+  REPORT_PATHS,
+  SEVERITIES,
+  validateFinding,
+  validateStatusReport,
+  type Validated,
+} from './protocol.js';
+
+export const EXIT = {
+  ok: 0,
+  /** The endpoint answered with an error (bad report, bad token, agent ended, server failure). */
+  refused: 1,
+  /** Bad or missing flag, or AGENT_REPORT_URL / AGENT_REPORT_TOKEN missing or invalid. */
+  usage: 2,
+  /** The endpoint could not be reached, retries included. */
+  unreachable: 3,
+} as const;
+
+const PROG = 'agent-operator report';
+
+export const REPORT_HELP = `Usage:
+  ${PROG} --status ${REPORTED_STATES.join('|')} [--progress N] [--message M]
+  ${PROG} finding --type T --severity ${SEVERITIES.join('|')} --message M [--data JSON]
+
+Tells the platform how this agent is doing, from inside its session. 'completed', 'failed' and
+'error' are final: the agent is stopped and cleaned up afterwards (not by this command).
+
+Options:
+  --status S      ${REPORTED_STATES.join(', ')}
+  --progress N    percent done, an integer from 0 to 100
+  --message M     what is going on (at most ${LIMITS.messageLength} characters; required for a finding)
+  --type T        kind of finding, 1 to ${MAX_FINDING_TYPE_LENGTH} characters
+  --severity S    ${SEVERITIES.join(', ')}
+  --data JSON     any JSON value attached to the finding (at most ${MAX_DATA_BYTES} bytes)
+  -h, --help      this text
+
+Environment (set in every agent session):
+  ${AGENT_ENV.reportUrl}    base URL of the node's report endpoint
+  ${AGENT_ENV.reportToken}  this agent's secret token
+
+Exit codes:
+  ${EXIT.ok}  recorded
+  ${EXIT.refused}  the endpoint refused the report (its error is printed)
+  ${EXIT.usage}  bad or missing flag, or a missing environment variable
+  ${EXIT.unreachable}  the endpoint could not be reached (after retries)`;
+
+export interface ReportCliOptions {
+  env?: NodeJS.ProcessEnv;
+  out?: (line: string) => void;
+  err?: (line: string) => void;
+  /** Per attempt, connection to last byte of the answer. */
+  timeoutMs?: number;
+  /** Pauses before each retry; retries happen only when no answer came. */
+  retryDelaysMs?: readonly number[];
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+const DEFAULT_RETRY_DELAYS_MS = [500, 1_500] as const;
+
+class UsageError extends Error {}
+
+const asFlag = (field: string) => `--${field.split('.')[0]}`;
+
+function orUsageError<T>(result: Validated<T>): T {
+  if (!result.ok) throw new UsageError(result.error);
+  return result.value;
+}
+
+function parseFlags(argv: string[]) {
+  try {
+    return parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        status: { type: 'string' },
+        progress: { type: 'string' },
+        message: { type: 'string' },
+        type: { type: 'string' },
+        severity: { type: 'string' },
+        data: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }).values;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function rejectFlags(values: Record<string, unknown>, flags: readonly string[], form: string): void {
+  const misplaced = flags.filter((f) => values[f] !== undefined);
+  if (misplaced.length > 0) throw new UsageError(`${misplaced.map((f) => `--${f}`).join(', ')} not allowed in ${form}`);
+}
+
+/** The endpoint path and the validated body the command line asks for, or undefined for --help. */
+function reportFromArgs(argv: string[]): { path: string; body: unknown } | undefined {
+  const isFinding = argv[0] === 'finding';
+  const values = parseFlags(isFinding ? argv.slice(1) : argv);
+  if (values.help) return undefined;
+  if (isFinding) {
+    rejectFlags(values, ['status', 'progress'], "'report finding'");
+    let data: unknown;
+    if (values.data !== undefined) {
+      try {
+        data = JSON.parse(values.data);
+      } catch (err) {
+        throw new UsageError(`--data: not valid JSON: ${(err as Error).message}`);
+      }
+    }
+    const finding = orUsageError(
+      validateFinding({ type: values.type, severity: values.severity, message: values.message, data }, asFlag),
+    );
+    return { path: REPORT_PATHS.finding, body: finding };
+  }
+  rejectFlags(values, ['type', 'severity', 'data'], "a status report (use 'report finding')");
+  const progress = values.progress !== undefined && /^[+-]?\d+$/.test(values.progress) ? Number(values.progress) : values.progress;
+  const report = orUsageError(validateStatusReport({ status: values.status, progress, message: values.message }, asFlag));
+  return { path: REPORT_PATHS.status, body: report };
+}
+
+function endpointFrom(env: NodeJS.ProcessEnv, path: string): { url: URL; token: string } {
+  const base = env[AGENT_ENV.reportUrl];
+  const token = env[AGENT_ENV.reportToken];
+  const outsideSession = 'it is set in every agent session; run this command from inside one';
+  if (!base) throw new UsageError(`${AGENT_ENV.reportUrl} is not set: ${outsideSession}`);
+  if (!token) throw new UsageError(`${AGENT_ENV.reportToken} is not set: ${outsideSession}`);
+  let url: URL;
+  try {
+    // Appended, not resolved, so a base URL with a path prefix keeps it.
+    url = new URL(`${base.replace(/\/+$/, '')}${path}`);
+  } catch {
+    throw new UsageError(`${AGENT_ENV.reportUrl} is not a valid URL: '${base}'`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new UsageError(`${AGENT_ENV.reportUrl} must be an http or https URL: '${base}'`);
+  }
+  return { url, token };
+}
+
+interface Answer {
+  status: number;
+  text: string;
+}
+
+/** An error raised before any answer arrived: the report may not have reached the server. */
+class Unreachable extends Error {}
+
+function postOnce(url: URL, token: string, body: string, timeoutMs: number): Promise<Answer> {
+  const request = url.protocol === 'https:' ? https.request : http.request;
+  return new Promise((resolve, reject) => {
+    let answered = false;
+    const req = request(
+      url,
+      {
+        method: 'POST',
+        headers: {
+          Authorization: `Bearer ${token}`,
+          'Content-Type': 'application/json',
+          'Content-Length': String(Buffer.byteLength(body)),
+        },
+        signal: AbortSignal.timeout(timeoutMs),
+      },
+      (res) => {
+        answered = true;
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        // The server answered: whatever it recorded stands, so this is reported, not retried.
+        res.on('error', (err) => resolve({ status: res.statusCode ?? 0, text: `(answer cut off: ${err.message})` }));
+      },
+    );
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (answered) return;
+      const why = err.name === 'AbortError' ? `no answer within ${timeoutMs} ms` : (err.code ?? err.message);
+      reject(new Unreachable(why));
+    });
+    req.end(body);
+  });
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function describeRefusal(answer: Answer): string {
+  const parsed = errorResponseSchema.safeParse(safeJson(answer.text));
+  // Not our JSON (a proxy, another server on that port): show the raw start of it.
+  const error = parsed.success ? parsed.data.error : answer.text.slice(0, 200) || 'no error message';
+  return `refused (HTTP ${answer.status}): ${error}`;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export async function runReport(argv: string[], options: ReportCliOptions = {}): Promise<number> {
+  const out = options.out ?? ((line: string) => console.log(line));
+  const err = options.err ?? ((line: string) => console.error(line));
+  const retryDelaysMs = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+
+  let target: { url: URL; token: string; body: string };
+  try {
+    const report = reportFromArgs(argv);
+    if (!report) {
+      out(REPORT_HELP);
+      return EXIT.ok;
+    }
+    const { url, token } = endpointFrom(options.env ?? process.env, report.path);
+    target = { url, token, body: JSON.stringify(report.body) };
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    err(`${PROG}: ${e.message}\nRun '${PROG} --help' for usage.`);
+    return EXIT.usage;
+  }
+
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const answer = await postOnce(target.url, target.token, target.body, timeoutMs);
+      if (answer.status >= 200 && answer.status < 300) {
+        const accepted = acceptedResponseSchema.safeParse(safeJson(answer.text));
+        out(accepted.success ? `recorded at ${accepted.data.at}` : 'recorded');
+        return EXIT.ok;
+      }
+      err(`${PROG}: ${describeRefusal(answer)}`);
+      return EXIT.refused;
+    } catch (e) {
+      if (!(e instanceof Unreachable)) throw e;
+      const delay = retryDelaysMs[attempt];
+      if (delay === undefined) {
+        err(`${PROG}: cannot reach ${target.url.origin} (${e.message}) after ${attempt + 1} attempts`);
+        return EXIT.unreachable;
+      }
+      err(`${PROG}: cannot reach ${target.url.origin} (${e.message}); retrying in ${delay} ms`);
+      await sleep(delay);
+    }
+  }
+}

@@ -1,0 +1,367 @@
+/**
+ * The in-session report endpoint a node sidecar runs on loopback. A report only records: it is
+ * appended to the agent's workspace (durable) before anything else happens, then handed to a callback
+ * that reflects it into status later. Nothing that follows from a report (cleanup) runs here: the old
+ * system ran cleanup inside the report call and killed the reporter mid-way.
+ *
+ * Callbacks: onStatus/onFinding are invoked once the record is durable, in the order the records were
+ * written for that agent, and awaited for at most `callbackTimeoutMs` before the 202 goes out. They
+ * should only enqueue (the status write is coalesced elsewhere); a slow or failing callback is logged
+ * and the agent still gets its 202, because the report is already on disk and can be replayed from there.
+ */
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import {
+  MAX_BODY_BYTES,
+  RECORD_FILES,
+  REPORT_PATHS,
+  validateFinding,
+  validateStatusReport,
+  type AcceptedResponse,
+  type ErrorResponse,
+  type Finding,
+  type StatusReport,
+  type Validated,
+} from './protocol.js';
+
+export interface AgentContext {
+  uid: string;
+  /** Where reports.jsonl and findings.jsonl are appended. */
+  workspaceDir: string;
+  /** False once the agent has ended: later reports are refused with 409. */
+  acceptingReports: boolean;
+}
+
+export interface ReportServerOptions<C extends AgentContext = AgentContext> {
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  logger: Logger;
+  /**
+   * The agent a bearer token belongs to, or undefined. Called when a request arrives and again just
+   * before its record is written, so an agent that ends mid-request is honoured (409) whether the
+   * context returned is a live object or a snapshot.
+   */
+  authenticate: (token: string) => C | undefined;
+  onStatus: (ctx: C, report: StatusReport, at: Date) => Promise<void>;
+  onFinding: (ctx: C, finding: Finding, at: Date) => Promise<void>;
+  /** How long a 202 waits for the callback before going out anyway. */
+  callbackTimeoutMs?: number;
+  /** A client must have sent its headers within this time... */
+  headersTimeoutMs?: number;
+  /** ...and its whole request within this one; then the connection is closed (408). */
+  requestTimeoutMs?: number;
+  maxConnections?: number;
+}
+
+export interface ReportServer {
+  url: string;
+  port: number;
+  /**
+   * Resolves once every report accepted so far for this agent is written. Cleanup calls it after the
+   * agent's context stops accepting reports, so nothing lands in the workspace after it is archived.
+   */
+  whenIdle(uid: string): Promise<void>;
+  /** Stops listening, lets requests in flight finish (bounded by the request timeout), closes. */
+  close(): Promise<void>;
+}
+
+const DEFAULTS = {
+  host: '127.0.0.1',
+  callbackTimeoutMs: 2_000,
+  headersTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
+  maxConnections: 128,
+} as const;
+/** How often node checks connections against the header/request timeouts (its default is 30 s). */
+const TIMEOUT_CHECK_INTERVAL_MS = 250;
+/** After a 413 the rest of the body is discarded for at most this long, so the client can read the answer. */
+const LINGER_MS = 500;
+const JSON_MEDIA_TYPE = 'application/json';
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+type Kind = keyof typeof RECORD_FILES;
+
+interface Route {
+  kind: Kind;
+  validate: (input: unknown) => Validated<StatusReport | Finding>;
+}
+
+const ROUTES: Record<string, Route> = {
+  [REPORT_PATHS.status]: { kind: 'status', validate: validateStatusReport },
+  [REPORT_PATHS.finding]: { kind: 'finding', validate: validateFinding },
+};
+
+function bearerToken(req: IncomingMessage): string {
+  const header = req.headers.authorization;
+  if (!header) throw new HttpError(401, 'missing Authorization header: send "Authorization: Bearer $AGENT_REPORT_TOKEN"', { 'WWW-Authenticate': 'Bearer' });
+  const match = /^Bearer +(\S+) *$/i.exec(header);
+  if (!match) throw new HttpError(401, 'Authorization header must be "Bearer <token>"', { 'WWW-Authenticate': 'Bearer' });
+  return match[1]!;
+}
+
+function checkContentType(req: IncomingMessage): void {
+  const [mediaType, ...params] = (req.headers['content-type'] ?? '').split(';').map((p) => p.trim().toLowerCase());
+  const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
+  if (mediaType !== JSON_MEDIA_TYPE || (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')) {
+    throw new HttpError(415, `Content-Type must be ${JSON_MEDIA_TYPE} (got '${req.headers['content-type'] ?? 'none'}')`);
+  }
+}
+
+const tooLarge = () => new HttpError(413, `request body is over the ${MAX_BODY_BYTES} byte limit`);
+
+/** The body, up to MAX_BODY_BYTES; past that it stops reading and fails with 413. */
+function readBody(req: IncomingMessage, res: ServerResponse): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > MAX_BODY_BYTES) return Promise.reject(tooLarge());
+  // Only now, with the request judged acceptable, ask a client that waits for it to send the body.
+  if (req.headers.expect?.toLowerCase() === '100-continue') res.writeContinue();
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const cleanup = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        cleanup();
+        req.pause();
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(Buffer.concat(chunks));
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    const onClose = () => {
+      if (!req.complete) onError(new HttpError(400, 'client closed the connection before sending the whole body'));
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
+}
+
+function parseJson(body: Buffer): unknown {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(body);
+  } catch {
+    throw new HttpError(400, 'body is not valid UTF-8');
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new HttpError(400, `body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Appends one line with O_APPEND (one write per line, so concurrent writers never interleave) and
+ * fsyncs before returning. O_NOFOLLOW and the regular-file check keep an agent that replaced the file
+ * with a symlink or a FIFO from redirecting or blocking the sidecar's write.
+ */
+async function appendDurably(file: string, line: string): Promise<void> {
+  const flags = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+  const handle = await open(file, flags, 0o600);
+  try {
+    if (!(await handle.stat()).isFile()) throw new Error(`${file} is not a regular file`);
+    await handle.writeFile(line);
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`did not settle within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function send(res: ServerResponse, status: number, body: AcceptedResponse | ErrorResponse | { ok: true }, headers: Record<string, string> = {}): void {
+  const payload = JSON.stringify(body);
+  res.writeHead(status, {
+    ...headers,
+    'Content-Type': JSON_MEDIA_TYPE,
+    'Content-Length': String(Buffer.byteLength(payload)),
+    'Cache-Control': 'no-store',
+    // Keep-alive off: one request per connection, so no idle connection outlives its report.
+    Connection: 'close',
+  });
+  res.end(payload);
+}
+
+export async function startReportServer<C extends AgentContext>(options: ReportServerOptions<C>): Promise<ReportServer> {
+  const { logger, authenticate } = options;
+  const host = options.host ?? DEFAULTS.host;
+  const callbackTimeoutMs = options.callbackTimeoutMs ?? DEFAULTS.callbackTimeoutMs;
+  const headersTimeoutMs = options.headersTimeoutMs ?? DEFAULTS.headersTimeoutMs;
+  const requestTimeoutMs = Math.max(options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs, headersTimeoutMs);
+  const log = logger.child({ component: 'report-server' });
+
+  /** Per agent, the tail of its write chain: records are written (and callbacks started) in order. */
+  const chains = new Map<string, Promise<void>>();
+  const inFlight = new Set<Promise<void>>();
+
+  /**
+   * Queues the record behind the agent's earlier ones. `written` resolves once it is durable, with
+   * the callback's promise (boxed, so it is awaited separately from the write).
+   */
+  function record(ctx: C, kind: Kind, report: StatusReport | Finding): { at: Date; written: Promise<{ reflected: Promise<void> }> } {
+    const at = new Date();
+    const file = join(ctx.workspaceDir, RECORD_FILES[kind]);
+    const line = `${JSON.stringify({ at: at.toISOString(), ...report })}\n`;
+    const written = (chains.get(ctx.uid) ?? Promise.resolve()).then(async () => {
+      await appendDurably(file, line);
+      // Started inside the chain so callbacks see an agent's reports in file order.
+      const reflected = Promise.resolve().then(() =>
+        kind === 'status' ? options.onStatus(ctx, report as StatusReport, at) : options.onFinding(ctx, report as Finding, at),
+      );
+      return { reflected };
+    });
+    const tail = written.then(
+      () => undefined,
+      () => undefined,
+    );
+    chains.set(ctx.uid, tail);
+    void tail.then(() => {
+      if (chains.get(ctx.uid) === tail) chains.delete(ctx.uid);
+    });
+    return { at, written };
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? '/', 'http://report.invalid').pathname;
+    if (path === REPORT_PATHS.health) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, `${req.method} not allowed on ${path}`, { Allow: 'GET, HEAD' });
+      send(res, 200, { ok: true });
+      return;
+    }
+    const route = ROUTES[path];
+    if (!route) throw new HttpError(404, `no such endpoint: ${path} (use POST ${REPORT_PATHS.status} or POST ${REPORT_PATHS.finding})`);
+    if (req.method !== 'POST') throw new HttpError(405, `${req.method} not allowed on ${path}: use POST`, { Allow: 'POST' });
+    const token = bearerToken(req);
+    const ctx = authenticate(token);
+    if (!ctx) throw new HttpError(401, 'invalid report token', { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
+    checkContentType(req);
+    const validated = route.validate(parseJson(await readBody(req, res)));
+    if (!validated.ok) throw new HttpError(400, validated.error);
+
+    // Checked and enqueued in one synchronous step: whoever flips acceptingReports and then awaits
+    // whenIdle() either sees this report written or makes it fail here.
+    const current = authenticate(token);
+    if (!current || current.uid !== ctx.uid || !current.acceptingReports) {
+      throw new HttpError(409, `agent ${ctx.uid} has ended and no longer accepts reports`);
+    }
+    const { at, written } = record(current, route.kind, validated.value);
+    let reflected: Promise<void>;
+    try {
+      ({ reflected } = await written);
+    } catch (err) {
+      log.error({ err, uid: ctx.uid, kind: route.kind }, 'could not record a report');
+      throw new HttpError(500, `could not record the report: ${(err as Error).message}`);
+    }
+    try {
+      await withTimeout(reflected, callbackTimeoutMs);
+    } catch (err) {
+      log.warn({ err, uid: ctx.uid, kind: route.kind }, 'report recorded; its callback failed or was slow');
+    }
+    log.debug({ uid: ctx.uid, kind: route.kind }, 'report recorded');
+    send(res, 202, { accepted: true, at: at.toISOString() });
+  }
+
+  function refuse(req: IncomingMessage, res: ServerResponse, err: unknown): void {
+    const status = err instanceof HttpError ? err.status : 500;
+    const message = err instanceof HttpError ? err.message : 'internal error';
+    if (!(err instanceof HttpError)) log.error({ err }, 'report request failed');
+    else log.info({ status, path: req.url, error: message }, 'report request refused');
+    if (res.headersSent || res.destroyed) {
+      res.destroy();
+      return;
+    }
+    const socket = req.socket;
+    send(res, status, { error: message }, err instanceof HttpError ? err.headers : {});
+    if (!req.complete) {
+      // Stop taking the body: end our side once the answer is out and drop the connection shortly
+      // after, whatever the client still sends (node discards it meanwhile, unbuffered).
+      res.once('finish', () => setTimeout(() => socket.destroy(), LINGER_MS).unref());
+    }
+  }
+
+  const server = createServer(
+    {
+      headersTimeout: headersTimeoutMs,
+      requestTimeout: requestTimeoutMs,
+      connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
+    },
+    (req, res) => {
+      const done = handle(req, res)
+        .catch((err: unknown) => refuse(req, res, err))
+        .catch((err: unknown) => {
+          // Never let one connection's failure become an unhandled rejection that ends the sidecar.
+          log.error({ err }, 'could not answer a report request');
+          res.destroy();
+        });
+      inFlight.add(done);
+      void done.finally(() => inFlight.delete(done));
+    },
+  );
+  // With a listener here node does not answer "100 Continue" itself: readBody does, after the checks.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => server.emit('request', req, res));
+  server.maxConnections = options.maxConnections ?? DEFAULTS.maxConnections;
+  server.setTimeout(requestTimeoutMs);
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  log.info({ url }, 'report server listening');
+
+  return {
+    url,
+    port,
+    whenIdle: async (uid) => {
+      await chains.get(uid);
+    },
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await withTimeout(Promise.allSettled([...inFlight]), requestTimeoutMs + callbackTimeoutMs).catch(() => undefined);
+      server.closeAllConnections();
+      await closed;
+      await Promise.allSettled([...chains.values()]);
+    },
+  };
+}

@@ -5,7 +5,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { LIMITS, RESERVED_ENV_NAMES } from './constants.js';
-import { conditions, keySelector, objectMeta, timestamp } from './fields.js';
+import { conditions, keySelector, objectMeta, timestamp, uniqueBy } from './fields.js';
 import { PHASES, REPORTED_STATES } from './phase.js';
 import { has, withRules } from './rules.js';
 
@@ -132,6 +132,7 @@ const agentSpecObject = z
     env: z
       .array(envVar)
       .max(LIMITS.envItems)
+      .superRefine(uniqueBy('name'))
       .optional()
       .meta({
         description: 'Environment variables for the agent, in addition to the AGENT_* variables the platform sets.',

@@ -86,7 +86,8 @@ function crd(opts: {
         plural: opts.plural,
         singular: opts.singular,
         shortNames: opts.shortNames,
-        categories: ['agents'],
+        // Not 'agents': a category named like a plural makes `kubectl get agents` list AgentNodes too.
+        categories: ['orchestrator'],
       },
       scope: opts.scope,
       versions: [

@@ -8,8 +8,47 @@ export const DNS_SUBDOMAIN_PATTERN = `^${DNS_LABEL}(\\.${DNS_LABEL})*$`;
 export const objectName = (description: string) =>
   z.string().min(1).max(253).regex(new RegExp(DNS_SUBDOMAIN_PATTERN)).meta({ description });
 
+function isFullDate(s: string): boolean {
+  const m = /^([0-9]{4})-([0-9]{2})-([0-9]{2})$/.exec(s);
+  if (!m) return false;
+  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const date = new Date(0);
+  date.setUTCFullYear(y, mo - 1, d);
+  return date.getUTCFullYear() === y && date.getUTCMonth() === mo - 1 && date.getUTCDate() === d;
+}
+
+/**
+ * The API server's check for `format: date-time` (kube-openapi strfmt.IsDateTime), reproduced so
+ * zod rejects exactly the timestamps the API server rejects.
+ */
+export function isDateTime(s: string): boolean {
+  const [date, time] = s.toLowerCase().split('t');
+  if (s.length < 4 || date === undefined || time === undefined || !isFullDate(date)) return false;
+  const m = /^([0-9]{2}):([0-9]{2}):([0-9]{2})([^\n][0-9]+)?(z|([+-][0-9]{2}:[0-9]{2}))$/.exec(time);
+  return !!m && m[1]! <= '23' && m[2]! <= '59' && m[3]! <= '59';
+}
+
 /** RFC 3339 timestamp, as metav1.Time serialises. */
-export const timestamp = (description: string) => z.string().max(64).meta({ description, format: 'date-time' });
+export const timestamp = (description: string) =>
+  z
+    .string()
+    .max(64)
+    .refine(isDateTime, { message: 'must be an RFC 3339 date-time such as 2026-01-02T03:04:05Z' })
+    .meta({ description, format: 'date-time' });
+
+/**
+ * zod's half of `x-kubernetes-list-type: map`: the API server rejects two items with the same
+ * key (as "Duplicate value" at the second one), so zod does too.
+ */
+export function uniqueBy<T>(key: keyof T & string) {
+  return (items: T[], ctx: z.RefinementCtx<T[]>): void => {
+    const seen = new Set<unknown>();
+    items.forEach((item, i) => {
+      if (seen.has(item[key])) ctx.addIssue({ code: 'custom', message: `duplicate ${key} ${JSON.stringify(item[key])}`, path: [i] });
+      seen.add(item[key]);
+    });
+  };
+}
 
 export const keySelector = (kind: 'ConfigMap' | 'Secret') =>
   z
@@ -58,6 +97,7 @@ export type Condition = z.infer<typeof condition>;
 export const conditions = z
   .array(condition)
   .max(16)
+  .superRefine(uniqueBy('type'))
   .optional()
   .meta({
     description: 'Latest observations of the object state, one per type.',

@@ -53,6 +53,11 @@ function crd(opts: {
   plural: string;
   singular: string;
   shortNames: string[];
+  /**
+   * `kubectl get <category>` lists every kind in it. A category spelled like a plural shadows the
+   * resource (`kubectl get agents` expands the category), so `agents` holds the Agent kind alone.
+   */
+  categories: string[];
   scope: 'Namespaced' | 'Cluster';
   description: string;
   spec: z.ZodType;
@@ -86,8 +91,7 @@ function crd(opts: {
         plural: opts.plural,
         singular: opts.singular,
         shortNames: opts.shortNames,
-        // Not 'agents': a category named like a plural makes `kubectl get agents` list AgentNodes too.
-        categories: ['orchestrator'],
+        categories: opts.categories,
       },
       scope: opts.scope,
       versions: [
@@ -115,6 +119,7 @@ export function agentCrd() {
     plural: AGENT_PLURAL,
     singular: AGENT_SINGULAR,
     shortNames: ['ag'],
+    categories: ['agents', 'orchestrator'],
     scope: 'Namespaced',
     description:
       'An Agent runs an AI coding agent (or any CLI) in a tmux session on a node. When it ends, its processes, session, prompt file and workspace are cleaned up and its logs archived; status.cleanup records what was done.',
@@ -139,6 +144,7 @@ export function agentNodeCrd() {
     plural: AGENT_NODE_PLURAL,
     singular: AGENT_NODE_SINGULAR,
     shortNames: ['agn'],
+    categories: ['orchestrator'],
     scope: 'Cluster',
     description:
       'An AgentNode is a node that runs Agents, registered and heartbeated by its node sidecar (as a kubelet does for a Node).',

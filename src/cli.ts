@@ -1,17 +1,21 @@
 #!/usr/bin/env node
 /** One binary, several entrypoints: each subcommand lives in its own module, loaded on demand. */
 
+import { UsageError } from './cmd/flags.js';
+
 interface Command {
   summary: string;
   run: (argv: string[]) => Promise<number | void>;
 }
 
 const commands: Record<string, Command> = {
-  gen: {
-    summary: 'internal: regenerate crds/ from the zod schemas',
-    run: async () => {
-      await import('./api/gen-crds.js');
-    },
+  controller: {
+    summary: 'run the Agent controller (scheduling, deadlines, phases, the cleanup finalizer)',
+    run: async (argv) => (await import('./cmd/controller.js')).runController(argv),
+  },
+  report: {
+    summary: 'report progress or a finding from inside an agent session',
+    run: async (argv) => (await import('./report/cli.js')).runReport(argv),
   },
 };
 
@@ -50,6 +54,6 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     console.error(`agent-operator: ${err instanceof Error ? err.message : String(err)}`);
-    process.exitCode = 1;
+    process.exitCode = err instanceof UsageError ? 2 : 1;
   },
 );

@@ -1,0 +1,277 @@
+/**
+ * The Agent controller: informers on Agents and AgentNodes feed a keyed work queue; each reconcile
+ * reads the cache, asks the pure decision (reconcile.ts) for a plan, and executes it against the API
+ * server. Writes are minimal merge patches and only happen when something changed.
+ */
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import type { Agent } from '../api/agent.js';
+import type { AgentNode } from '../api/agentNode.js';
+import { setCondition } from '../api/conditions.js';
+import { AGENT_KIND, AGENT_NODE_KIND, API_VERSION, FINALIZER, NODE_LABEL } from '../api/constants.js';
+import { isTerminalPhase, PHASES } from '../api/phase.js';
+import { rfc3339 } from '../api/time.js';
+import { isNotFound } from '../kube/errors.js';
+import { EventRecorder } from '../kube/events.js';
+import { Informer, objectKey } from '../kube/informer.js';
+import { diffStatus } from '../kube/mergePatch.js';
+import { AGENT_NODE_RESOURCE, AGENT_RESOURCE, agentClient, agentNodeClient, refOf, type ResourceClient, type KubeObject } from '../kube/resources.js';
+import { runWorkers, WorkQueue } from '../kube/workqueue.js';
+import { sleep } from '../kube/backoff.js';
+import type { ReconcileMetrics } from '../observability/metrics.js';
+import { Gauge } from 'prom-client';
+import { staleReadyCondition, viewNode, type NodeView } from './nodes.js';
+import { pickControllerStatus, reconcile, type Plan, type ReconcileConfig } from './reconcile.js';
+
+type AgentObj = Agent & KubeObject;
+type NodeObj = AgentNode & KubeObject;
+
+export interface ControllerOptions {
+  kubeConfig: KubeConfig;
+  logger: Logger;
+  metrics: ReconcileMetrics;
+  /** Name of this instance, for Events (reportingInstance). */
+  identity: string;
+  workers?: number;
+  /** A node whose heartbeat is older than this is not ready (the node lifecycle controller's 40 s). */
+  heartbeatGraceMs?: number;
+  nodeLostGraceMs?: number;
+  unschedulableRetryMs?: number;
+  /** How often node heartbeats are checked for staleness. */
+  nodeMonitorPeriodMs?: number;
+  resyncPeriodMs?: number;
+}
+
+const CONTROLLER_NAME = 'agent';
+export const REPORTING_CONTROLLER = 'orchestrator.dev/agent-controller';
+
+export class AgentController {
+  private readonly agents: Informer<AgentObj>;
+  private readonly nodes: Informer<NodeObj>;
+  private readonly queue: WorkQueue<string>;
+  private readonly agentApi: ResourceClient<AgentObj>;
+  private readonly nodeApi: ResourceClient<NodeObj>;
+  private readonly events: EventRecorder;
+  private readonly log: Logger;
+  private readonly config: ReconcileConfig;
+  private readonly heartbeatGraceMs: number;
+  /** Bindings made but not yet seen in the cache (kube-scheduler's "assume"), by Agent UID. */
+  private readonly assumed = new Map<string, string>();
+  /** Nodes seen not ready at the last monitor pass, to act on transitions only. */
+  private readonly notReady = new Set<string>();
+
+  constructor(private readonly o: ControllerOptions) {
+    this.log = o.logger.child({ controller: CONTROLLER_NAME });
+    this.heartbeatGraceMs = o.heartbeatGraceMs ?? 40_000;
+    this.config = { nodeLostGraceMs: o.nodeLostGraceMs ?? 300_000, unschedulableRetryMs: o.unschedulableRetryMs ?? 30_000 };
+    const resync = o.resyncPeriodMs ?? 10 * 60_000;
+    this.agents = new Informer<AgentObj>(o.kubeConfig, { resource: AGENT_RESOURCE, logger: this.log, resyncPeriodMs: resync });
+    this.nodes = new Informer<NodeObj>(o.kubeConfig, { resource: AGENT_NODE_RESOURCE, logger: this.log, resyncPeriodMs: resync });
+    const m = o.metrics;
+    this.queue = new WorkQueue<string>({
+      metrics: {
+        add: () => m.queueAdds.inc({ name: CONTROLLER_NAME }),
+        depth: (n) => m.queueDepth.set({ name: CONTROLLER_NAME }, n),
+        retry: () => m.queueRetries.inc({ name: CONTROLLER_NAME }),
+      },
+    });
+    this.agentApi = agentClient(o.kubeConfig);
+    this.nodeApi = agentNodeClient(o.kubeConfig);
+    this.events = new EventRecorder(o.kubeConfig, { logger: this.log, reportingController: REPORTING_CONTROLLER, reportingInstance: o.identity });
+    this.registerPhaseGauge();
+    this.wireHandlers();
+  }
+
+  /** True once both caches are filled (the readiness check). */
+  hasSynced(): boolean {
+    return this.agents.hasSynced() && this.nodes.hasSynced();
+  }
+
+  /** Runs until `signal` aborts, then drains the work in hand and stops. */
+  async run(signal: AbortSignal): Promise<void> {
+    this.agents.start();
+    this.nodes.start();
+    const monitor = setInterval(() => this.monitorNodes(), this.o.nodeMonitorPeriodMs ?? 5000);
+    try {
+      // The informers retry forever; an API server that is down at start only delays this.
+      while (!this.hasSynced() && !signal.aborted) await sleep(100, signal);
+      if (signal.aborted) return;
+      this.log.info({ agents: this.agents.keys().length, nodes: this.nodes.keys().length }, 'caches synced; starting workers');
+      const workers = runWorkers(this.queue, this.o.workers ?? 4, (key) => this.reconcileKey(key), {
+        logger: this.log,
+        onReconcile: ({ result, seconds }) => {
+          const m = this.o.metrics;
+          m.reconcileTotal.inc({ controller: CONTROLLER_NAME, result });
+          if (result === 'error') m.reconcileErrors.inc({ controller: CONTROLLER_NAME });
+          m.reconcileTime.observe({ controller: CONTROLLER_NAME }, seconds);
+        },
+      });
+      await aborted(signal);
+      await this.queue.shutDownWithDrain();
+      await workers;
+    } finally {
+      clearInterval(monitor);
+      this.queue.shutDown();
+      await Promise.all([this.agents.stop(), this.nodes.stop()]);
+      await this.events.flush();
+    }
+  }
+
+  private wireHandlers(): void {
+    const enqueue = (a: AgentObj) => this.queue.add(objectKey(a));
+    this.agents
+      .onAdd(enqueue)
+      .onUpdate((old, cur) => {
+        enqueue(cur);
+        // A slot freed on a node: Pending Agents may fit now.
+        if (!old.status?.cleanup?.completionTime && cur.status?.cleanup?.completionTime) this.enqueuePending();
+      })
+      .onDelete((a) => {
+        if (a.metadata?.uid) this.assumed.delete(a.metadata.uid);
+        this.enqueuePending();
+      });
+    const nodeChanged = (n: NodeObj) => {
+      this.enqueuePending();
+      this.enqueueBoundTo(n.metadata?.name ?? '');
+    };
+    this.nodes
+      .onAdd(nodeChanged)
+      .onUpdate((old, cur) => {
+        // Heartbeats change only the heartbeat time: not worth a pass over the Agents.
+        if (schedulingView(old) !== schedulingView(cur)) nodeChanged(cur);
+      })
+      .onDelete(nodeChanged);
+  }
+
+  private enqueuePending(): void {
+    for (const a of this.agents.list()) {
+      if (!a.status?.nodeName && !isTerminalPhase(a.status?.phase)) this.queue.add(objectKey(a));
+    }
+  }
+
+  private enqueueBoundTo(node: string): void {
+    for (const a of this.agents.list()) if (a.status?.nodeName === node) this.queue.add(objectKey(a));
+  }
+
+  private nodeViews(now: number): Map<string, NodeView> {
+    return new Map(this.nodes.list().map((n) => [n.metadata?.name ?? '', viewNode(n, now, this.heartbeatGraceMs)]));
+  }
+
+  /** Slots taken per node: bound Agents (or assumed bindings) whose cleanup is not recorded. */
+  private usedSlots(): Map<string, number> {
+    const used = new Map<string, number>();
+    for (const a of this.agents.list()) {
+      const uid = a.metadata?.uid ?? '';
+      const node = a.status?.nodeName ?? this.assumed.get(uid);
+      if (a.status?.nodeName) this.assumed.delete(uid);
+      if (node && !a.status?.cleanup?.completionTime) used.set(node, (used.get(node) ?? 0) + 1);
+    }
+    return used;
+  }
+
+  private async reconcileKey(key: string): Promise<{ requeueAfterMs?: number } | void> {
+    const cached = this.agents.get(key);
+    if (!cached) return;
+    const now = Date.now();
+    let agent: AgentObj = { ...cached, apiVersion: API_VERSION, kind: AGENT_KIND };
+    const uid = agent.metadata?.uid ?? '';
+    // An assumed binding not yet in the cache: decide as if it were, so we never bind twice.
+    const assumedNode = this.assumed.get(uid);
+    if (assumedNode && !agent.status?.nodeName) agent = { ...agent, status: { ...agent.status, nodeName: assumedNode } };
+    const plan = reconcile({ agent, nodes: this.nodeViews(now), used: this.usedSlots(), now, config: this.config });
+    await this.execute(agent, plan);
+    return plan.requeueAfterMs === undefined ? undefined : { requeueAfterMs: plan.requeueAfterMs };
+  }
+
+  private async execute(agent: AgentObj, plan: Plan): Promise<void> {
+    const ref = refOf(agent);
+    const log = this.log.child({ namespace: ref.namespace, name: ref.name, uid: agent.metadata?.uid });
+    let current = agent;
+    try {
+      if (plan.addFinalizer) {
+        const written = await this.agentApi.addFinalizer(current, FINALIZER);
+        current = { ...written, apiVersion: API_VERSION, kind: AGENT_KIND, status: current.status };
+      }
+      const statusPatch = diffStatus(pickControllerStatus(current.status ?? {}), plan.status);
+      if (statusPatch) {
+        // Guarded by resourceVersion: a decision made on a stale read must not land.
+        const written = await this.agentApi.patchStatus(ref, statusPatch, { resourceVersion: current.metadata?.resourceVersion });
+        current = { ...written, apiVersion: API_VERSION, kind: AGENT_KIND };
+        if (statusPatch.nodeName && agent.metadata?.uid) this.assumed.set(agent.metadata.uid, String(statusPatch.nodeName));
+        log.debug({ patch: statusPatch }, 'status written');
+      }
+      if (plan.setNodeLabel) {
+        const written = await this.agentApi.patchMeta(ref, { labels: { [NODE_LABEL]: plan.setNodeLabel } });
+        current = { ...written, apiVersion: API_VERSION, kind: AGENT_KIND };
+      }
+      for (const e of plan.events) {
+        this.events.event({ ...current, apiVersion: API_VERSION, kind: AGENT_KIND }, e.type, e.reason, e.message);
+        log.info({ event: e.reason, type: e.type }, e.message);
+      }
+      if (plan.removeFinalizer) {
+        await this.agentApi.removeFinalizer(current, FINALIZER);
+        log.info('finalizer removed');
+      }
+      if (plan.deleteAgent) {
+        await this.agentApi.delete(ref, { uid: agent.metadata?.uid, propagationPolicy: 'Background' });
+        log.info('deleted: ttlSecondsAfterFinished passed');
+      }
+    } catch (err) {
+      if (isNotFound(err)) return; // gone meanwhile: nothing left to do
+      throw err; // a conflict (stale read) is requeued at once by the worker, anything else with backoff
+    }
+  }
+
+  /** Marks nodes whose sidecar went silent as Ready=Unknown, and wakes their Agents. */
+  private monitorNodes(): void {
+    const now = Date.now();
+    for (const n of this.nodes.list()) {
+      const name = n.metadata?.name ?? '';
+      const view = viewNode(n, now, this.heartbeatGraceMs);
+      if (view.ready) {
+        this.notReady.delete(name);
+        continue;
+      }
+      if (this.notReady.has(name)) continue;
+      this.notReady.add(name);
+      this.enqueueBoundTo(name);
+      const stale = staleReadyCondition(view);
+      const current = n.status?.conditions?.find((c) => c.type === 'Ready');
+      if (stale && current?.status !== 'Unknown') {
+        const conditions = setCondition(n.status?.conditions, { type: 'Ready', ...stale }, rfc3339(new Date(now)));
+        this.nodeApi.patchStatus({ name }, { conditions }).then(
+          () => this.events.event({ ...n, apiVersion: API_VERSION, kind: AGENT_NODE_KIND }, 'Warning', 'NodeNotReady', stale.message),
+          (err: unknown) => this.log.warn({ node: name, err }, 'marking node Unknown failed'),
+        );
+      }
+    }
+  }
+
+  private registerPhaseGauge(): void {
+    const agents = this.agents;
+    new Gauge({
+      name: 'agent_operator_agents',
+      help: 'Agents by phase, from the controller cache',
+      labelNames: ['phase'],
+      registers: [this.o.metrics.registry],
+      collect() {
+        const counts = new Map<string, number>(PHASES.map((p) => [p, 0]));
+        for (const a of agents.list()) {
+          const p = a.status?.phase ?? 'Pending';
+          counts.set(p, (counts.get(p) ?? 0) + 1);
+        }
+        for (const [phase, n] of counts) this.set({ phase }, n);
+      },
+    });
+  }
+}
+
+/** The parts of an AgentNode that matter for scheduling (not its heartbeat time). */
+function schedulingView(n: NodeObj): string {
+  const ready = n.status?.conditions?.find((c) => c.type === 'Ready')?.status;
+  return JSON.stringify([n.metadata?.labels, n.spec?.unschedulable, n.status?.capacity, ready]);
+}
+
+function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
+}

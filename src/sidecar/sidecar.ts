@@ -1,0 +1,403 @@
+/**
+ * The node sidecar: registers and heartbeats its AgentNode, watches the Agents bound to its node,
+ * launches them in tmux, relays their reports into status, and cleans each one up from outside the
+ * moment it ends. Sessions outlive the sidecar: after a restart it rediscovers them from the node.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { Counter, Gauge, Histogram } from 'prom-client';
+import type { Agent, CleanupRecord } from '../api/agent.js';
+import { AGENT_ENV, API_VERSION, AGENT_KIND, DEFAULTS, NODE_LABEL } from '../api/constants.js';
+import { sleep } from '../kube/backoff.js';
+import { describeError } from '../kube/errors.js';
+import { Informer, objectKey } from '../kube/informer.js';
+import { AGENT_RESOURCE, agentClient, agentNodeClient, refOf, type KubeObject, type ResourceClient } from '../kube/resources.js';
+import { runWorkers, WorkQueue } from '../kube/workqueue.js';
+import type { ReconcileMetrics } from '../observability/metrics.js';
+import { startReportServer, type AgentContext, type ReportServer } from '../report/server.js';
+import { decideNode, type LocalFacts } from './decide.js';
+import { Heartbeat, registerNode } from './registration.js';
+import { addFinding, latestReport, replayReports, type FindingsSummary, type LatestReport } from './reports.js';
+import { ResolveError, SpecResolver } from './resolve.js';
+import { cleanupAgent, expandEnv, isAgentUid, launch, listSessions, listWorkspaces, observeSession, sweepNode, workspacePaths } from './runtime/index.js';
+import { findArchiveLocation } from './runtime/archive.js';
+import { sha256Hex } from './runtime/workspace.js';
+
+type AgentObj = Agent & KubeObject;
+
+export interface SidecarOptions {
+  kubeConfig: KubeConfig;
+  logger: Logger;
+  metrics: ReconcileMetrics;
+  nodeName: string;
+  root: string;
+  archiveDir: string;
+  capacity: number;
+  labels: Record<string, string>;
+  /** Report endpoint port on loopback; undefined: the one this node used before, else a free one. */
+  reportPort?: number;
+  /** Absolute path of the command line entry (dist/src/cli.js), for the `agent-operator` shim on the session PATH. */
+  cliPath: string;
+  version: string;
+  workers?: number;
+  pollIntervalMs?: number;
+  heartbeatIntervalMs?: number;
+  sweepIntervalMs?: number;
+  sweepMinAgeSeconds?: number;
+}
+
+interface Ctx extends AgentContext {
+  key: string;
+}
+
+const CONTROLLER_NAME = 'agent-node';
+
+export class NodeSidecar {
+  private readonly log: Logger;
+  private readonly agents: Informer<AgentObj>;
+  private readonly queue: WorkQueue<string>;
+  private readonly agentApi: ResourceClient<AgentObj>;
+  private readonly resolver: SpecResolver;
+  private readonly heartbeat: Heartbeat;
+  private server: ReportServer | undefined;
+  private readonly binDir: string;
+  /** State kept between the node's files and the Agent's status, by UID. */
+  private readonly reports = new Map<string, LatestReport>();
+  private readonly findings = new Map<string, FindingsSummary>();
+  private readonly tokens = new Map<string, string>();
+  private readonly keys = new Map<string, string>();
+  private readonly launchErrors = new Map<string, string>();
+  private readonly cleaning = new Set<string>();
+  private readonly cleaned = new Map<string, CleanupRecord>();
+  private readonly cleanupSeconds: Histogram;
+  private readonly cleanupFailures: Counter;
+  private readonly sessions: Gauge;
+
+  constructor(private readonly o: SidecarOptions) {
+    this.log = o.logger.child({ node: o.nodeName });
+    this.binDir = join(o.root, 'bin');
+    this.agents = new Informer<AgentObj>(o.kubeConfig, {
+      resource: AGENT_RESOURCE,
+      logger: this.log,
+      labelSelector: `${NODE_LABEL}=${o.nodeName}`,
+      resyncPeriodMs: 5 * 60_000,
+    });
+    const m = o.metrics;
+    this.queue = new WorkQueue<string>({
+      metrics: {
+        add: () => m.queueAdds.inc({ name: CONTROLLER_NAME }),
+        depth: (n) => m.queueDepth.set({ name: CONTROLLER_NAME }, n),
+        retry: () => m.queueRetries.inc({ name: CONTROLLER_NAME }),
+      },
+    });
+    this.agentApi = agentClient(o.kubeConfig);
+    this.resolver = new SpecResolver(o.kubeConfig);
+    this.heartbeat = new Heartbeat({ api: agentNodeClient(o.kubeConfig), nodeName: o.nodeName, labels: o.labels, capacity: o.capacity, version: o.version, logger: this.log });
+    this.cleanupSeconds = new Histogram({
+      name: 'agent_operator_cleanup_duration_seconds',
+      help: 'Time from the start of an agent cleanup to its record',
+      buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120],
+      registers: [m.registry],
+    });
+    this.cleanupFailures = new Counter({ name: 'agent_operator_cleanup_failures_total', help: 'Cleanups that recorded errors or failed outright', registers: [m.registry] });
+    this.sessions = new Gauge({ name: 'agent_operator_sessions', help: 'Agent sessions alive on the node', labelNames: ['node'], registers: [m.registry] });
+    const enqueue = (a: AgentObj) => {
+      const uid = a.metadata?.uid;
+      if (uid) this.keys.set(uid, objectKey(a));
+      this.queue.add(objectKey(a));
+    };
+    this.agents
+      .onAdd(enqueue)
+      .onUpdate((_, a) => enqueue(a))
+      .onDelete((a) => {
+        const uid = a.metadata?.uid ?? '';
+        for (const m of [this.reports, this.findings, this.keys, this.launchErrors, this.cleaned]) m.delete(uid);
+      });
+  }
+
+  hasSynced(): boolean {
+    return this.agents.hasSynced();
+  }
+
+  heartbeatHealthy(): boolean {
+    return this.heartbeat.healthy((this.o.heartbeatIntervalMs ?? 10_000) * 3);
+  }
+
+  /** The report endpoint's base URL, once listening. */
+  reportUrl(): string | undefined {
+    return this.server?.url;
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    await mkdir(this.o.root, { recursive: true, mode: 0o700 });
+    await mkdir(this.o.archiveDir, { recursive: true, mode: 0o700 });
+    await this.writeShim();
+    await this.rediscover();
+    this.server = await this.startServer();
+    await this.retry('registering the AgentNode', signal, () =>
+      registerNode({ api: agentNodeClient(this.o.kubeConfig), nodeName: this.o.nodeName, labels: this.o.labels, capacity: this.o.capacity, version: this.o.version, logger: this.log }),
+    );
+    const beat = async () => {
+      const running = (await listSessions(this.o.root).catch(() => [])).filter((s) => !s.dead).length;
+      this.sessions.set({ node: this.o.nodeName }, running);
+      await this.heartbeat.beat(running);
+    };
+    await beat();
+    this.agents.start();
+    const timers = [
+      setInterval(() => void beat(), this.o.heartbeatIntervalMs ?? 10_000),
+      setInterval(() => this.poll(), this.o.pollIntervalMs ?? 1000),
+      setInterval(() => void this.sweep(), this.o.sweepIntervalMs ?? 60_000),
+    ];
+    try {
+      while (!this.agents.hasSynced() && !signal.aborted) await sleep(100, signal);
+      if (signal.aborted) return;
+      this.log.info({ agents: this.agents.keys().length, report: this.server.url }, 'synced; managing agents');
+      void this.sweep();
+      const workers = runWorkers(this.queue, this.o.workers ?? 4, (key) => this.reconcile(key), {
+        logger: this.log,
+        onReconcile: ({ result, seconds }) => {
+          const m = this.o.metrics;
+          m.reconcileTotal.inc({ controller: CONTROLLER_NAME, result });
+          if (result === 'error') m.reconcileErrors.inc({ controller: CONTROLLER_NAME });
+          m.reconcileTime.observe({ controller: CONTROLLER_NAME }, seconds);
+        },
+      });
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      // Cleanups in hand finish; sessions are never killed because the sidecar stops.
+      await this.queue.shutDownWithDrain();
+      await workers;
+    } finally {
+      timers.forEach(clearInterval);
+      this.queue.shutDown();
+      await this.agents.stop();
+      await this.server.close();
+    }
+  }
+
+  /** Puts `agent-operator` on the session PATH, whatever way this process was started. */
+  private async writeShim(): Promise<void> {
+    await mkdir(this.binDir, { recursive: true });
+    const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+    const path = join(this.binDir, 'agent-operator');
+    await writeFile(path, `#!/bin/sh\nexec ${q(process.execPath)} ${q(this.o.cliPath)} "$@"\n`);
+    await chmod(path, 0o755);
+  }
+
+  /** Rebuilds tokens and report state from the workspaces of agents started before this process. */
+  private async rediscover(): Promise<void> {
+    const workspaces = await listWorkspaces(this.o.root);
+    for (const w of workspaces) {
+      if (w.record?.reportTokenSha256) this.tokens.set(w.record.reportTokenSha256, w.uid);
+      await this.replay(w.uid, workspacePaths(this.o.root, w.uid));
+    }
+    if (workspaces.length > 0) this.log.info({ workspaces: workspaces.length }, 'rediscovered agents on this node');
+  }
+
+  private async replay(uid: string, files: { reports: string; findings: string }): Promise<void> {
+    const r = await replayReports(files);
+    if (r.report) this.reports.set(uid, r.report);
+    if (r.findings) this.findings.set(uid, r.findings);
+  }
+
+  private async startServer(): Promise<ReportServer> {
+    const statePath = join(this.o.root, 'sidecar.json');
+    let port = this.o.reportPort;
+    if (port === undefined) {
+      // Running sessions carry AGENT_REPORT_URL: the port must survive restarts.
+      const saved = await readFile(statePath, 'utf8').then((t) => JSON.parse(t) as { reportPort?: number }, () => ({}) as { reportPort?: number });
+      port = saved.reportPort ?? 0;
+    }
+    const server = await startReportServer<Ctx>({
+      host: '127.0.0.1',
+      port,
+      logger: this.log,
+      authenticate: (token) => this.contextFor(token),
+      onStatus: async (ctx, report, at) => {
+        this.reports.set(ctx.uid, latestReport(report, at, this.reports.get(ctx.uid)));
+        this.queue.add(ctx.key);
+      },
+      onFinding: async (ctx, finding, at) => {
+        this.findings.set(ctx.uid, addFinding(this.findings.get(ctx.uid), finding, at));
+        this.queue.add(ctx.key);
+      },
+    });
+    await writeFile(statePath, `${JSON.stringify({ reportPort: server.port })}\n`);
+    return server;
+  }
+
+  private contextFor(token: string): Ctx | undefined {
+    const uid = this.tokens.get(sha256Hex(token));
+    const key = uid ? this.keys.get(uid) : undefined;
+    if (!uid || !key) return undefined;
+    return { uid, key, workspaceDir: workspacePaths(this.o.root, uid).dir, acceptingReports: !this.cleaning.has(uid) && !this.cleaned.has(uid) };
+  }
+
+  /** Active agents are looked at every poll: exits and output are noticed within one interval. */
+  private poll(): void {
+    for (const a of this.agents.list()) {
+      if (a.status?.nodeName === this.o.nodeName && !a.status?.cleanup?.completionTime) this.queue.add(objectKey(a));
+    }
+  }
+
+  private async reconcile(key: string): Promise<void> {
+    const agent = this.agents.get(key);
+    const uid = agent?.metadata?.uid;
+    // The binding is the label (what we watch) and status.nodeName (the controller's record); act on both only.
+    if (!agent || !uid || agent.status?.nodeName !== this.o.nodeName) return;
+    if (!isAgentUid(uid)) {
+      this.log.error({ key, uid }, 'Agent UID is not a UUID; not touching it');
+      return;
+    }
+    if (this.cleaning.has(uid)) return;
+    const log = this.log.child({ namespace: agent.metadata?.namespace, name: agent.metadata?.name, uid });
+    const local = await this.localFacts(uid);
+    const decision = decideNode(agent, local, Date.now());
+    if (decision.statusPatch) {
+      await this.agentApi.patchStatus(refOf(agent), decision.statusPatch);
+      log.debug({ patch: Object.keys(decision.statusPatch) }, 'status written');
+    }
+    switch (decision.action.kind) {
+      case 'launch':
+        await this.launch(agent, uid, log);
+        break;
+      case 'cleanup':
+        await this.cleanup(agent, uid, decision.action.trigger, log);
+        break;
+    }
+  }
+
+  private async localFacts(uid: string): Promise<LocalFacts> {
+    const obs = await observeSession(this.o.root, uid);
+    const launchError = this.launchErrors.get(uid) ?? obs.launchError ?? (obs.lost ? 'the session disappeared before its command exited (tmux server killed or node restarted)' : undefined);
+    return {
+      launched: obs.workspaceExists,
+      ...(obs.record ? { sessionName: obs.sessionName } : {}),
+      ...(obs.startTime ? { startTime: obs.startTime } : {}),
+      sessionAlive: obs.sessionAlive,
+      ...(obs.exited && obs.exitCode !== undefined && !launchError ? { exitCode: obs.exitCode } : {}),
+      ...(launchError ? { launchError } : {}),
+      ...(obs.lastOutputAt ? { lastOutputAt: Date.parse(obs.lastOutputAt) } : {}),
+      ...(this.reports.has(uid) ? { report: this.reports.get(uid)! } : {}),
+      ...(this.findings.has(uid) ? { findings: this.findings.get(uid)! } : {}),
+      ...(this.cleaned.has(uid) ? { cleanup: this.cleaned.get(uid)! } : {}),
+    };
+  }
+
+  private async launch(agent: AgentObj, uid: string, log: Logger): Promise<void> {
+    const ref = refOf(agent);
+    let resolved;
+    try {
+      resolved = await this.resolver.resolve(ref.namespace ?? '', agent.spec);
+    } catch (err) {
+      if (!(err instanceof ResolveError)) throw err; // transient: retried with backoff
+      log.warn({ err: err.message }, 'cannot launch');
+      this.launchErrors.set(uid, err.message);
+      this.queue.add(objectKey(agent));
+      return;
+    }
+    const token = randomBytes(32).toString('base64url');
+    this.tokens.set(sha256Hex(token), uid);
+    const env = expandEnv(resolved.env, {
+      [AGENT_ENV.name]: ref.name,
+      [AGENT_ENV.namespace]: ref.namespace ?? '',
+      [AGENT_ENV.uid]: uid,
+      [AGENT_ENV.promptFile]: workspacePaths(this.o.root, uid).prompt,
+    });
+    try {
+      const result = await launch({
+        root: this.o.root,
+        uid,
+        namespace: ref.namespace ?? '',
+        name: ref.name,
+        command: agent.spec.command,
+        env: { [AGENT_ENV.reportUrl]: this.server!.url, [AGENT_ENV.reportToken]: token, ...env },
+        ...(agent.spec.workingDir ? { workingDir: agent.spec.workingDir } : {}),
+        prompt: resolved.prompt,
+        promptOnStdin: agent.spec.promptOnStdin ?? false,
+        binDir: this.binDir,
+        logger: log,
+      });
+      if (result.cleanedUp) await this.recoverFromArchive(uid);
+      if (result.started) log.info({ session: result.sessionName }, 'agent launched');
+    } catch (err) {
+      // A launch refused for its inputs is the spec's problem, not a transient one.
+      log.error({ err: describeError(err) }, 'launch failed');
+      this.launchErrors.set(uid, `launch failed: ${describeError(err)}`);
+    }
+    this.queue.add(objectKey(agent));
+  }
+
+  /** After a crash between cleanup and its status write: what the archive holds is the truth. */
+  private async recoverFromArchive(uid: string): Promise<void> {
+    const loc = await findArchiveLocation(this.o.archiveDir, uid);
+    if (!loc) return;
+    await this.replay(uid, { reports: join(loc.dir, 'reports.jsonl'), findings: join(loc.dir, 'findings.jsonl') });
+  }
+
+  private async cleanup(agent: AgentObj, uid: string, trigger: string, log: Logger): Promise<void> {
+    this.cleaning.add(uid);
+    const started = performance.now();
+    try {
+      const record = await cleanupAgent({
+        root: this.o.root,
+        archiveDir: this.o.archiveDir,
+        uid,
+        namespace: agent.metadata?.namespace ?? '',
+        name: agent.metadata?.name ?? '',
+        gracePeriodSeconds: agent.spec.cleanup?.gracePeriodSeconds ?? DEFAULTS.gracePeriodSeconds,
+        keepLogs: agent.spec.cleanup?.keepLogs ?? DEFAULTS.keepLogs,
+        trigger,
+        logger: log,
+        beforeArchive: () => this.server!.whenIdle(uid),
+      });
+      this.cleaned.set(uid, record);
+      this.cleanupSeconds.observe((performance.now() - started) / 1000);
+      if (record.errors && record.errors.length > 0) {
+        this.cleanupFailures.inc();
+        log.warn({ trigger, errors: record.errors }, 'cleanup finished with errors');
+      } else log.info({ trigger, ms: record.durationMilliseconds, archive: record.archivePath }, 'cleaned up');
+    } catch (err) {
+      this.cleanupFailures.inc();
+      throw err; // retried with backoff; every step is idempotent
+    } finally {
+      this.cleaning.delete(uid);
+    }
+    // Write the record now rather than at the next poll.
+    this.queue.add(objectKey({ ...agent, apiVersion: API_VERSION, kind: AGENT_KIND }));
+  }
+
+  /** Cleans what no live Agent bound here accounts for: the safety net under everything else. */
+  private async sweep(): Promise<void> {
+    if (!this.agents.hasSynced()) return;
+    try {
+      const expected = this.agents.list().map((a) => a.metadata?.uid ?? '');
+      const results = await sweepNode({
+        root: this.o.root,
+        archiveDir: this.o.archiveDir,
+        expectedUids: [...expected, ...this.cleaning],
+        logger: this.log,
+        ...(this.o.sweepMinAgeSeconds !== undefined ? { minAgeSeconds: this.o.sweepMinAgeSeconds } : {}),
+      });
+      for (const r of results) this.log.warn({ uid: r.uid, error: r.error, archive: r.record?.archivePath }, 'swept an orphan');
+    } catch (err) {
+      this.log.error({ err: describeError(err) }, 'sweep failed');
+    }
+  }
+
+  private async retry<T>(what: string, signal: AbortSignal, fn: () => Promise<T>): Promise<T | undefined> {
+    for (let attempt = 0; !signal.aborted; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        const delay = Math.min(30_000, 500 * 2 ** attempt);
+        this.log.warn({ err: describeError(err), retryInMs: delay }, `${what} failed`);
+        await sleep(delay, signal);
+      }
+    }
+    return undefined;
+  }
+}

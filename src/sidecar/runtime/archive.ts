@@ -1,0 +1,262 @@
+/**
+ * The log archive of one agent: `<archive>/<namespace>/<name>-<uid>/` (or `<archive>/_orphans/<uid>/`
+ * when the agent's identity is unknown), holding copies of its workspace files and a manifest.json
+ * with their sizes and SHA-256. An archive is built in a hidden temp directory beside it and renamed
+ * into place only once every copy is verified, so a crash never leaves a half archive under the
+ * final name; leftover temp directories are removed by the next run.
+ */
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { copyFile, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { digestFile, errnoOf, exists, fsyncDir, fsyncFile, readOptional, writeFileAtomic, type FileDigest } from './files.js';
+import { assertAgentUid, assertObjectRef } from './workspace.js';
+
+/** Workspace files that are archived when present (the prompt and scratch/ never are). */
+export const ARCHIVED_FILES = ['output.log', 'reports.jsonl', 'findings.jsonl', 'agent.json', 'exit-code', 'launch-error'] as const;
+export const MANIFEST_FILE = 'manifest.json';
+/** The cleanup record of the run that completed the archive. */
+export const RECORD_FILE = 'cleanup.json';
+export const ORPHANS_DIR = '_orphans';
+/** Keeps `.tmp-<name>-<uid>.<12 hex>` within NAME_MAX (255). */
+const MAX_NAME_IN_DIR = 200;
+
+export interface ArchiveLocation {
+  /** `<archive>/<namespace>` or `<archive>/_orphans`. */
+  parent: string;
+  /** Last path component of the archive directory. */
+  base: string;
+  dir: string;
+}
+
+/** Where an agent's archive lives (pure). `_orphans` cannot clash with a namespace (no `_` in DNS labels). */
+export function archiveLocation(archiveDir: string, ref: { uid: string; namespace?: string; name?: string }): ArchiveLocation {
+  assertAgentUid(ref.uid);
+  let parent: string;
+  let base: string;
+  if (ref.namespace !== undefined && ref.name !== undefined) {
+    assertObjectRef(ref.namespace, ref.name);
+    parent = join(archiveDir, ref.namespace);
+    base = `${ref.name.slice(0, MAX_NAME_IN_DIR)}-${ref.uid}`;
+  } else {
+    parent = join(archiveDir, ORPHANS_DIR);
+    base = ref.uid;
+  }
+  return { parent, base, dir: join(parent, base) };
+}
+
+/**
+ * The archive of `uid` wherever it is, for a caller that no longer knows the agent's namespace and
+ * name (its agent.json went with the workspace): `<archive>/<ns>/<name>-<uid>` or `_orphans/<uid>`.
+ */
+export async function findArchiveLocation(archiveDir: string, uid: string): Promise<ArchiveLocation | undefined> {
+  assertAgentUid(uid);
+  let parents: string[];
+  try {
+    parents = await readdir(archiveDir);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+  for (const p of parents.sort()) {
+    const parent = join(archiveDir, p);
+    let names: string[];
+    try {
+      names = await readdir(parent);
+    } catch (err) {
+      if (errnoOf(err) === 'ENOTDIR' || errnoOf(err) === 'ENOENT') continue;
+      throw err;
+    }
+    const base = names.find((n) => !n.startsWith('.') && (n === uid || n.endsWith(`-${uid}`)));
+    if (base) return { parent, base, dir: join(parent, base) };
+  }
+  return undefined;
+}
+
+const manifestFileSchema = z.object({
+  name: z.string(),
+  bytes: z.number().int().min(0),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  modifiedAt: z.string(),
+});
+
+const manifestSchema = z.object({
+  version: z.literal(1),
+  uid: z.string(),
+  namespace: z.string().optional(),
+  name: z.string().optional(),
+  trigger: z.string().optional(),
+  archivedAt: z.string(),
+  /** The workspace the files were copied from. */
+  sourceDir: z.string(),
+  files: z.array(manifestFileSchema),
+});
+
+export type ManifestFile = z.infer<typeof manifestFileSchema>;
+export type Manifest = z.infer<typeof manifestSchema>;
+
+export interface SourceFile extends FileDigest {
+  name: string;
+  modifiedAt: string;
+}
+
+/** The manifest for a set of copied files (pure; files sorted by name). */
+export function buildManifest(m: Omit<Manifest, 'version' | 'files'> & { files: readonly SourceFile[] }): Manifest {
+  const files = [...m.files]
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+    .map(({ name, bytes, sha256, modifiedAt }) => ({ name, bytes, sha256, modifiedAt }));
+  return {
+    version: 1,
+    uid: m.uid,
+    ...(m.namespace !== undefined ? { namespace: m.namespace } : {}),
+    ...(m.name !== undefined ? { name: m.name } : {}),
+    ...(m.trigger !== undefined ? { trigger: m.trigger } : {}),
+    archivedAt: m.archivedAt,
+    sourceDir: m.sourceDir,
+    files,
+  };
+}
+
+/**
+ * What differs between a manifest and the files' actual digests (pure): each problem as a sentence;
+ * empty means the files match. `actual` maps a file name to its digest, or undefined when missing.
+ */
+export function manifestProblems(files: readonly Pick<ManifestFile, 'name' | 'bytes' | 'sha256'>[], actual: ReadonlyMap<string, FileDigest | undefined>): string[] {
+  const problems: string[] = [];
+  for (const f of files) {
+    const a = actual.get(f.name);
+    if (!a) problems.push(`${f.name} is missing`);
+    else if (a.bytes !== f.bytes) problems.push(`${f.name} has ${a.bytes} bytes, manifest says ${f.bytes}`);
+    else if (a.sha256 !== f.sha256) problems.push(`${f.name} sha256 differs from the manifest`);
+  }
+  return problems;
+}
+
+async function digestOptional(path: string): Promise<FileDigest | undefined> {
+  try {
+    return await digestFile(path);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** Digests of `names` in `dir` (undefined for a missing file). */
+export async function digestAll(dir: string, names: readonly string[]): Promise<Map<string, FileDigest | undefined>> {
+  return new Map(await Promise.all(names.map(async (n) => [n, await digestOptional(join(dir, n))] as const)));
+}
+
+export type ArchiveState = { state: 'absent' } | { state: 'valid'; manifest: Manifest } | { state: 'invalid'; reason: string };
+
+/** Reads an archive directory and recomputes every checksum its manifest lists. */
+export async function inspectArchive(dir: string): Promise<ArchiveState> {
+  if (!(await exists(dir))) return { state: 'absent' };
+  const raw = await readOptional(join(dir, MANIFEST_FILE));
+  if (!raw) return { state: 'invalid', reason: 'manifest.json is missing' };
+  let manifest: Manifest;
+  try {
+    manifest = manifestSchema.parse(JSON.parse(raw.toString('utf8')));
+  } catch (err) {
+    return { state: 'invalid', reason: `manifest.json is unreadable: ${err instanceof Error ? err.message.slice(0, 200) : String(err)}` };
+  }
+  const problems = manifestProblems(manifest.files, await digestAll(dir, manifest.files.map((f) => f.name)));
+  return problems.length ? { state: 'invalid', reason: problems.join('; ') } : { state: 'valid', manifest };
+}
+
+const tempPrefix = (loc: ArchiveLocation) => `.tmp-${loc.base}.`;
+const oldPrefix = (loc: ArchiveLocation) => `.old-${loc.base}.`;
+
+/** Removes temp and superseded directories a crashed run left beside the archive; returns how many. */
+export async function removeStaleTemps(loc: ArchiveLocation): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(loc.parent);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return 0;
+    throw err;
+  }
+  const stale = names.filter((n) => n.startsWith(tempPrefix(loc)) || n.startsWith(oldPrefix(loc)));
+  await Promise.all(stale.map((n) => rm(join(loc.parent, n), { recursive: true, force: true })));
+  return stale.length;
+}
+
+/** Copies one file and checks the copy against the source, twice at most (the source should be quiet by now). */
+async function copyVerified(src: string, dst: string): Promise<FileDigest> {
+  for (let attempt = 1; ; attempt++) {
+    const before = await digestFile(src);
+    await rm(dst, { force: true });
+    await copyFile(src, dst, constants.COPYFILE_EXCL);
+    await fsyncFile(dst);
+    const copy = await digestFile(dst);
+    if (copy.bytes === before.bytes && copy.sha256 === before.sha256) return copy;
+    if (attempt >= 2) throw new Error(`copy of ${src} does not match its source (it is still being written?)`);
+  }
+}
+
+export interface WriteArchiveInput {
+  location: ArchiveLocation;
+  sourceDir: string;
+  uid: string;
+  namespace?: string;
+  name?: string;
+  trigger?: string;
+  now?: Date;
+}
+
+/**
+ * Builds the archive from the workspace files present, verifies every copy, writes the manifest and
+ * renames the whole directory into place (replacing an invalid archive there). Returns the manifest.
+ */
+export async function writeArchive(input: WriteArchiveInput): Promise<Manifest> {
+  const loc = input.location;
+  await mkdir(loc.parent, { recursive: true, mode: 0o700 });
+  const tmp = join(loc.parent, `${tempPrefix(loc)}${randomBytes(6).toString('hex')}`);
+  await mkdir(tmp, { mode: 0o700 });
+  try {
+    const files: SourceFile[] = [];
+    for (const name of ARCHIVED_FILES) {
+      const src = join(input.sourceDir, name);
+      let mtime: Date;
+      try {
+        mtime = (await stat(src)).mtime;
+      } catch (err) {
+        if (errnoOf(err) === 'ENOENT') continue;
+        throw err;
+      }
+      const digest = await copyVerified(src, join(tmp, name));
+      files.push({ name, ...digest, modifiedAt: mtime.toISOString() });
+    }
+    const manifest = buildManifest({
+      uid: input.uid,
+      ...(input.namespace !== undefined ? { namespace: input.namespace } : {}),
+      ...(input.name !== undefined ? { name: input.name } : {}),
+      ...(input.trigger !== undefined ? { trigger: input.trigger } : {}),
+      archivedAt: (input.now ?? new Date()).toISOString(),
+      sourceDir: input.sourceDir,
+      files,
+    });
+    await writeFile(join(tmp, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+    await fsyncFile(join(tmp, MANIFEST_FILE));
+    await fsyncDir(tmp);
+    if (await exists(loc.dir)) {
+      // Only an archive that failed verification gets here; move it aside so the rename can land.
+      await rename(loc.dir, join(loc.parent, `${oldPrefix(loc)}${randomBytes(6).toString('hex')}`));
+    }
+    await rename(tmp, loc.dir);
+    await fsyncDir(loc.parent);
+    await removeStaleTemps(loc);
+    return manifest;
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Writes the cleanup record into the archive unless an earlier run already did. */
+export async function writeRecordOnce(dir: string, record: unknown): Promise<boolean> {
+  const path = join(dir, RECORD_FILE);
+  if (await exists(path)) return false;
+  await writeFileAtomic(path, `${JSON.stringify(record, null, 2)}\n`, 0o600);
+  return true;
+}

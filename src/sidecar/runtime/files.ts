@@ -1,0 +1,99 @@
+/** Small filesystem primitives the runtime builds on: atomic writes, hashing, existence. */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+/** Errno of a Node fs error, or undefined. */
+export function errnoOf(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') return false;
+    throw err;
+  }
+}
+
+/** fsync a directory so a rename or create inside it survives a crash. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function withFile<T>(path: string, flags: string, mode: number, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
+  const fh = await open(path, flags, mode);
+  try {
+    return await fn(fh);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A sibling temp name: same directory (so rename is atomic), hidden, unique. */
+export function tempSibling(path: string): string {
+  return join(dirname(path), `.${basename(path)}.tmp-${randomBytes(6).toString('hex')}`);
+}
+
+/**
+ * Writes `data` to `path` so that readers see either the old content or the whole new one, never a
+ * part: temp file (created with `mode`, never wider), fsync, rename, fsync of the directory.
+ */
+export async function writeFileAtomic(path: string, data: Buffer | string, mode = 0o600): Promise<void> {
+  const tmp = tempSibling(path);
+  try {
+    await withFile(tmp, 'wx', mode, async (fh) => {
+      await fh.writeFile(data);
+      await fh.sync();
+    });
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(dirname(path));
+}
+
+/** fsync one file's content. */
+export async function fsyncFile(path: string): Promise<void> {
+  await withFile(path, 'r', 0, (fh) => fh.sync());
+}
+
+export interface FileDigest {
+  bytes: number;
+  sha256: string;
+}
+
+/** Size and SHA-256 of a file's content, streamed. */
+export async function digestFile(path: string): Promise<FileDigest> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of createReadStream(path)) {
+    const buf = chunk as Buffer;
+    hash.update(buf);
+    bytes += buf.length;
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
+
+/** Reads a small text file, or undefined when it does not exist. */
+export async function readOptional(path: string): Promise<Buffer | undefined> {
+  try {
+    return await withFile(path, 'r', 0, (fh) => fh.readFile());
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}

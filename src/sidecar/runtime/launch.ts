@@ -1,0 +1,273 @@
+/**
+ * Starts an agent's tmux session (DESIGN.md lifecycle step 2), idempotently by UID.
+ *
+ * Order, so that the whole output is captured from the first byte:
+ *   prepare the workspace (prompt 0600, launch files, `go` FIFO, agent.json last)
+ *   -> new-session running the launcher (which blocks on the FIFO)
+ *   -> remain-on-exit -> pipe-pane to output.log -> release the launcher.
+ * A crash between any two steps converges on the next launch(): the FIFO's presence means the
+ * command never ran, so the session can be finished or recreated; its absence means it ran, so
+ * nothing is ever started twice.
+ */
+import { constants } from 'node:fs';
+import { mkdir, open, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import type { Logger } from 'pino';
+import { AGENT_ENV } from '../../api/constants.js';
+import { expandArgs } from './expand.js';
+import { errnoOf, writeFileAtomic } from './files.js';
+import { LAUNCHER_ARGV0, LAUNCHER_SCRIPT } from './launcher.js';
+import { interpretObservation, observeFacts, observeSession, type SessionObservation } from './observe.js';
+import {
+  baseEnvironment,
+  findPane,
+  killSession,
+  paneTarget,
+  pipeCommand,
+  sessionNameFor,
+  tmuxOk,
+  TmuxError,
+  type PaneInfo,
+} from './tmux.js';
+import { waitFor, withKeyLock } from './wait.js';
+import {
+  assertObjectRef,
+  hasTombstone,
+  readAgentRecord,
+  sha256Hex,
+  workspacePaths,
+  writeAgentRecord,
+  type WorkspacePaths,
+} from './workspace.js';
+
+export interface LaunchOptions {
+  /** The node root (workspaces, tmux socket). */
+  root: string;
+  uid: string;
+  namespace: string;
+  name: string;
+  /** argv; `$(VAR)` references to the env are expanded (Kubernetes semantics). */
+  command: readonly string[];
+  /**
+   * Final env values in definition order: AGENT_REPORT_URL, AGENT_REPORT_TOKEN and the spec's env,
+   * already resolved and expanded (expandEnv; only the caller knows which values came from valueFrom).
+   * AGENT_NAME, AGENT_NAMESPACE, AGENT_UID and AGENT_PROMPT_FILE are set here and may not be given.
+   */
+  env: Readonly<Record<string, string>>;
+  /** Absolute; default: the workspace's scratch/. */
+  workingDir?: string;
+  prompt: Buffer | string;
+  promptOnStdin?: boolean;
+  /** Directory holding the agent-operator command; prepended to PATH. */
+  binDir: string;
+  logger: Logger;
+  /** Bound for mkfifo and for the launcher to take its go signal (each tmux call has its own timeout). Default 10 s. */
+  timeoutMs?: number;
+}
+
+export interface LaunchResult {
+  /** This call let the command run (false: it was already started, had exited, was lost, or was cleaned up). */
+  started: boolean;
+  /** The agent's cleanup has begun (a tombstone exists): it is never started again. */
+  cleanedUp: boolean;
+  sessionName: string;
+  observation: SessionObservation;
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const SET_HERE = [AGENT_ENV.name, AGENT_ENV.namespace, AGENT_ENV.uid, AGENT_ENV.promptFile] as const;
+const SESSION_SIZE = { columns: '200', rows: '50' };
+
+/** The variables the platform sets for every agent from its identity. */
+export function platformEnv(root: string, uid: string, namespace: string, name: string): Record<string, string> {
+  return {
+    [AGENT_ENV.name]: name,
+    [AGENT_ENV.namespace]: namespace,
+    [AGENT_ENV.uid]: uid,
+    [AGENT_ENV.promptFile]: workspacePaths(root, uid).prompt,
+  };
+}
+
+export interface ComposedLaunch {
+  /** Set on the tmux session (`new-session -e`): every process tmux starts in it carries them, the AGENT_UID marker included. */
+  sessionEnv: Record<string, string>;
+  /** Exported by the launcher before it execs the command, in this order. */
+  commandEnv: [string, string][];
+  argv: string[];
+}
+
+/** Validates the inputs and computes the session env, the command env and the expanded argv (pure). */
+export function composeLaunch(o: {
+  root: string;
+  uid: string;
+  namespace: string;
+  name: string;
+  command: readonly string[];
+  env: Readonly<Record<string, string>>;
+  binDir: string;
+  basePath: string;
+}): ComposedLaunch {
+  assertObjectRef(o.namespace, o.name);
+  if (o.command.length === 0) throw new Error('command must have at least one element');
+  if (!o.binDir.startsWith('/') || o.binDir.includes(':')) throw new Error(`binDir must be an absolute path without ':': ${o.binDir}`);
+  for (const [k, v] of Object.entries(o.env)) {
+    if (!ENV_NAME.test(k)) throw new Error(`invalid environment variable name ${JSON.stringify(k)}`);
+    if ((SET_HERE as readonly string[]).includes(k)) throw new Error(`environment variable ${k} is set by the platform`);
+    if (v.includes('\0')) throw new Error(`environment variable ${k} contains a NUL byte`);
+  }
+  const platform = platformEnv(o.root, o.uid, o.namespace, o.name);
+  const full: Record<string, string> = { ...platform, ...o.env };
+  const argv = expandArgs(o.command, full);
+  argv.forEach((a, i) => {
+    if (a.includes('\0')) throw new Error(`command[${i}] contains a NUL byte`);
+  });
+  const sessionEnv: Record<string, string> = { ...platform, PATH: `${o.binDir}:${o.basePath}` };
+  for (const k of [AGENT_ENV.reportUrl, AGENT_ENV.reportToken]) {
+    const v = o.env[k];
+    if (v !== undefined) sessionEnv[k] = v;
+  }
+  const commandEnv = Object.entries({ ...full, PATH: `${o.binDir}:${o.env.PATH ?? o.basePath}` });
+  return { sessionEnv, commandEnv, argv };
+}
+
+const seq = (i: number) => String(i).padStart(4, '0');
+
+async function writeLaunchFiles(paths: WorkspacePaths, c: ComposedLaunch, workingDir: string, promptOnStdin: boolean): Promise<void> {
+  await rm(paths.launchDir, { recursive: true, force: true });
+  const envDir = join(paths.launchDir, 'env');
+  const argvDir = join(paths.launchDir, 'argv');
+  await mkdir(envDir, { recursive: true, mode: 0o700 });
+  await mkdir(argvDir, { recursive: true, mode: 0o700 });
+  const put = (path: string, data: string) => writeFile(path, data, { mode: 0o600, flag: 'wx' });
+  await Promise.all([
+    ...c.commandEnv.map(([k, v], i) => put(join(envDir, seq(i)), `${k}=${v}`)),
+    ...c.argv.map((a, i) => put(join(argvDir, seq(i)), a)),
+    put(join(paths.launchDir, 'workdir'), workingDir),
+    ...(promptOnStdin ? [put(join(paths.launchDir, 'stdin'), '')] : []),
+  ]);
+}
+
+async function mkfifo(path: string, timeoutMs: number): Promise<void> {
+  await rm(path, { force: true });
+  await execa('mkfifo', ['-m', '600', '--', path], { timeout: timeoutMs, stdin: 'ignore' });
+}
+
+/** Everything the session needs on disk; agent.json is written last and marks the workspace prepared. */
+async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: ComposedLaunch, timeoutMs: number): Promise<void> {
+  await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+  await mkdir(paths.scratch, { recursive: true, mode: 0o700 });
+  await writeFileAtomic(paths.prompt, o.prompt, 0o600);
+  await (await open(paths.output, 'a', 0o600)).close(); // never truncates what was captured
+  await writeLaunchFiles(paths, c, o.workingDir ?? paths.scratch, o.promptOnStdin === true);
+  await mkfifo(paths.go, timeoutMs);
+  const token = o.env[AGENT_ENV.reportToken];
+  await writeAgentRecord(paths, {
+    version: 1,
+    uid: o.uid,
+    namespace: o.namespace,
+    name: o.name,
+    sessionName: sessionNameFor(o.uid),
+    ...(token !== undefined ? { reportTokenSha256: sha256Hex(token) } : {}),
+    createdAt: new Date().toISOString(),
+  });
+}
+
+async function newSession(paths: WorkspacePaths, sessionName: string, sessionEnv: Record<string, string>): Promise<'created' | 'exists'> {
+  const args = [
+    'new-session', '-d', '-s', sessionName,
+    '-x', SESSION_SIZE.columns, '-y', SESSION_SIZE.rows,
+    '-c', paths.dir,
+    ...Object.entries(sessionEnv).flatMap(([k, v]) => ['-e', `${k}=${v}`]),
+    '--', '/bin/sh', '-c', LAUNCHER_SCRIPT, LAUNCHER_ARGV0, paths.dir,
+  ];
+  try {
+    await tmuxOk(paths.root, args);
+    return 'created';
+  } catch (err) {
+    if (err instanceof TmuxError && /duplicate session/i.test(err.stderr)) return 'exists';
+    throw err;
+  }
+}
+
+/** Opens the FIFO without blocking (ENXIO: the launcher is not reading yet) and writes the go line. */
+async function release(paths: WorkspacePaths, timeoutMs: number): Promise<void> {
+  await waitFor(
+    async () => {
+      let fh;
+      try {
+        fh = await open(paths.go, constants.O_WRONLY | constants.O_NONBLOCK);
+      } catch (err) {
+        if (errnoOf(err) === 'ENXIO') return undefined;
+        if (errnoOf(err) === 'ENOENT') return true; // the launcher already consumed it
+        throw err;
+      }
+      try {
+        await fh.write('go\n');
+      } finally {
+        await fh.close();
+      }
+      return true;
+    },
+    { timeoutMs, intervalMs: 5, what: 'the launcher to wait for its go signal' },
+  );
+}
+
+/** remain-on-exit, output capture, go. Each step checks first, so a resumed start repeats nothing. */
+async function finishStart(paths: WorkspacePaths, sessionName: string, timeoutMs: number): Promise<void> {
+  await tmuxOk(paths.root, ['set-option', '-w', '-t', paneTarget(sessionName), 'remain-on-exit', 'on']);
+  const pane = await findPane(paths.root, sessionName);
+  if (!pane) throw new Error(`session ${sessionName} vanished while starting`);
+  // pipe-pane toggles an existing pipe off, so attach only when none is there.
+  if (!pane.piped) await tmuxOk(paths.root, ['pipe-pane', '-O', '-t', pane.paneId, pipeCommand(paths.output)]);
+  await release(paths, timeoutMs);
+  const record = await readAgentRecord(paths);
+  if (record && !record.startedAt) await writeAgentRecord(paths, { ...record, startedAt: new Date().toISOString() });
+}
+
+type Start = 'fresh' | 'finish' | 'recreate' | 'none';
+
+/**
+ * What to do given what is there (pure). The FIFO is the witness: present, the command never ran.
+ */
+export function decideStart(f: { prepared: boolean; goPresent: boolean; exitCodePresent: boolean; pane?: Pick<PaneInfo, 'dead'> }): Start {
+  if (f.exitCodePresent) return 'none';
+  if (!f.prepared) return f.pane ? 'none' : 'fresh';
+  if (!f.goPresent) return 'none'; // started before: running, exited or lost, never again
+  if (!f.pane) return 'fresh';
+  return f.pane.dead ? 'recreate' : 'finish';
+}
+
+export async function launch(o: LaunchOptions): Promise<LaunchResult> {
+  const paths = workspacePaths(o.root, o.uid);
+  const sessionName = sessionNameFor(o.uid);
+  const timeoutMs = o.timeoutMs ?? 10_000;
+  const c = composeLaunch({ ...o, basePath: baseEnvironment().PATH ?? '' });
+  const log = o.logger.child({ uid: o.uid, session: sessionName });
+  return withKeyLock(`${paths.root}\0${o.uid}`, async () => {
+    if (await hasTombstone(paths)) {
+      log.info('not launching: the agent was already cleaned up');
+      return { started: false, cleanedUp: true, sessionName, observation: await observeSession(o.root, o.uid) };
+    }
+    const facts = await observeFacts(o.root, o.uid);
+    const decision = decideStart({
+      prepared: facts.record !== undefined,
+      goPresent: facts.goPresent,
+      exitCodePresent: facts.exitCodeText !== undefined,
+      ...(facts.pane ? { pane: facts.pane } : {}),
+    });
+    log.debug({ decision }, 'launch');
+    if (decision === 'none') return { started: false, cleanedUp: false, sessionName, observation: interpretObservation(o.uid, facts) };
+    if (decision === 'recreate') {
+      log.info('the session died before its command was released; recreating it');
+      await killSession(o.root, sessionName);
+    }
+    if (decision !== 'finish') {
+      await prepareWorkspace(paths, o, c, timeoutMs);
+      if ((await newSession(paths, sessionName, c.sessionEnv)) === 'exists') log.info('session already existed');
+    }
+    await finishStart(paths, sessionName, timeoutMs);
+    log.info('agent session started');
+    return { started: true, cleanedUp: false, sessionName, observation: await observeSession(o.root, o.uid) };
+  });
+}

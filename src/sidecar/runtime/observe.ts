@@ -1,0 +1,133 @@
+/** What a node can see of an agent: its tmux session and the files in its workspace. */
+import { stat } from 'node:fs/promises';
+import { errnoOf, exists, readOptional } from './files.js';
+import { findPane, listPanes, sessionNameFor, uidFromSessionName, type PaneInfo } from './tmux.js';
+import { readAgentRecord, workspacePaths, type AgentRecord } from './workspace.js';
+
+export interface SessionObservation {
+  uid: string;
+  sessionName: string;
+  workspaceExists: boolean;
+  /** The tmux session exists (possibly with its pane dead: remain-on-exit keeps it inspectable). */
+  sessionExists: boolean;
+  /** The session exists and its command is still running. */
+  sessionAlive: boolean;
+  panePid?: number;
+  /** The launcher was released: the command was (or is being) started. */
+  started: boolean;
+  exited: boolean;
+  /** The command's exit status (128+N when killed by signal N), from exit-code or else from tmux. */
+  exitCode?: number;
+  /** Why the command could not be started (see LAUNCH_EXIT), when it could not. */
+  launchError?: string;
+  /** Started, not known to have exited, and the session is gone (tmux server killed, node rebooted). */
+  lost: boolean;
+  outputBytes: number;
+  /** mtime of output.log, once the session printed something. */
+  lastOutputAt?: string;
+  /** When the command was released. */
+  startTime?: string;
+  record?: AgentRecord;
+}
+
+export interface ObservedFacts {
+  workspaceExists: boolean;
+  record?: AgentRecord;
+  goPresent: boolean;
+  exitCodeText?: string;
+  launchErrorText?: string;
+  pane?: PaneInfo;
+  output?: { bytes: number; mtimeMs: number };
+}
+
+function parseExitCode(text: string | undefined): number | undefined {
+  const t = text?.trim();
+  return t && /^\d{1,3}$/.test(t) ? Number(t) : undefined;
+}
+
+/** Derives the observation from raw facts (pure). */
+export function interpretObservation(uid: string, f: ObservedFacts): SessionObservation {
+  const pane = f.pane;
+  const fileCode = parseExitCode(f.exitCodeText);
+  const paneCode = pane?.dead ? (pane.deadSignal ? 128 + pane.deadSignal : pane.deadStatus) : undefined;
+  const exited = fileCode !== undefined || pane?.dead === true;
+  const started = f.record !== undefined && !f.goPresent;
+  const exitCode = fileCode ?? paneCode;
+  let launchError = f.launchErrorText?.trim() || undefined;
+  if (!launchError && exited && !started && f.record !== undefined) {
+    launchError = `the session ended before the command was started${exitCode === undefined ? '' : ` (status ${exitCode})`}`;
+  }
+  return {
+    uid,
+    sessionName: sessionNameFor(uid),
+    workspaceExists: f.workspaceExists,
+    sessionExists: pane !== undefined,
+    sessionAlive: pane !== undefined && !pane.dead,
+    ...(pane ? { panePid: pane.panePid } : {}),
+    started,
+    exited,
+    ...(exitCode !== undefined ? { exitCode } : {}),
+    ...(launchError ? { launchError } : {}),
+    lost: started && !exited && pane === undefined,
+    outputBytes: f.output?.bytes ?? 0,
+    ...(f.output && f.output.bytes > 0 ? { lastOutputAt: new Date(f.output.mtimeMs).toISOString() } : {}),
+    ...(f.record?.startedAt ? { startTime: f.record.startedAt } : {}),
+    ...(f.record ? { record: f.record } : {}),
+  };
+}
+
+async function statOptional(path: string): Promise<{ bytes: number; mtimeMs: number } | undefined> {
+  try {
+    const st = await stat(path);
+    return { bytes: st.size, mtimeMs: st.mtimeMs };
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** Gathers the facts about one agent from tmux and its workspace. */
+export async function observeFacts(root: string, uid: string): Promise<ObservedFacts> {
+  const paths = workspacePaths(root, uid);
+  // Files after tmux: the exit-code file is written before the pane dies, so a dead pane always
+  // comes with its exit-code when the launcher got that far.
+  const pane = await findPane(root, sessionNameFor(uid));
+  const [workspaceExists, record, goPresent, exitCode, launchError, output] = await Promise.all([
+    exists(paths.dir),
+    readAgentRecord(paths),
+    exists(paths.go),
+    readOptional(paths.exitCode),
+    readOptional(paths.launchError),
+    statOptional(paths.output),
+  ]);
+  return {
+    workspaceExists,
+    goPresent,
+    ...(record ? { record } : {}),
+    ...(exitCode ? { exitCodeText: exitCode.toString('utf8') } : {}),
+    ...(launchError ? { launchErrorText: launchError.toString('utf8') } : {}),
+    ...(pane ? { pane } : {}),
+    ...(output ? { output } : {}),
+  };
+}
+
+export async function observeSession(root: string, uid: string): Promise<SessionObservation> {
+  return interpretObservation(uid, await observeFacts(root, uid));
+}
+
+export interface SessionListing extends PaneInfo {
+  uid: string;
+}
+
+/** The agent sessions on the node's tmux server (sessions not named `agent-<uid>` are ignored). */
+export async function listSessions(root: string): Promise<SessionListing[]> {
+  const seen = new Set<string>();
+  const out: SessionListing[] = [];
+  for (const pane of await listPanes(root)) {
+    const uid = uidFromSessionName(pane.sessionName);
+    if (!uid || seen.has(uid)) continue;
+    seen.add(uid);
+    out.push({ ...pane, uid });
+  }
+  return out;
+}

@@ -1,0 +1,92 @@
+/**
+ * Stops every process of an agent (DESIGN.md step 4a): SIGTERM (with SIGCONT, so a stopped process
+ * can act on it) to the pane's process group and to every process carrying the agent's marker, poll
+ * until they are gone or the grace period ends, then SIGKILL whatever is left, including processes
+ * that escaped the group (setsid, double fork) or were forked during the grace period.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { descendantsOf, hasMarker, listProcesses, sendSignal, type Proc } from './procfs.js';
+
+export interface PaneProcess {
+  pid: number;
+  /** tmux reported the pane's process alive at the start: its group and descendants are the agent's. */
+  alive: boolean;
+}
+
+/**
+ * The agent's processes in a snapshot (pure): marker carriers, plus, while the pane's process was
+ * alive, its process group and descendants (which catches a process that cleared its environment).
+ * A dead pane's pid may be reused, so then only the marker counts. Never the caller itself.
+ */
+export function selectTargets(procs: readonly Proc[], t: { root: string; uid: string; pane?: PaneProcess; selfPid: number }): Proc[] {
+  const tree = t.pane?.alive ? descendantsOf(procs, t.pane.pid) : new Set<number>();
+  return procs.filter(
+    (p) =>
+      p.pid !== t.selfPid &&
+      (hasMarker(p, t.root, t.uid) || (t.pane?.alive === true && (p.pid === t.pane.pid || p.pgid === t.pane.pid || tree.has(p.pid)))),
+  );
+}
+
+export interface TerminateOptions {
+  root: string;
+  uid: string;
+  pane?: PaneProcess;
+  gracePeriodMs: number;
+  /** How long SIGKILL rounds may go on before giving up (a process in uninterruptible sleep). */
+  killTimeoutMs?: number;
+  pollMs?: number;
+  logger: Logger;
+}
+
+export interface TerminateResult {
+  /** Distinct processes that received a signal. */
+  signalled: number;
+  escalatedToSigkill: boolean;
+  /** Processes still present when we gave up (empty on success). */
+  remaining: Proc[];
+}
+
+const key = (p: Proc) => `${p.pid}:${p.startTime}`;
+
+export async function terminateProcesses(o: TerminateOptions): Promise<TerminateResult> {
+  const pollMs = o.pollMs ?? 20;
+  const killTimeoutMs = o.killTimeoutMs ?? 5_000;
+  const signalled = new Set<string>();
+  const scan = async () => selectTargets(await listProcesses(), { root: o.root, uid: o.uid, selfPid: process.pid, ...(o.pane ? { pane: o.pane } : {}) });
+  const hit = (procs: Proc[], signal: NodeJS.Signals) => {
+    if (o.pane?.alive) sendSignal(-o.pane.pid, signal);
+    for (const p of procs) {
+      if (sendSignal(p.pid, signal)) signalled.add(key(p));
+      if (signal === 'SIGTERM') sendSignal(p.pid, 'SIGCONT');
+    }
+  };
+
+  const graceEnd = Date.now() + o.gracePeriodMs;
+  let targets = await scan();
+  if (targets.length === 0) return { signalled: 0, escalatedToSigkill: false, remaining: [] };
+  hit(targets, 'SIGTERM');
+  const termed = new Set(targets.map(key));
+  for (;;) {
+    await sleep(Math.max(0, Math.min(pollMs, graceEnd - Date.now())));
+    targets = await scan();
+    if (targets.length === 0) return { signalled: signalled.size, escalatedToSigkill: false, remaining: [] };
+    if (Date.now() >= graceEnd) break;
+    const fresh = targets.filter((p) => !termed.has(key(p)));
+    if (fresh.length) {
+      hit(fresh, 'SIGTERM');
+      fresh.forEach((p) => termed.add(key(p)));
+    }
+  }
+
+  o.logger.info({ pids: targets.map((p) => p.pid) }, 'processes outlived the grace period; sending SIGKILL');
+  const killEnd = Date.now() + killTimeoutMs;
+  for (;;) {
+    hit(targets, 'SIGKILL');
+    await sleep(pollMs);
+    targets = await scan();
+    if (targets.length === 0 || Date.now() >= killEnd) {
+      return { signalled: signalled.size, escalatedToSigkill: true, remaining: targets };
+    }
+  }
+}

@@ -1,0 +1,69 @@
+/** Bounded polling of an observable condition (never a bare sleep-and-hope) and per-key serialisation. */
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export class WaitTimeoutError extends Error {
+  constructor(what: string, timeoutMs: number) {
+    super(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    this.name = 'WaitTimeoutError';
+  }
+}
+
+export interface WaitOptions {
+  timeoutMs: number;
+  intervalMs?: number;
+  /** Named in the timeout error. */
+  what: string;
+}
+
+/**
+ * Calls `probe` until it returns a value other than undefined, at most every `intervalMs`, for at
+ * most `timeoutMs` (the probe always runs at least once, and once more at the deadline).
+ */
+export async function waitFor<T>(probe: () => Promise<T | undefined>, opts: WaitOptions): Promise<T> {
+  const interval = opts.intervalMs ?? 20;
+  const deadline = Date.now() + opts.timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    const left = deadline - Date.now();
+    if (left <= 0) throw new WaitTimeoutError(opts.what, opts.timeoutMs);
+    await sleep(Math.min(interval, left));
+  }
+}
+
+/** Resolves or rejects like `promise`, or rejects once `timeoutMs` passed (the timer never outlives it). */
+export async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new WaitTimeoutError(what, timeoutMs)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const tails = new Map<string, Promise<void>>();
+
+/**
+ * Runs `fn` once every earlier call with the same key has finished (in call order). Launch and
+ * cleanup of one agent take the same key, so a duplicate event or the sweeper never interleaves
+ * with them inside one sidecar process.
+ */
+export async function withKeyLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const previous = tails.get(key) ?? Promise.resolve();
+  let release!: () => void;
+  const mine = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const tail = previous.then(() => mine);
+  tails.set(key, tail);
+  await previous;
+  try {
+    return await fn();
+  } finally {
+    release();
+    if (tails.get(key) === tail) tails.delete(key);
+  }
+}

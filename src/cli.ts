@@ -13,6 +13,18 @@ const commands: Record<string, Command> = {
     summary: 'run the Agent controller (scheduling, deadlines, phases, the cleanup finalizer)',
     run: async (argv) => (await import('./cmd/controller.js')).runController(argv),
   },
+  sidecar: {
+    summary: 'run the node sidecar: launches Agents bound to this node in tmux and cleans them up',
+    run: async (argv) => (await import('./cmd/sidecar.js')).runSidecar(argv),
+  },
+  dev: {
+    summary: 'run the local stack: control plane, CRDs, controller and N simulated nodes',
+    run: async (argv) => (await import('./dev/devCommand.js')).runDev(argv),
+  },
+  'ensure-binaries': {
+    summary: 'build or locate etcd, kube-apiserver, kube-controller-manager and kubectl',
+    run: async (argv) => (await import('./dev/binariesCommand.js')).runEnsureBinaries(argv),
+  },
   report: {
     summary: 'report progress or a finding from inside an agent session',
     run: async (argv) => (await import('./report/cli.js')).runReport(argv),

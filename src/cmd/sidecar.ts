@@ -1,0 +1,108 @@
+/** `agent-operator sidecar`: the per-node agent runtime (one per node, a DaemonSet in a cluster). */
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { closeConnections, loadKubeConfig } from '../kube/client.js';
+import { newReconcileMetrics } from '../observability/metrics.js';
+import { startProbeServers } from '../observability/probes.js';
+import { NodeSidecar } from '../sidecar/sidecar.js';
+import { helpText, intFlag, parseFlags, untilSignal, UsageError, type FlagSpec } from './flags.js';
+import { VERSION } from './version.js';
+
+const FLAGS: FlagSpec = {
+  'node-name': { type: 'string', help: 'name of this node (its AgentNode); required (default: $NODE_NAME)' },
+  root: { type: 'string', help: 'node root: workspaces, the tmux socket, state; required' },
+  'archive-dir': { type: 'string', help: 'where logs of finished agents are archived (default: <root>/archive)' },
+  capacity: { type: 'string', default: '4', help: 'agents this node runs at once' },
+  labels: { type: 'string', help: 'labels of the AgentNode, for nodeSelector: k=v,k2=v2' },
+  'report-port': { type: 'string', help: 'loopback port of the report endpoint (default: the one used before, else a free one)' },
+  kubeconfig: { type: 'string', help: 'kubeconfig file (default: $KUBECONFIG, then in-cluster)' },
+  'metrics-bind-address': { type: 'string', default: ':8090', help: 'address of /metrics' },
+  'health-probe-bind-address': { type: 'string', default: ':8091', help: 'address of /healthz and /readyz' },
+  'poll-interval-ms': { type: 'string', default: '1000', help: 'how often running sessions are checked for exit and output' },
+  'heartbeat-interval-seconds': { type: 'string', default: '10', help: 'how often the AgentNode heartbeat is posted' },
+  'sweep-interval-seconds': { type: 'string', default: '60', help: 'how often the node is swept for orphans' },
+  'log-level': { type: 'string', default: 'info', help: 'pino log level' },
+};
+
+const USAGE =
+  'Usage: agent-operator sidecar --node-name NAME --root DIR [options]\n\nRuns the Agents bound to this node in tmux sessions and cleans each one up when it ends. Stopping it never stops running sessions.';
+
+const LABEL = /^([a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?\/)?[a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?$/;
+
+export function parseLabels(text: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of (text ?? '').split(',').filter(Boolean)) {
+    const i = pair.indexOf('=');
+    const [k, v] = i < 0 ? [pair, ''] : [pair.slice(0, i), pair.slice(i + 1)];
+    if (!LABEL.test(k) || k.length > 316) throw new UsageError(`--labels: "${k}" is not a valid label key`);
+    if (v.length > 63 || !/^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$/.test(v)) throw new UsageError(`--labels: "${v}" is not a valid label value (for ${k})`);
+    out[k] = v;
+  }
+  return out;
+}
+
+export async function runSidecar(argv: string[]): Promise<number> {
+  const flags = parseFlags(argv, FLAGS);
+  if (flags.help) {
+    console.log(helpText(USAGE, FLAGS));
+    return 0;
+  }
+  const nodeName = (flags['node-name'] as string | undefined) ?? process.env.NODE_NAME;
+  if (!nodeName) throw new UsageError('--node-name is required (or set NODE_NAME)');
+  if (nodeName.length > 63 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(nodeName)) {
+    throw new UsageError(`--node-name: "${nodeName}" must be a DNS label (lowercase letters, digits, '-', at most 63)`);
+  }
+  if (!flags.root) throw new UsageError('--root is required');
+  const root = resolve(String(flags.root));
+  const archiveDir = resolve((flags['archive-dir'] as string | undefined) ?? `${root}/archive`);
+  const tuning = {
+    capacity: intFlag(flags, 'capacity', 0, 10_000),
+    pollIntervalMs: intFlag(flags, 'poll-interval-ms', 50, 60_000),
+    heartbeatIntervalMs: intFlag(flags, 'heartbeat-interval-seconds', 1, 3600) * 1000,
+    sweepIntervalMs: intFlag(flags, 'sweep-interval-seconds', 1, 86_400) * 1000,
+    ...(flags['report-port'] !== undefined ? { reportPort: intFlag(flags, 'report-port', 1, 65_535) } : {}),
+  };
+  const labels = parseLabels(flags.labels as string | undefined);
+  const logger = pino({ name: 'sidecar', level: String(flags['log-level']) }).child({ node: nodeName });
+  const kc = loadKubeConfig(flags.kubeconfig as string | undefined);
+  const metrics = newReconcileMetrics();
+  const sidecar = new NodeSidecar({
+    kubeConfig: kc,
+    logger,
+    metrics,
+    nodeName,
+    root,
+    archiveDir,
+    labels,
+    cliPath: fileURLToPath(new URL('../cli.js', import.meta.url)),
+    version: VERSION,
+    ...tuning,
+  });
+  const probes = await startProbeServers({
+    metricsAddr: String(flags['metrics-bind-address']),
+    healthAddr: String(flags['health-probe-bind-address']),
+    registry: metrics.registry,
+    healthz: { ping: () => undefined },
+    readyz: {
+      informer: () => (sidecar.hasSynced() ? undefined : 'agent cache not synced'),
+      heartbeat: () => (sidecar.heartbeatHealthy() ? undefined : 'no recent heartbeat'),
+    },
+  });
+  logger.info({ root, archiveDir, metrics: probes.metricsUrl, health: probes.healthUrl, ...tuning }, 'sidecar starting');
+  const stop = new AbortController();
+  const signal = untilSignal();
+  signal.promise.then((sig) => {
+    logger.info({ signal: sig }, 'shutting down; agent sessions keep running');
+    stop.abort();
+  });
+  try {
+    await sidecar.run(stop.signal);
+  } finally {
+    signal.dispose();
+    await probes.close();
+    closeConnections(kc);
+  }
+  logger.info('sidecar stopped');
+  return 0;
+}

@@ -1,0 +1,273 @@
+/**
+ * The local stack: a real control plane, the CRDs and RBAC from deploy/, the controller (leader-
+ * elected) and N node sidecars, each a real process running under the ServiceAccount deploy/ gives
+ * it, each sidecar with its own root directory and tmux socket (a simulated node). Used by
+ * `agent-operator dev`, `npm run demo` and the integration tests.
+ */
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import type { Logger } from 'pino';
+import { groupByAgent, listProcesses, sendSignal } from '../sidecar/runtime/procfs.js';
+import { killServer } from '../sidecar/runtime/tmux.js';
+import { startControlPlane, type ControlPlane, type ControlPlaneClient } from './controlPlane.js';
+import { envFileLines } from './controlPlaneCommand.js';
+import { PACKAGE_ROOT } from './paths.js';
+import { freePorts } from './ports.js';
+import { startProcess, type ManagedProcess } from './processes.js';
+
+export const OPERATOR_NAMESPACE = 'agent-operator-system';
+export const CONTROLLER_SERVICE_ACCOUNT = 'agent-operator-controller';
+export const SIDECAR_SERVICE_ACCOUNT = 'agent-operator-sidecar';
+const CLI = join(PACKAGE_ROOT, 'dist', 'src', 'cli.js');
+/** What the stack takes from deploy/: everything that is not a workload (there is no kubelet here). */
+const INSTALLED_KINDS = new Set(['Namespace', 'CustomResourceDefinition', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding']);
+
+export interface StackOptions {
+  stateDir: string;
+  logger: Logger;
+  /** Use a running control plane (tests); otherwise one is started (and stopped with the stack). */
+  controlPlane?: ControlPlaneClient;
+  /** Node names; default node-1..node-N. */
+  nodes?: string[] | number;
+  capacity?: number;
+  controllers?: number;
+  /** Labels per node, for nodeSelector tests. */
+  nodeLabels?: (node: string, index: number) => Record<string, string>;
+  nodeLostGraceSeconds?: number;
+  heartbeatGraceSeconds?: number;
+  heartbeatIntervalSeconds?: number;
+  pollIntervalMs?: number;
+  sweepIntervalSeconds?: number;
+  logLevel?: string;
+  /** Run components as the admin instead of deploy/'s ServiceAccounts (only for debugging RBAC). */
+  asAdmin?: boolean;
+}
+
+export interface Component {
+  readonly name: string;
+  readonly metricsUrl: string;
+  readonly healthUrl: string;
+  process(): ManagedProcess | undefined;
+}
+
+export interface NodeHandle extends Component {
+  readonly root: string;
+  readonly archiveDir: string;
+}
+
+interface Spec {
+  name: string;
+  args: string[];
+  metricsUrl: string;
+  healthUrl: string;
+  proc?: ManagedProcess;
+}
+
+export class Stack {
+  readonly envPath: string;
+  private readonly controllers: Spec[] = [];
+  private readonly sidecars = new Map<string, Spec & { root: string; archiveDir: string }>();
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly controlPlane: ControlPlaneClient,
+    private readonly ownControlPlane: ControlPlane | undefined,
+    private readonly o: StackOptions,
+  ) {
+    this.envPath = join(o.stateDir, 'env');
+  }
+
+  static async start(o: StackOptions): Promise<Stack> {
+    const stateDir = resolve(o.stateDir);
+    await mkdir(stateDir, { recursive: true });
+    const own = o.controlPlane ? undefined : await startControlPlane({ stateDir: join(stateDir, 'control-plane'), logger: o.logger });
+    const stack = new Stack(o.controlPlane ?? own!, own, { ...o, stateDir });
+    try {
+      await stack.install();
+      await stack.prepare();
+      await Promise.all([...stack.controllers.map((c) => stack.launch(c)), ...[...stack.sidecars.values()].map((s) => stack.launch(s))]);
+      await Promise.all([...stack.controllers, ...stack.sidecars.values()].map((c) => stack.waitReady(c)));
+      await stack.writeEnv();
+    } catch (err) {
+      await stack.stop();
+      throw err;
+    }
+    o.logger.info({ nodes: [...stack.sidecars.keys()], controllers: stack.controllers.length, env: stack.envPath }, 'stack ready');
+    return stack;
+  }
+
+  get nodes(): NodeHandle[] {
+    return [...this.sidecars.values()].map((s) => this.handle(s));
+  }
+
+  node(name: string): NodeHandle {
+    const s = this.sidecars.get(name);
+    if (!s) throw new Error(`no node ${name} in this stack`);
+    return this.handle(s);
+  }
+
+  get controllerComponents(): Component[] {
+    return this.controllers.map((c) => this.handle(c));
+  }
+
+  /** Stops a component: SIGTERM (graceful), or SIGKILL to simulate a crash. */
+  async stopComponent(name: string, how: 'graceful' | 'kill' = 'graceful'): Promise<void> {
+    const spec = this.spec(name);
+    const proc = spec.proc;
+    if (!proc?.running()) return;
+    if (how === 'kill') {
+      process.kill(proc.pid, 'SIGKILL');
+      await proc.exited;
+    } else await proc.stop(30_000);
+  }
+
+  /** Starts a stopped component again with the same arguments (and ports, and root). */
+  async startComponent(name: string): Promise<void> {
+    const spec = this.spec(name);
+    if (spec.proc?.running()) return;
+    await this.launch(spec);
+    await this.waitReady(spec);
+  }
+
+  /** Stops every component and the control plane if the stack started it; kills what the simulated nodes ran. */
+  stop(): Promise<void> {
+    return (this.stopping ??= (async () => {
+      // Sidecars first: a controller that outlives them would start giving their nodes up.
+      await Promise.all([...this.sidecars.values()].map((s) => s.proc?.stop(30_000)));
+      await Promise.all(this.controllers.map((c) => c.proc?.stop(30_000)));
+      // Sessions outlive sidecars by design; the stack is not a node, so it ends them itself.
+      for (const s of this.sidecars.values()) await killNodeLeftovers(s.root, this.o.logger);
+      await rm(this.envPath, { force: true });
+      await this.ownControlPlane?.stop();
+    })());
+  }
+
+  private handle<S extends Spec>(s: S): S extends { root: string } ? NodeHandle : Component {
+    return { name: s.name, metricsUrl: s.metricsUrl, healthUrl: s.healthUrl, process: () => s.proc, ...('root' in s ? { root: s.root, archiveDir: (s as unknown as NodeHandle).archiveDir } : {}) } as never;
+  }
+
+  private spec(name: string): Spec {
+    const s = this.controllers.find((c) => c.name === name) ?? this.sidecars.get(name);
+    if (!s) throw new Error(`no component ${name} in this stack`);
+    return s;
+  }
+
+  /** CRDs, namespace and RBAC exactly as deploy/ defines them (kustomize-built by kubectl). */
+  private async install(): Promise<void> {
+    const built = await this.controlPlane.kubectl(['kustomize', join(PACKAGE_ROOT, 'deploy')], { timeoutMs: 60_000 });
+    if (built.exitCode !== 0) throw new Error(`kubectl kustomize deploy/ failed: ${built.stderr}`);
+    const docs = parseAllDocuments(built.stdout)
+      .map((d) => d.toJS() as { kind?: string } | null)
+      .filter((d): d is { kind: string } => !!d && INSTALLED_KINDS.has(d.kind ?? ''));
+    const input = docs.map((d) => JSON.stringify(d)).join('\n');
+    const applied = await this.controlPlane.kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager=agent-operator-dev', '-f', '-'], { input, timeoutMs: 60_000 });
+    if (applied.exitCode !== 0) throw new Error(`installing deploy/ (CRDs, RBAC) failed: ${applied.stderr}`);
+    const established = await this.controlPlane.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/agents.orchestrator.dev', 'crd/agentnodes.orchestrator.dev'], { timeoutMs: 70_000 });
+    if (established.exitCode !== 0) throw new Error(`CRDs not established: ${established.stderr}`);
+  }
+
+  private async kubeconfigFor(serviceAccount: string): Promise<string> {
+    if (this.o.asAdmin) return this.controlPlane.kubeconfigPath;
+    return this.controlPlane.serviceAccountKubeconfig(OPERATOR_NAMESPACE, serviceAccount, { expirationSeconds: 7 * 24 * 3600 });
+  }
+
+  private async prepare(): Promise<void> {
+    const o = this.o;
+    const names = Array.isArray(o.nodes) ? o.nodes : Array.from({ length: o.nodes ?? 2 }, (_, i) => `node-${i + 1}`);
+    const nControllers = o.controllers ?? 1;
+    const ports = await freePorts(2 * (nControllers + names.length));
+    const url = () => `127.0.0.1:${ports.shift()}`;
+    const logLevel = ['--log-level', o.logLevel ?? 'info'];
+    const controllerKc = await this.kubeconfigFor(CONTROLLER_SERVICE_ACCOUNT);
+    for (let i = 0; i < nControllers; i++) {
+      const [m, h] = [url(), url()];
+      this.controllers.push({
+        name: `controller-${i + 1}`,
+        metricsUrl: `http://${m}`,
+        healthUrl: `http://${h}`,
+        args: [
+          'controller',
+          '--kubeconfig', controllerKc,
+          '--leader-elect',
+          '--leader-election-namespace', OPERATOR_NAMESPACE,
+          '--metrics-bind-address', m,
+          '--health-probe-bind-address', h,
+          '--node-lost-grace-seconds', String(o.nodeLostGraceSeconds ?? 60),
+          '--heartbeat-grace-seconds', String(o.heartbeatGraceSeconds ?? 40),
+          ...logLevel,
+        ],
+      });
+    }
+    const sidecarKc = await this.kubeconfigFor(SIDECAR_SERVICE_ACCOUNT);
+    names.forEach((node, i) => {
+      const root = join(o.stateDir, 'nodes', node);
+      const archiveDir = join(root, 'archive');
+      const labels = o.nodeLabels?.(node, i) ?? {};
+      const [m, h] = [url(), url()];
+      this.sidecars.set(node, {
+        name: node,
+        root,
+        archiveDir,
+        metricsUrl: `http://${m}`,
+        healthUrl: `http://${h}`,
+        args: [
+          'sidecar',
+          '--kubeconfig', sidecarKc,
+          '--node-name', node,
+          '--root', root,
+          '--archive-dir', archiveDir,
+          '--capacity', String(o.capacity ?? 4),
+          '--metrics-bind-address', m,
+          '--health-probe-bind-address', h,
+          '--poll-interval-ms', String(o.pollIntervalMs ?? 500),
+          '--heartbeat-interval-seconds', String(o.heartbeatIntervalSeconds ?? 5),
+          '--sweep-interval-seconds', String(o.sweepIntervalSeconds ?? 30),
+          ...(Object.keys(labels).length > 0 ? ['--labels', Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',')] : []),
+          ...logLevel,
+        ],
+      });
+    });
+  }
+
+  private async launch(spec: Spec): Promise<void> {
+    spec.proc = await startProcess({ name: spec.name, command: process.execPath, args: [CLI, ...spec.args], stateDir: this.o.stateDir, logger: this.o.logger });
+  }
+
+  private async waitReady(spec: Spec, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last = '';
+    while (Date.now() < deadline) {
+      if (!spec.proc?.running()) throw new Error(`${spec.name} exited during startup:\n${spec.proc?.logTail() ?? ''}`);
+      try {
+        const res = await fetch(`${spec.healthUrl}/readyz`, { signal: AbortSignal.timeout(2000) });
+        if (res.ok) return;
+        last = await res.text();
+      } catch (err) {
+        last = String(err);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error(`${spec.name} not ready after ${timeoutMs} ms (${last.trim()}):\n${spec.proc?.logTail() ?? ''}`);
+  }
+
+  private async writeEnv(): Promise<void> {
+    const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+    const c = this.controllers[0]!;
+    const lines = [
+      ...envFileLines(this.controlPlane.kubeconfigPath, this.controlPlane.binDir),
+      `export CONTROLLER_METRICS_URL=${q(`${c.metricsUrl}/metrics`)}`,
+      `export CONTROLLER_HEALTH_URL=${q(c.healthUrl)}`,
+    ];
+    await writeFile(this.envPath, `${lines.join('\n')}\n`);
+  }
+}
+
+/** Kills a simulated node's tmux server and every process carrying an agent marker of its root. */
+export async function killNodeLeftovers(root: string, logger: Logger): Promise<void> {
+  await killServer(root).catch((err: unknown) => logger.warn({ root, err }, 'killing the tmux server failed'));
+  const procs = groupByAgent(await listProcesses(), root);
+  let killed = 0;
+  for (const list of procs.values()) for (const p of list) if (sendSignal(p.pid, 'SIGKILL')) killed++;
+  if (killed > 0) logger.info({ root, killed }, 'killed agent processes left on the node');
+}

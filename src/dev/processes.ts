@@ -97,6 +97,16 @@ function tail(path: string, lines: number): string {
   }
 }
 
+/** `promise`, or undefined after `ms`; the timer is cleared either way so it never holds the process open. */
+async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  const ac = new AbortController();
+  try {
+    return await Promise.race([promise, sleep(ms, undefined, { signal: ac.signal }).then(() => undefined, () => undefined)]);
+  } finally {
+    ac.abort();
+  }
+}
+
 export async function startProcess(opts: {
   name: string;
   command: string;
@@ -137,11 +147,11 @@ export async function startProcess(opts: {
     stop: async (graceMs = 10_000) => {
       if (running) {
         child.kill('SIGTERM');
-        const result = await Promise.race([exited, sleep(graceMs).then(() => undefined)]);
+        const result = await raceTimeout(exited, graceMs);
         if (!result) {
           opts.logger.warn({ process: opts.name, pid: spawned, graceMs }, 'did not stop after SIGTERM; sending SIGKILL');
           child.kill('SIGKILL');
-          await Promise.race([exited, sleep(10_000)]);
+          await raceTimeout(exited, 10_000);
         }
       }
       await rm(pidPath, { force: true });

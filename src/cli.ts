@@ -21,6 +21,10 @@ const commands: Record<string, Command> = {
     summary: 'run the local stack: control plane, CRDs, controller and N simulated nodes',
     run: async (argv) => (await import('./dev/devCommand.js')).runDev(argv),
   },
+  demo: {
+    summary: 'run the example Agents on a local stack and show what happens to them',
+    run: async (argv) => (await import('./dev/demo.js')).runDemo(argv),
+  },
   'ensure-binaries': {
     summary: 'build or locate etcd, kube-apiserver, kube-controller-manager and kubectl',
     run: async (argv) => (await import('./dev/binariesCommand.js')).runEnsureBinaries(argv),

@@ -172,15 +172,29 @@ export class AgentController {
   private async reconcileKey(key: string): Promise<{ requeueAfterMs?: number } | void> {
     const cached = this.agents.get(key);
     if (!cached) return;
-    const now = Date.now();
     let agent: AgentObj = { ...cached, apiVersion: API_VERSION, kind: AGENT_KIND };
     const uid = agent.metadata?.uid ?? '';
     // An assumed binding not yet in the cache: decide as if it were, so we never bind twice.
     const assumedNode = this.assumed.get(uid);
     if (assumedNode && !agent.status?.nodeName) agent = { ...agent, status: { ...agent.status, nodeName: assumedNode } };
-    const plan = reconcile({ agent, nodes: this.nodeViews(now), used: this.usedSlots(), now, config: this.config });
-    await this.execute(agent, plan);
+    const decide = async () => {
+      const now = Date.now();
+      const plan = reconcile({ agent, nodes: this.nodeViews(now), used: this.usedSlots(), now, config: this.config });
+      await this.execute(agent, plan);
+      return plan;
+    };
+    // One binding at a time, as kube-scheduler does: concurrent workers would otherwise count the
+    // same free slot twice.
+    const plan = agent.status?.nodeName ? await decide() : await this.scheduling(decide);
     return plan.requeueAfterMs === undefined ? undefined : { requeueAfterMs: plan.requeueAfterMs };
+  }
+
+  private schedulingTail: Promise<unknown> = Promise.resolve();
+
+  private scheduling<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.schedulingTail.then(fn, fn);
+    this.schedulingTail = run.catch(() => undefined);
+    return run;
   }
 
   private async execute(agent: AgentObj, plan: Plan): Promise<void> {

@@ -14,22 +14,26 @@ const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 const celList = (values: readonly string[]) => `[${values.map((v) => `'${v}'`).join(', ')}]`;
 
-const envVarSource = withRules(
-  z
-    .object({
-      configMapKeyRef: keySelector('ConfigMap').optional(),
-      secretKeyRef: keySelector('Secret').optional(),
-    })
-    .strict()
-    .meta({ description: 'Source for the value of an environment variable: a ConfigMap or Secret key.' }),
-  [
-    {
-      rule: 'has(self.configMapKeyRef) != has(self.secretKeyRef)',
-      message: 'exactly one of configMapKeyRef or secretKeyRef must be set',
-      check: (v) => has(v, 'configMapKeyRef') !== has(v, 'secretKeyRef'),
-    },
-  ],
-);
+/** A value from exactly one of a ConfigMap key or a Secret key (env valueFrom, promptFrom). */
+const keyRefSource = (description: string) =>
+  withRules(
+    z
+      .object({
+        configMapKeyRef: keySelector('ConfigMap').optional(),
+        secretKeyRef: keySelector('Secret').optional(),
+      })
+      .strict()
+      .meta({ description }),
+    [
+      {
+        rule: 'has(self.configMapKeyRef) != has(self.secretKeyRef)',
+        message: 'exactly one of configMapKeyRef or secretKeyRef must be set',
+        check: (v) => has(v, 'configMapKeyRef') !== has(v, 'secretKeyRef'),
+      },
+    ],
+  );
+
+const envVarSource = keyRefSource('Source for the value of an environment variable: a ConfigMap or Secret key.');
 
 const envVar = withRules(
   z
@@ -67,22 +71,7 @@ const envVar = withRules(
   ],
 );
 
-export const promptSource = withRules(
-  z
-    .object({
-      configMapKeyRef: keySelector('ConfigMap').optional(),
-      secretKeyRef: keySelector('Secret').optional(),
-    })
-    .strict()
-    .meta({ description: 'Reads the prompt from a ConfigMap or Secret key in the Agent\'s namespace.' }),
-  [
-    {
-      rule: 'has(self.configMapKeyRef) != has(self.secretKeyRef)',
-      message: 'exactly one of configMapKeyRef or secretKeyRef must be set',
-      check: (v) => has(v, 'configMapKeyRef') !== has(v, 'secretKeyRef'),
-    },
-  ],
-);
+export const promptSource = keyRefSource("Reads the prompt from a ConfigMap or Secret key in the Agent's namespace.");
 
 const cleanupPolicy = z
   .object({

@@ -1,12 +1,12 @@
 /** `agent-operator controller`: the leader-elected Agent controller with metrics and probes. */
 import { pino } from 'pino';
 import { AgentController } from '../controller/controller.js';
-import { closeConnections, loadKubeConfig } from '../kube/client.js';
+import { loadKubeConfig } from '../kube/client.js';
 import { defaultIdentity, LeaderElector } from '../kube/leaderElection.js';
 import { newReconcileMetrics } from '../observability/metrics.js';
-import { startProbeServers } from '../observability/probes.js';
 import { Gauge } from 'prom-client';
-import { helpText, intFlag, parseFlags, untilSignal, type FlagSpec } from './flags.js';
+import { helpText, intFlag, parseFlags, type FlagSpec } from './flags.js';
+import { serve } from './serve.js';
 
 const FLAGS: FlagSpec = {
   kubeconfig: { type: 'string', help: 'kubeconfig file (default: $KUBECONFIG, then in-cluster)' },
@@ -49,27 +49,21 @@ export async function runController(argv: string[]): Promise<number> {
   const leaderGauge = new Gauge({ name: 'leader_election_master_status', help: 'Whether this instance leads (1) or not (0)', labelNames: ['name'], registers: [metrics.registry] });
   const leaseName = String(flags['leader-election-id']);
   let elector: LeaderElector | undefined;
-  const probes = await startProbeServers({
-    metricsAddr: String(flags['metrics-bind-address']),
-    healthAddr: String(flags['health-probe-bind-address']),
-    registry: metrics.registry,
-    healthz: { ping: () => undefined },
+  return serve({
+    name: 'controller',
+    logger,
+    kubeConfig: kc,
+    metrics,
+    flags,
     // A standby replica is ready: it serves probes and waits for the lease.
     readyz: { informers: () => (!leaderElect || elector?.isLeader() ? (controller.hasSynced() ? undefined : 'caches not synced') : undefined) },
-  });
-  logger.info({ metrics: probes.metricsUrl, health: probes.healthUrl, identity, leaderElect }, 'controller starting');
-
-  const stop = new AbortController();
-  const signal = untilSignal();
-  signal.promise.then((sig) => {
-    logger.info({ signal: sig }, 'shutting down: draining work in hand');
-    stop.abort();
-  });
-  try {
-    if (!leaderElect) {
-      leaderGauge.set({ name: leaseName }, 1);
-      await controller.run(stop.signal);
-    } else {
+    facts: { identity, leaderElect },
+    onShutdown: 'draining work in hand',
+    run: async (stop) => {
+      if (!leaderElect) {
+        leaderGauge.set({ name: leaseName }, 1);
+        return controller.run(stop);
+      }
       const namespace = (flags['leader-election-namespace'] as string | undefined) ?? process.env.POD_NAMESPACE ?? 'agent-operator-system';
       let running: Promise<void> | undefined;
       elector = new LeaderElector(kc, {
@@ -83,7 +77,7 @@ export async function runController(argv: string[]): Promise<number> {
         },
         onStoppedLeading: () => {
           leaderGauge.set({ name: leaseName }, 0);
-          if (!stop.signal.aborted) {
+          if (!stop.aborted) {
             // Another replica may be leading already: stop at once, as controller-runtime does.
             logger.error('leader election lost; exiting');
             process.exit(1);
@@ -91,14 +85,8 @@ export async function runController(argv: string[]): Promise<number> {
         },
       });
       leaderGauge.set({ name: leaseName }, 0);
-      await elector.run(stop.signal);
+      await elector.run(stop);
       await running;
-    }
-  } finally {
-    signal.dispose();
-    await probes.close();
-    closeConnections(kc);
-  }
-  logger.info('controller stopped');
-  return 0;
+    },
+  });
 }

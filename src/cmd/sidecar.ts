@@ -2,11 +2,11 @@
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { closeConnections, loadKubeConfig } from '../kube/client.js';
+import { loadKubeConfig } from '../kube/client.js';
 import { newReconcileMetrics } from '../observability/metrics.js';
-import { startProbeServers } from '../observability/probes.js';
 import { NodeSidecar } from '../sidecar/sidecar.js';
-import { helpText, intFlag, parseFlags, untilSignal, UsageError, type FlagSpec } from './flags.js';
+import { helpText, intFlag, parseFlags, UsageError, type FlagSpec } from './flags.js';
+import { serve } from './serve.js';
 import { VERSION } from './version.js';
 
 const FLAGS: FlagSpec = {
@@ -79,30 +79,18 @@ export async function runSidecar(argv: string[]): Promise<number> {
     version: VERSION,
     ...tuning,
   });
-  const probes = await startProbeServers({
-    metricsAddr: String(flags['metrics-bind-address']),
-    healthAddr: String(flags['health-probe-bind-address']),
-    registry: metrics.registry,
-    healthz: { ping: () => undefined },
+  return serve({
+    name: 'sidecar',
+    logger,
+    kubeConfig: kc,
+    metrics,
+    flags,
     readyz: {
       informer: () => (sidecar.hasSynced() ? undefined : 'agent cache not synced'),
       heartbeat: () => (sidecar.heartbeatHealthy() ? undefined : 'no recent heartbeat'),
     },
+    facts: { root, archiveDir, ...tuning },
+    onShutdown: 'agent sessions keep running',
+    run: (stop) => sidecar.run(stop),
   });
-  logger.info({ root, archiveDir, metrics: probes.metricsUrl, health: probes.healthUrl, ...tuning }, 'sidecar starting');
-  const stop = new AbortController();
-  const signal = untilSignal();
-  signal.promise.then((sig) => {
-    logger.info({ signal: sig }, 'shutting down; agent sessions keep running');
-    stop.abort();
-  });
-  try {
-    await sidecar.run(stop.signal);
-  } finally {
-    signal.dispose();
-    await probes.close();
-    closeConnections(kc);
-  }
-  logger.info('sidecar stopped');
-  return 0;
 }

@@ -18,7 +18,7 @@ import { diffStatus } from '../kube/mergePatch.js';
 import { AGENT_NODE_RESOURCE, AGENT_RESOURCE, agentClient, agentNodeClient, refOf, type ResourceClient, type KubeObject } from '../kube/resources.js';
 import { runWorkers, WorkQueue } from '../kube/workqueue.js';
 import { sleep } from '../kube/backoff.js';
-import type { ReconcileMetrics } from '../observability/metrics.js';
+import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../observability/metrics.js';
 import { Gauge } from 'prom-client';
 import { staleReadyCondition, viewNode, type NodeView } from './nodes.js';
 import { pickControllerStatus, reconcile, type Plan, type ReconcileConfig } from './reconcile.js';
@@ -68,13 +68,7 @@ export class AgentController {
     this.agents = new Informer<AgentObj>(o.kubeConfig, { resource: AGENT_RESOURCE, logger: this.log, resyncPeriodMs: resync });
     this.nodes = new Informer<NodeObj>(o.kubeConfig, { resource: AGENT_NODE_RESOURCE, logger: this.log, resyncPeriodMs: resync });
     const m = o.metrics;
-    this.queue = new WorkQueue<string>({
-      metrics: {
-        add: () => m.queueAdds.inc({ name: CONTROLLER_NAME }),
-        depth: (n) => m.queueDepth.set({ name: CONTROLLER_NAME }, n),
-        retry: () => m.queueRetries.inc({ name: CONTROLLER_NAME }),
-      },
-    });
+    this.queue = new WorkQueue<string>({ metrics: queueMetricsFor(m, CONTROLLER_NAME) });
     this.agentApi = agentClient(o.kubeConfig);
     this.nodeApi = agentNodeClient(o.kubeConfig);
     this.events = new EventRecorder(o.kubeConfig, { logger: this.log, reportingController: REPORTING_CONTROLLER, reportingInstance: o.identity });
@@ -99,12 +93,7 @@ export class AgentController {
       this.log.info({ agents: this.agents.keys().length, nodes: this.nodes.keys().length }, 'caches synced; starting workers');
       const workers = runWorkers(this.queue, this.o.workers ?? 4, (key) => this.reconcileKey(key), {
         logger: this.log,
-        onReconcile: ({ result, seconds }) => {
-          const m = this.o.metrics;
-          m.reconcileTotal.inc({ controller: CONTROLLER_NAME, result });
-          if (result === 'error') m.reconcileErrors.inc({ controller: CONTROLLER_NAME });
-          m.reconcileTime.observe({ controller: CONTROLLER_NAME }, seconds);
-        },
+        onReconcile: reconcileObserver(this.o.metrics, CONTROLLER_NAME),
       });
       await aborted(signal);
       await this.queue.shutDownWithDrain();

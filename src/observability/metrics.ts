@@ -1,5 +1,6 @@
 /** Prometheus metrics, named as controller-runtime names its own so existing dashboards apply. */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { QueueMetrics, ReconcileLabel } from '../kube/workqueue.js';
 
 export interface ReconcileMetrics {
   registry: Registry;
@@ -44,5 +45,23 @@ export function newReconcileMetrics(): ReconcileMetrics {
       labelNames: ['name'],
       registers: [registry],
     }),
+  };
+}
+
+/** The workqueue_* hooks for a queue named `name`. */
+export function queueMetricsFor(m: ReconcileMetrics, name: string): QueueMetrics {
+  return {
+    add: () => m.queueAdds.inc({ name }),
+    depth: (n) => m.queueDepth.set({ name }, n),
+    retry: () => m.queueRetries.inc({ name }),
+  };
+}
+
+/** runWorkers' onReconcile for the controller_runtime_reconcile_* families of `controller`. */
+export function reconcileObserver(m: ReconcileMetrics, controller: string): (o: { result: ReconcileLabel; seconds: number }) => void {
+  return ({ result, seconds }) => {
+    m.reconcileTotal.inc({ controller, result });
+    if (result === 'error') m.reconcileErrors.inc({ controller });
+    m.reconcileTime.observe({ controller }, seconds);
   };
 }

@@ -16,7 +16,7 @@ import { describeError } from '../kube/errors.js';
 import { Informer, objectKey } from '../kube/informer.js';
 import { AGENT_RESOURCE, agentClient, agentNodeClient, refOf, type KubeObject, type ResourceClient } from '../kube/resources.js';
 import { runWorkers, WorkQueue } from '../kube/workqueue.js';
-import type { ReconcileMetrics } from '../observability/metrics.js';
+import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../observability/metrics.js';
 import { startReportServer, type AgentContext, type ReportServer } from '../report/server.js';
 import { decideNode, type LocalFacts } from './decide.js';
 import { Heartbeat, registerNode } from './registration.js';
@@ -86,13 +86,7 @@ export class NodeSidecar {
       resyncPeriodMs: 5 * 60_000,
     });
     const m = o.metrics;
-    this.queue = new WorkQueue<string>({
-      metrics: {
-        add: () => m.queueAdds.inc({ name: CONTROLLER_NAME }),
-        depth: (n) => m.queueDepth.set({ name: CONTROLLER_NAME }, n),
-        retry: () => m.queueRetries.inc({ name: CONTROLLER_NAME }),
-      },
-    });
+    this.queue = new WorkQueue<string>({ metrics: queueMetricsFor(m, CONTROLLER_NAME) });
     this.agentApi = agentClient(o.kubeConfig);
     this.resolver = new SpecResolver(o.kubeConfig);
     this.heartbeat = new Heartbeat({ api: agentNodeClient(o.kubeConfig), nodeName: o.nodeName, labels: o.labels, capacity: o.capacity, version: o.version, logger: this.log });
@@ -159,12 +153,7 @@ export class NodeSidecar {
       void this.sweep();
       const workers = runWorkers(this.queue, this.o.workers ?? 4, (key) => this.reconcile(key), {
         logger: this.log,
-        onReconcile: ({ result, seconds }) => {
-          const m = this.o.metrics;
-          m.reconcileTotal.inc({ controller: CONTROLLER_NAME, result });
-          if (result === 'error') m.reconcileErrors.inc({ controller: CONTROLLER_NAME });
-          m.reconcileTime.observe({ controller: CONTROLLER_NAME }, seconds);
-        },
+        onReconcile: reconcileObserver(this.o.metrics, CONTROLLER_NAME),
       });
       await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
       // Cleanups in hand finish; sessions are never killed because the sidecar stops.

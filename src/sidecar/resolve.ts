@@ -6,7 +6,7 @@ import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { AgentSpec, EnvVar } from '../api/agent.js';
 import type { KeySelector } from '../api/fields.js';
 import { callOptions } from '../kube/client.js';
-import { isNotFound } from '../kube/errors.js';
+import { isNotFound, statusCode } from '../kube/errors.js';
 import type { EnvEntry } from './runtime/index.js';
 
 export class ResolveError extends Error {}
@@ -82,6 +82,8 @@ export class SpecResolver {
         if (optional) return undefined;
         throw new ResolveError(`${r.field}: ${r.kind} "${name}" not found in namespace ${namespace}`);
       }
+      // Retrying a refusal only hides it: the node's RBAC does not cover this object.
+      if (statusCode(err) === 403) throw new ResolveError(`${r.field}: the node sidecar is not allowed to read ${r.kind} "${name}" in namespace ${namespace}`);
       throw err;
     }
   }

@@ -34,7 +34,8 @@ export async function runController(argv: string[]): Promise<number> {
     nodeLostGraceMs: intFlag(flags, 'node-lost-grace-seconds', 0) * 1000,
     heartbeatGraceMs: intFlag(flags, 'heartbeat-grace-seconds', 1) * 1000,
   };
-  const logger = pino({ name: 'controller', level: String(flags['log-level']) });
+  // Not pino's `name`: lines about an Agent carry the Agent's name under that key.
+  const logger = pino({ level: String(flags['log-level']) }).child({ service: 'controller' });
   const kc = loadKubeConfig(flags.kubeconfig as string | undefined);
   const identity = defaultIdentity();
   const metrics = newReconcileMetrics();

@@ -64,7 +64,8 @@ export async function runSidecar(argv: string[]): Promise<number> {
     ...(flags['report-port'] !== undefined ? { reportPort: intFlag(flags, 'report-port', 1, 65_535) } : {}),
   };
   const labels = parseLabels(flags.labels as string | undefined);
-  const logger = pino({ name: 'sidecar', level: String(flags['log-level']) }).child({ node: nodeName });
+  // Not pino's `name`: lines about an Agent carry the Agent's name under that key. NodeSidecar binds `node`.
+  const logger = pino({ level: String(flags['log-level']) }).child({ service: 'sidecar' });
   const kc = loadKubeConfig(flags.kubeconfig as string | undefined);
   const metrics = newReconcileMetrics();
   const sidecar = new NodeSidecar({

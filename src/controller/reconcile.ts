@@ -143,7 +143,8 @@ export function reconcile(o: Observed): Plan {
         type: 'CleanedUp',
         status: 'True',
         reason: errors.length === 0 ? 'CleanupSucceeded' : 'CleanupCompletedWithErrors',
-        message: errors.length === 0 ? 'session, processes, prompt and workspace removed; logs archived' : errors.join('; '),
+        // What the record says, not what cleanup usually does: an agent that never started has no logs.
+        message: errors.length === 0 ? cleanupSummary(agent) : errors.join('; '),
       });
       if (wasClean) {
         events.push(
@@ -232,7 +233,13 @@ function cleanupSummary(agent: Agent): string {
   const parts = [
     `${c.processesKilled} process(es) stopped${c.escalatedToSigkill ? ' (escalated to SIGKILL)' : ''}`,
     c.sessionKilled ? 'session killed' : 'session not found',
-    c.logsArchived ? `logs archived to ${c.archivePath}` : 'logs not archived',
+    c.logsArchived
+      ? `logs archived to ${c.archivePath}`
+      : agent.spec.cleanup?.keepLogs === false
+        ? 'logs not kept (spec.cleanup.keepLogs is false)'
+        : (c.errors ?? []).length === 0
+          ? 'no logs to archive'
+          : 'logs not archived',
     c.promptDeleted ? 'prompt deleted' : 'prompt not deleted',
   ];
   if (c.durationMilliseconds !== undefined) parts.push(`in ${c.durationMilliseconds}ms`);

@@ -6,6 +6,7 @@
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseAllDocuments } from 'yaml';
 import type { Logger } from 'pino';
 import { groupByAgent, listProcesses, sendSignal } from '../sidecar/runtime/procfs.js';
@@ -139,8 +140,21 @@ export class Stack {
       // Sessions outlive sidecars by design; the stack is not a node, so it ends them itself.
       for (const s of this.sidecars.values()) await killNodeLeftovers(s.root, this.o.logger);
       await rm(this.envPath, { force: true });
-      await this.ownControlPlane?.stop();
+      if (this.ownControlPlane) await this.ownControlPlane.stop();
+      else await this.removeNodes();
     })());
+  }
+
+  /**
+   * On a control plane that outlives the stack, its simulated nodes leave the cluster with it: their
+   * heartbeats stay fresh for a while, and the next stack's scheduler must not bind Agents to them.
+   */
+  private async removeNodes(): Promise<void> {
+    const names = [...this.sidecars.keys()];
+    const r = await this.controlPlane
+      .kubectl(['delete', 'agentnodes', ...names, '--ignore-not-found', '--wait=false'], { timeoutMs: 30_000 })
+      .catch((err: unknown) => ({ exitCode: 1, stderr: String(err) }));
+    if (r.exitCode !== 0) this.o.logger.warn({ nodes: names, stderr: r.stderr }, 'removing the AgentNodes failed');
   }
 
   private handle<S extends Spec>(s: S): S extends { root: string } ? NodeHandle : Component {
@@ -264,10 +278,20 @@ export class Stack {
 }
 
 /** Kills a simulated node's tmux server and every process carrying an agent marker of its root. */
-export async function killNodeLeftovers(root: string, logger: Logger): Promise<void> {
+export async function killNodeLeftovers(root: string, logger: Logger, timeoutMs = 10_000): Promise<void> {
   await killServer(root).catch((err: unknown) => logger.warn({ root, err }, 'killing the tmux server failed'));
-  const procs = groupByAgent(await listProcesses(), root);
+  // Rounds until none is left: a process seen in one pass may fork a child before its SIGKILL lands.
+  const deadline = Date.now() + timeoutMs;
   let killed = 0;
-  for (const list of procs.values()) for (const p of list) if (sendSignal(p.pid, 'SIGKILL')) killed++;
+  for (;;) {
+    const procs = [...groupByAgent(await listProcesses(), root).values()].flat();
+    if (procs.length === 0) break;
+    if (Date.now() > deadline) {
+      logger.warn({ root, pids: procs.map((p) => p.pid) }, 'agent processes left on the node survived SIGKILL');
+      break;
+    }
+    for (const p of procs) if (sendSignal(p.pid, 'SIGKILL')) killed++;
+    await sleep(20);
+  }
   if (killed > 0) logger.info({ root, killed }, 'killed agent processes left on the node');
 }

@@ -168,7 +168,8 @@ export class EventRecorder {
   /** client-go's naming: `<object name>.<hex nanoseconds>`, unique per process by a counter. */
   private eventName(objectName: string, now: number): string {
     const suffix = (BigInt(now) * 1_000_000n + BigInt(this.counter++ % 1_000_000)).toString(16);
-    return `${objectName.slice(0, NAME_MAX - suffix.length - 1)}.${suffix}`;
+    // A cut name may end in '-' or '.', which no DNS subdomain label may: trim them or the Event is rejected.
+    return `${objectName.slice(0, NAME_MAX - suffix.length - 1).replace(/[-.]+$/, '')}.${suffix}`;
   }
 
   private evict(): void {

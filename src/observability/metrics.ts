@@ -2,6 +2,9 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { QueueMetrics, ReconcileLabel } from '../kube/workqueue.js';
 
+/** Every result label (a missing one fails to compile). */
+const RECONCILE_LABELS = Object.keys({ success: 0, error: 0, requeue: 0, requeue_after: 0 } satisfies Record<ReconcileLabel, 0>) as ReconcileLabel[];
+
 export interface ReconcileMetrics {
   registry: Registry;
   reconcileTotal: Counter<'controller' | 'result'>;
@@ -48,8 +51,11 @@ export function newReconcileMetrics(): ReconcileMetrics {
   };
 }
 
-/** The workqueue_* hooks for a queue named `name`. */
+/** The workqueue_* hooks for a queue named `name`; its series exist (at 0) from the start. */
 export function queueMetricsFor(m: ReconcileMetrics, name: string): QueueMetrics {
+  m.queueDepth.set({ name }, 0);
+  m.queueAdds.inc({ name }, 0);
+  m.queueRetries.inc({ name }, 0);
   return {
     add: () => m.queueAdds.inc({ name }),
     depth: (n) => m.queueDepth.set({ name }, n),
@@ -57,8 +63,14 @@ export function queueMetricsFor(m: ReconcileMetrics, name: string): QueueMetrics
   };
 }
 
-/** runWorkers' onReconcile for the controller_runtime_reconcile_* families of `controller`. */
+/**
+ * runWorkers' onReconcile for the controller_runtime_reconcile_* families of `controller`. Its series
+ * start at 0, as controller-runtime's do, so a rate or an alert on errors works before the first one.
+ */
 export function reconcileObserver(m: ReconcileMetrics, controller: string): (o: { result: ReconcileLabel; seconds: number }) => void {
+  for (const result of RECONCILE_LABELS) m.reconcileTotal.inc({ controller, result }, 0);
+  m.reconcileErrors.inc({ controller }, 0);
+  m.reconcileTime.zero({ controller });
   return ({ result, seconds }) => {
     m.reconcileTotal.inc({ controller, result });
     if (result === 'error') m.reconcileErrors.inc({ controller });

@@ -28,7 +28,7 @@ export async function registerNode(o: RegistrationOptions): Promise<NodeObj> {
   if (!existing) {
     try {
       const created = await o.api.create({ apiVersion: API_VERSION, kind: AGENT_NODE_KIND, metadata: { name: o.nodeName, labels: o.labels }, spec: {} });
-      o.logger.info({ node: o.nodeName }, 'registered AgentNode');
+      o.logger.info('registered AgentNode');
       return created;
     } catch (err) {
       if (!isConflict(err)) throw err; // 409 AlreadyExists: another start raced us; carry on
@@ -64,7 +64,7 @@ export class Heartbeat {
       const written = await this.o.api.patchStatus({ name: this.o.nodeName }, status as Record<string, unknown>);
       this.last = written.status;
     } catch (err) {
-      this.o.logger.warn({ node: this.o.nodeName, err: describeError(err) }, 'heartbeat failed');
+      this.o.logger.warn({ err: describeError(err) }, 'heartbeat failed');
     }
   }
 

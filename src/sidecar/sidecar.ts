@@ -308,7 +308,7 @@ export class NodeSidecar {
         prompt: resolved.prompt,
         promptOnStdin: agent.spec.promptOnStdin ?? false,
         binDir: this.binDir,
-        logger: log,
+        logger: this.runtimeLogger(agent),
       });
       if (result.cleanedUp) await this.recoverFromArchive(uid);
       if (result.started) log.info({ session: result.sessionName }, 'agent launched');
@@ -318,6 +318,11 @@ export class NodeSidecar {
       this.launchErrors.set(uid, `launch failed: ${describeError(err)}`);
     }
     this.queue.add(objectKey(agent));
+  }
+
+  /** For the runtime, which binds `uid` itself (the sweeper calls it without an Agent): one key, once per line. */
+  private runtimeLogger(agent: AgentObj): Logger {
+    return this.log.child({ namespace: agent.metadata?.namespace, name: agent.metadata?.name });
   }
 
   /** After a crash between cleanup and its status write: what the archive holds is the truth. */
@@ -340,7 +345,7 @@ export class NodeSidecar {
         gracePeriodSeconds: agent.spec.cleanup?.gracePeriodSeconds ?? DEFAULTS.gracePeriodSeconds,
         keepLogs: agent.spec.cleanup?.keepLogs ?? DEFAULTS.keepLogs,
         trigger,
-        logger: log,
+        logger: this.runtimeLogger(agent),
         beforeArchive: () => this.server!.whenIdle(uid),
       });
       this.cleaned.set(uid, record);

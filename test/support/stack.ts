@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
@@ -14,9 +14,10 @@ import type { Agent } from '../../src/api/agent.js';
 import { isTerminalPhase } from '../../src/api/phase.js';
 import { Stack, type StackOptions } from '../../src/dev/stack.js';
 import { agentClient, type KubeObject } from '../../src/kube/resources.js';
-import { findMarkerProcesses } from '../../src/sidecar/runtime/procfs.js';
+import { archiveLocation } from '../../src/sidecar/runtime/archive.js';
+import { findMarkerProcesses, groupByAgent, listProcesses } from '../../src/sidecar/runtime/procfs.js';
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
-import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
+import { listWorkspaces, workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { controlPlane, kubeConfig, waitFor } from './cluster.js';
 
 export type AgentObj = Agent & KubeObject;
@@ -37,6 +38,8 @@ export function useStack(prefix: string, opts: Partial<StackOptions> = {}): () =
       controlPlane: await controlPlane(),
       heartbeatGraceSeconds: 15,
       nodeLostGraceSeconds: 30,
+      // The components' own level (their logs are in the stack's state dir; AO_KEEP_STATE=1 keeps them).
+      ...(process.env.AO_STACK_LOG_LEVEL ? { logLevel: process.env.AO_STACK_LOG_LEVEL } : {}),
       ...opts,
       nodes,
     });
@@ -91,14 +94,8 @@ async function missing(path: string): Promise<boolean> {
   );
 }
 
-/**
- * The promise, checked on the node: no session, no process, no prompt and no workspace for this
- * finished Agent, and (unless keepLogs is false) its archive holds a manifest that matches the files.
- */
-export async function assertNothingLeft(stack: Stack, agent: AgentObj): Promise<void> {
-  const uid = agent.metadata!.uid!;
-  const nodeName = agent.status?.nodeName;
-  assert.ok(isTerminalPhase(agent.status?.phase), `agent ${agent.metadata?.name} is not finished (${agent.status?.phase})`);
+/** No session, no marker process, no prompt and no workspace of `uid` on any node of the stack. */
+export async function assertNodeClean(stack: Stack, uid: string): Promise<void> {
   for (const node of stack.nodes) {
     const sessions = await listSessions(node.root);
     assert.ok(!sessions.some((s) => s.uid === uid), `session of ${uid} still on ${node.name}`);
@@ -108,19 +105,38 @@ export async function assertNothingLeft(stack: Stack, agent: AgentObj): Promise<
     assert.ok(await missing(ws.prompt), `prompt file of ${uid} still on ${node.name}`);
     assert.ok(await missing(ws.dir), `workspace of ${uid} still on ${node.name}`);
   }
-  if (!nodeName) return; // never scheduled: nothing was ever on a node
-  const c = agent.status?.cleanup;
-  assert.ok(c?.completionTime, 'no cleanup record');
-  assert.equal(c.verifiedNoProcesses, true, 'cleanup did not verify that no process remained');
-  assert.equal(c.promptDeleted, true, 'cleanup did not delete the prompt');
-  if (agent.spec.cleanup?.keepLogs === false) {
-    assert.equal(c.logsArchived, false);
-    return;
+}
+
+/** No agent session, workspace or marker process at all on any node (when every Agent is finished). */
+export async function assertNodesEmpty(stack: Stack): Promise<void> {
+  for (const node of stack.nodes) {
+    assert.deepEqual((await listSessions(node.root)).map((s) => s.uid), [], `sessions left on ${node.name}`);
+    assert.deepEqual((await listWorkspaces(node.root)).map((w) => w.uid), [], `workspaces left on ${node.name}`);
+    assert.deepEqual([...groupByAgent(await listProcesses(), node.root).keys()], [], `agent processes left on ${node.name}`);
+    assert.deepEqual(await openFilesUnder(join(node.root, 'agents')), [], `files of agents still open on ${node.name}`);
   }
-  assert.equal(c.logsArchived, true, `logs not archived: ${(c.errors ?? []).join('; ')}`);
-  const node = stack.node(nodeName);
-  const dir = join(node.archiveDir, agent.metadata!.namespace!, `${agent.metadata!.name}-${uid}`);
-  assert.equal(c.archivePath, dir);
+}
+
+/** `<pid>: <path>` for every open file descriptor on a path under `dir` (the ancestor leaked open logs). */
+async function openFilesUnder(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
+    const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+    for (const fd of fds) {
+      const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+      if (target.startsWith(`${dir}/`)) found.push(`${pid}: ${target}`);
+    }
+  }
+  return found;
+}
+
+/** Where the node archives an Agent's logs (the documented `<archive>/<namespace>/<name>-<uid>/`). */
+export function archiveDirOf(stack: Stack, nodeName: string, namespace: string, name: string, uid: string): string {
+  return archiveLocation(stack.node(nodeName).archiveDir, { namespace, name, uid }).dir;
+}
+
+/** The archive at `dir` holds output.log and a manifest that matches every file it lists; returns the manifest. */
+export async function assertArchive(dir: string): Promise<{ files: { name: string; bytes: number; sha256: string }[] }> {
   const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as { files: { name: string; bytes: number; sha256: string }[] };
   assert.ok(manifest.files.some((f) => f.name === 'output.log'), 'output.log not archived');
   for (const f of manifest.files) {
@@ -128,9 +144,59 @@ export async function assertNothingLeft(stack: Stack, agent: AgentObj): Promise<
     assert.equal(content.length, f.bytes, `${f.name}: size differs from the manifest`);
     assert.equal(sha256(content), f.sha256, `${f.name}: checksum differs from the manifest`);
   }
+  return manifest;
+}
+
+/**
+ * The promise, checked on the node: no session, no process, no prompt and no workspace for this
+ * finished Agent, and (unless keepLogs is false) its archive holds a manifest that matches the files.
+ */
+export async function assertNothingLeft(stack: Stack, agent: AgentObj): Promise<void> {
+  const uid = agent.metadata!.uid!;
+  const nodeName = agent.status?.nodeName;
+  assert.ok(isTerminalPhase(agent.status?.phase), `agent ${agent.metadata?.name} is not finished (${agent.status?.phase})`);
+  await assertNodeClean(stack, uid);
+  if (!nodeName) return; // never scheduled: nothing was ever on a node
+  const c = agent.status?.cleanup;
+  assert.ok(c?.completionTime, 'no cleanup record');
+  assert.equal(c.verifiedNoProcesses, true, 'cleanup did not verify that no process remained');
+  assert.equal(c.promptDeleted, true, 'cleanup did not delete the prompt');
+  if (agent.spec.cleanup?.keepLogs === false || !agent.status?.startTime) {
+    // Not kept, or nothing to keep: a launch that failed before the session (a missing Secret) wrote no logs.
+    assert.equal(c.logsArchived, false);
+    assert.equal(c.archivePath, undefined);
+    assert.deepEqual(c.errors ?? [], []);
+    return;
+  }
+  assert.equal(c.logsArchived, true, `logs not archived: ${(c.errors ?? []).join('; ')}`);
+  const dir = archiveDirOf(stack, nodeName, agent.metadata!.namespace!, agent.metadata!.name!, uid);
+  assert.equal(c.archivePath, dir);
+  await assertArchive(dir);
 }
 
 /** The archived output of a finished Agent. */
 export async function archivedOutput(agent: AgentObj): Promise<string> {
   return readFile(join(agent.status!.cleanup!.archivePath!, 'output.log'), 'utf8');
+}
+
+/** A merge patch on the Agent's spec, as `kubectl patch --type=merge -p '{"spec":...}'` sends it. */
+export function patchSpec(namespace: string, name: string, spec: Partial<Agent['spec']>): Promise<AgentObj> {
+  return agents().patch({ namespace, name }, { spec });
+}
+
+/** Waits until the Agent no longer exists (its finalizer released). */
+export function waitForGone(namespace: string, name: string, timeoutMs = 60_000): Promise<true> {
+  return waitFor(async () => (await agents().find({ namespace, name })) === undefined, { timeoutMs, what: `agent ${namespace}/${name} to be gone`, intervalMs: 100 });
+}
+
+/** Waits until the running agent's captured output (on its node) matches `pattern`; returns the output. */
+export function waitForOutput(stack: Stack, agent: AgentObj, pattern: RegExp, timeoutMs = 30_000): Promise<string> {
+  const path = workspacePaths(stack.node(agent.status!.nodeName!).root, agent.metadata!.uid!).output;
+  return waitFor(
+    async () => {
+      const text = await readFile(path, 'utf8');
+      return pattern.test(text) ? text : undefined;
+    },
+    { timeoutMs, what: `output of ${agent.metadata?.name} to match ${pattern}`, intervalMs: 100 },
+  );
 }

@@ -13,6 +13,11 @@
  *    stdin from the prompt when asked, and execs the command (not a shell builtin: exec always runs
  *    the program, as the kubelet would).
  * 4. Records the subshell's status atomically in `exit-code` (128+N when killed by signal N).
+ *    The launcher outlives a SIGTERM/SIGHUP/SIGINT sent to the whole group (it catches them; the
+ *    subshell and the command get the default actions back): were it to die first, tmux would end
+ *    the pane and lose what the agent prints while it shuts down, and the exit code with it.
+ *    Its own stderr goes to /dev/null (the subshell gets the pane's back), so the shell's job
+ *    report ("Terminated") never lands in the agent's output.
  *
  * A command that cannot be started is a launch error: `launch-error` holds the message (also
  * printed to the pane, so it is in output.log) and the exit code says which (LAUNCH_EXIT).
@@ -35,7 +40,10 @@ export const LAUNCHER_ARGV0 = 'agent-launcher';
 export const LAUNCHER_SCRIPT = String.raw`d=$1
 IFS= read -r go < "$d/go" && [ "$go" = go ] || exit 125
 rm -f -- "$d/go"
+trap : TERM HUP INT
+exec 3>&2 2>/dev/null
 (
+  exec 2>&3 3>&-
   fail() {
     printf '%s\n' "$2" > "$d/launch-error"
     printf 'agent-operator: %s\n' "$2" >&2

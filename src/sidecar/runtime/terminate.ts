@@ -1,8 +1,9 @@
 /**
- * Stops every process of an agent (DESIGN.md step 4a): SIGTERM (with SIGCONT, so a stopped process
- * can act on it) to the pane's process group and to every process carrying the agent's marker, poll
- * until they are gone or the grace period ends, then SIGKILL whatever is left, including processes
- * that escaped the group (setsid, double fork) or were forked during the grace period.
+ * Stops every process of an agent (DESIGN.md step 4a): one SIGTERM (with SIGCONT, so a stopped
+ * process can act on it) to the pane's process group and to every process carrying the agent's
+ * marker, poll until they are gone or the grace period ends, then SIGKILL whatever is left,
+ * including processes that escaped the group (setsid, double fork) or were forked during the grace
+ * period.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -55,9 +56,10 @@ export async function terminateProcesses(o: TerminateOptions): Promise<Terminate
   const signalled = new Set<string>();
   const scan = async () => selectTargets(await listProcesses(), { root: o.root, uid: o.uid, selfPid: process.pid, ...(o.pane ? { pane: o.pane } : {}) });
   const hit = (procs: Proc[], signal: NodeJS.Signals) => {
-    if (o.pane?.alive) sendSignal(-o.pane.pid, signal);
+    const group = o.pane?.alive && sendSignal(-o.pane.pid, signal) ? o.pane.pid : undefined;
     for (const p of procs) {
-      if (sendSignal(p.pid, signal)) signalled.add(key(p));
+      // Members of the group got the group's signal: one each, as a process handling it expects.
+      if (p.pgid === group || sendSignal(p.pid, signal)) signalled.add(key(p));
       if (signal === 'SIGTERM') sendSignal(p.pid, 'SIGCONT');
     }
   };
@@ -65,18 +67,15 @@ export async function terminateProcesses(o: TerminateOptions): Promise<Terminate
   const graceEnd = Date.now() + o.gracePeriodMs;
   let targets = await scan();
   if (targets.length === 0) return { signalled: 0, escalatedToSigkill: false, remaining: [] };
+  // SIGTERM once, as the kubelet does: processes the agent starts while it shuts down (its handler's
+  // helpers) are left to finish, and a handler is never interrupted by a second SIGTERM. Whatever
+  // is left when the grace period ends gets SIGKILL, wherever it is.
   hit(targets, 'SIGTERM');
-  const termed = new Set(targets.map(key));
   for (;;) {
     await sleep(Math.max(0, Math.min(pollMs, graceEnd - Date.now())));
     targets = await scan();
     if (targets.length === 0) return { signalled: signalled.size, escalatedToSigkill: false, remaining: [] };
     if (Date.now() >= graceEnd) break;
-    const fresh = targets.filter((p) => !termed.has(key(p)));
-    if (fresh.length) {
-      hit(fresh, 'SIGTERM');
-      fresh.forEach((p) => termed.add(key(p)));
-    }
   }
 
   o.logger.info({ pids: targets.map((p) => p.pid) }, 'processes outlived the grace period; sending SIGKILL');

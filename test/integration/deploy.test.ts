@@ -18,7 +18,7 @@ import { AuthorizationV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi, Eve
 import { execa, type ResultPromise } from 'execa';
 import { pino } from 'pino';
 import { parseAllDocuments } from 'yaml';
-import { AGENT_KIND, AGENT_NODE_PLURAL, AGENT_PLURAL, API_VERSION, FINALIZER, GROUP, VERSION } from '../../src/api/constants.js';
+import { AGENT_KIND, AGENT_NODE_PLURAL, AGENT_PLURAL, API_VERSION, GROUP, VERSION } from '../../src/api/constants.js';
 import { apiErrorCode } from '../../src/dev/apiErrors.js';
 import { PACKAGE_ROOT } from '../../src/dev/paths.js';
 import { freePorts } from '../../src/dev/ports.js';

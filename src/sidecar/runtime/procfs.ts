@@ -6,6 +6,7 @@
  */
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import { AGENT_ENV } from '../../api/constants.js';
+import { coalesce } from './coalesce.js';
 import { errnoOf } from './files.js';
 import { isAgentUid, workspacePaths } from './workspace.js';
 
@@ -91,11 +92,14 @@ async function pids(): Promise<number[]> {
   return (await readdir('/proc')).filter((n) => /^\d+$/.test(n)).map(Number);
 }
 
-/** One pass over /proc: every process that is still alive (zombies excluded), with its marker fields. */
-export async function listProcesses(): Promise<Proc[]> {
+/**
+ * One pass over /proc: every process that is still alive (zombies excluded), with its marker fields.
+ * Concurrent callers share a pass that began after they called.
+ */
+export const listProcesses: () => Promise<Proc[]> = coalesce(async () => {
   const all = await Promise.all((await pids()).map(readProc));
   return all.filter((p): p is Proc => p !== undefined && !isGone(p));
-}
+});
 
 /** Does this process carry the marker of agent `uid` on the node at `root`? */
 export function hasMarker(p: Proc, root: string, uid: string): boolean {
@@ -137,13 +141,9 @@ export function descendantsOf(procs: readonly ProcInfo[], pid: number): Set<numb
   return out;
 }
 
-/**
- * Pids (zombies excluded) with an open file descriptor on any of `paths` (absolute, as the kernel
- * reports them; a deleted file shows as "<path> (deleted)").
- */
-export async function holdersOf(paths: readonly string[]): Promise<number[]> {
-  const wanted = new Set(paths.flatMap((p) => [p, `${p} (deleted)`]));
-  const holders: number[] = [];
+/** The target of every open file descriptor on the machine, with the pids holding it: one pass, shared. */
+const openFiles = coalesce(async (): Promise<Map<string, Set<number>>> => {
+  const byTarget = new Map<string, Set<number>>();
   await Promise.all(
     (await pids()).map(async (pid) => {
       let fds: string[];
@@ -153,19 +153,33 @@ export async function holdersOf(paths: readonly string[]): Promise<number[]> {
         if (isNormalVanish(err)) return;
         throw err;
       }
-      for (const fd of fds) {
-        try {
-          if (wanted.has(await readlink(`/proc/${pid}/fd/${fd}`))) {
-            holders.push(pid);
-            return;
-          }
-        } catch (err) {
-          if (!isNormalVanish(err)) throw err;
-        }
+      const targets = await Promise.all(
+        fds.map((fd) =>
+          readlink(`/proc/${pid}/fd/${fd}`).catch((err: unknown) => {
+            if (isNormalVanish(err)) return undefined;
+            throw err;
+          }),
+        ),
+      );
+      for (const target of targets) {
+        if (target === undefined) continue;
+        const holders = byTarget.get(target) ?? new Set<number>();
+        holders.add(pid);
+        byTarget.set(target, holders);
       }
     }),
   );
-  return holders.sort((a, b) => a - b);
+  return byTarget;
+});
+
+/**
+ * Pids with an open file descriptor on any of `paths` (absolute, as the kernel reports them; a
+ * deleted file shows as "<path> (deleted)").
+ */
+export async function holdersOf(paths: readonly string[]): Promise<number[]> {
+  const open = await openFiles();
+  const holders = new Set(paths.flatMap((p) => [p, `${p} (deleted)`]).flatMap((p) => [...(open.get(p) ?? [])]));
+  return [...holders].sort((a, b) => a - b);
 }
 
 /** Sends a signal (0: only probes); false when the process (or group, for a negative pid) no longer exists. */

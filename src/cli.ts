@@ -17,6 +17,10 @@ const commands: Record<string, Command> = {
     summary: 'run the node sidecar: launches Agents bound to this node in tmux and cleans them up',
     run: async (argv) => (await import('./cmd/sidecar.js')).runSidecar(argv),
   },
+  supervise: {
+    summary: 'run another command and restart it when it crashes (the sidecar in a pod)',
+    run: async (argv) => (await import('./cmd/supervise.js')).runSupervise(argv),
+  },
   dev: {
     summary: 'run the local stack: control plane, CRDs, controller and N simulated nodes',
     run: async (argv) => (await import('./dev/devCommand.js')).runDev(argv),

@@ -209,11 +209,19 @@ async function runWorkload(t: TestContext, workload: Workload, identity: Identit
     all: true,
     reject: false,
     timeout: 180_000,
+    // Its own process group: the sidecar runs under `supervise`, and both go at once.
+    detached: true,
   });
   let output = '';
   child.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   t.after(async () => {
-    child.kill('SIGKILL');
+    if (child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+      }
+    }
     await child;
     // The sidecar's private tmux server (on its --root), should a session outlive a failed test.
     const root = flagValue(args, '--root');

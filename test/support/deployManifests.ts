@@ -25,6 +25,8 @@ export interface EnvVar {
 
 export interface Probe {
   httpGet?: { path: string; port: string | number };
+  periodSeconds?: number;
+  failureThreshold?: number;
 }
 
 export interface Container {

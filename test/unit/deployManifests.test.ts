@@ -5,6 +5,7 @@
  * them to a real API server and checks what the permissions actually allow.
  */
 import assert from 'node:assert/strict';
+import { DEFAULT_RESTART_POLICY } from '../../src/cmd/restartPolicy.js';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { describe, it } from 'node:test';
@@ -194,8 +195,14 @@ describe('the sidecar DaemonSet', () => {
   const mountOf = (path: string | undefined) => c.volumeMounts?.find((m) => m.mountPath === path);
   const volume = (name: string | undefined) => pod.volumes?.find((v) => v.name === name);
 
+  it('runs the sidecar under supervise, so a sidecar crash does not end the container and its agents', () => {
+    assert.deepEqual(c.args?.slice(0, 2), ['supervise', 'sidecar']);
+    const liveness = c.livenessProbe!;
+    const toleratedMs = (liveness.periodSeconds ?? 10) * (liveness.failureThreshold ?? 3) * 1000;
+    assert.ok(toleratedMs > DEFAULT_RESTART_POLICY.maxDelayMs + 15_000, `liveness gives up after ${toleratedMs} ms, before supervise's longest restart`);
+  });
+
   it('names its node from the downward API', () => {
-    assert.equal(c.args?.[0], 'sidecar');
     assert.equal(flagValue(c.args ?? [], '--node-name'), '$(NODE_NAME)');
     assert.deepEqual(c.env?.find((e) => e.name === 'NODE_NAME')?.valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } });
   });

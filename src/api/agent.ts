@@ -259,6 +259,11 @@ export const agentStatus = z
     reportedState: z.enum(REPORTED_STATES).optional().meta({ description: 'The state the agent last reported about itself.' }),
     reportedMessage: z.string().max(LIMITS.messageLength).optional().meta({ description: 'The message the agent last reported.' }),
     launchError: z.string().max(LIMITS.messageLength).optional().meta({ description: 'Why the node could not start the agent.' }),
+    sessionLost: z
+      .string()
+      .max(LIMITS.messageLength)
+      .optional()
+      .meta({ description: "Set when the agent's session vanished while its command ran (tmux server killed, node rebooted): what the node saw." }),
     findings: z
       .object({
         total: z.int().min(0).meta({ description: 'Number of findings reported.' }),

@@ -20,12 +20,13 @@ export const EXIT_NOT_EXECUTABLE = 126;
 /**
  * The terminal outcome the observations imply, or undefined while the agent should keep running.
  * When several apply at once, the agent's own word wins over the platform's judgement: a launch error,
- * then its final report, then its exit, then deletion and stop, then the deadlines.
+ * (or a lost session), then its final report, then its exit, then deletion and stop, then the deadlines.
  */
 export function agentOutcome(agent: Agent, now: number): Outcome | undefined {
   const { spec } = agent;
   const status = agent.status ?? {};
   if (status.launchError) return { phase: 'Error', reason: 'LaunchFailed', message: status.launchError };
+  if (status.sessionLost) return { phase: 'Error', reason: 'SessionLost', message: status.sessionLost };
   switch (status.reportedState) {
     case 'completed':
       return { phase: 'Completed', reason: 'AgentCompleted', message: status.reportedMessage || 'the agent reported completion' };

@@ -18,6 +18,8 @@ export interface LocalFacts {
   sessionAlive: boolean;
   exitCode?: number;
   launchError?: string;
+  /** The session vanished while its command ran: what was seen. */
+  sessionLost?: string;
   /** Last output seen (epoch ms), from the output log. */
   lastOutputAt?: number;
   report?: { state: ReportedState; progress?: number; message?: string; time: string };
@@ -39,6 +41,7 @@ export const SIDECAR_STATUS_FIELDS = [
   'startTime',
   'exitCode',
   'launchError',
+  'sessionLost',
   'lastOutputTime',
   'lastReportTime',
   'reportedState',
@@ -77,6 +80,7 @@ function desiredStatus(agent: Agent, local: LocalFacts, now: number): Partial<Ag
   if (local.startTime) d.startTime = local.startTime;
   if (local.exitCode !== undefined) d.exitCode = local.exitCode;
   if (local.launchError) d.launchError = local.launchError;
+  if (local.sessionLost) d.sessionLost = local.sessionLost;
   if (local.report) {
     d.reportedState = local.report.state;
     d.lastReportTime = local.report.time;

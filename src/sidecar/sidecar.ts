@@ -261,7 +261,8 @@ export class NodeSidecar {
 
   private async localFacts(uid: string): Promise<LocalFacts> {
     const obs = await observeSession(this.o.root, uid);
-    const launchError = this.launchErrors.get(uid) ?? obs.launchError ?? (obs.lost ? 'the session disappeared before its command exited (tmux server killed or node restarted)' : undefined);
+    const launchError = this.launchErrors.get(uid) ?? obs.launchError;
+    const sessionLost = obs.lost && !launchError ? 'the session disappeared while its command ran (tmux server killed or node restarted)' : undefined;
     return {
       launched: obs.workspaceExists,
       ...(obs.record ? { sessionName: obs.sessionName } : {}),
@@ -269,6 +270,7 @@ export class NodeSidecar {
       sessionAlive: obs.sessionAlive,
       ...(obs.exited && obs.exitCode !== undefined && !launchError ? { exitCode: obs.exitCode } : {}),
       ...(launchError ? { launchError } : {}),
+      ...(sessionLost ? { sessionLost } : {}),
       ...(obs.lastOutputAt ? { lastOutputAt: Date.parse(obs.lastOutputAt) } : {}),
       ...(this.reports.has(uid) ? { report: this.reports.get(uid)! } : {}),
       ...(this.findings.has(uid) ? { findings: this.findings.get(uid)! } : {}),

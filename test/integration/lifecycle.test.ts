@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { createTestNamespace, kubectl, waitFor } from '../support/cluster.js';
 import { isGone, parseStat } from '../../src/sidecar/runtime/procfs.js';
+import { killServer } from '../../src/sidecar/runtime/tmux.js';
 import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import {
   agents,
@@ -166,6 +167,23 @@ describe('agent lifecycle', () => {
     assert.equal(record.trigger, 'Deleted');
     assert.equal(record.verifiedNoProcesses, true);
     assert.equal(record.logsArchived, true);
+  });
+
+  it('its tmux server killed under it: Error (SessionLost), what it printed archived, its processes gone', async (t) => {
+    const ns = await createTestNamespace(t, 'life-lost');
+    // Survives the SIGHUP the dying server sends, so only the marker scan can end it.
+    await createAgent(ns, 'orphaned', { command: ['sh', '-c', 'trap "" HUP; echo "before the loss $$$$"; while :; do sleep 1; done'], cleanup: { gracePeriodSeconds: 1 } });
+    const r = await waitForAgent(ns, 'orphaned', isRunning, 'to run');
+    const out = await waitForOutput(stack(), r, /before the loss \d+/);
+    const pid = Number(/before the loss (\d+)/.exec(out)![1]);
+    assert.equal(await killServer(stack().node(r.status!.nodeName!).root), true);
+    const a = await waitForCleanedUp(ns, 'orphaned');
+    assert.equal(a.status?.phase, 'Error');
+    assert.equal(a.status?.reason, 'SessionLost', `${a.status?.reason}: ${a.status?.message}`);
+    assert.match(a.status?.message ?? '', /session disappeared/);
+    assert.match(await archivedOutput(a), /before the loss/);
+    assert.equal(await alive(pid), false, `agent process ${pid} outlived its session`);
+    await assertNothingLeft(stack(), a);
   });
 
   it('a process that ignores SIGTERM and SIGHUP and a setsid child that does too: all killed with SIGKILL', async (t) => {

@@ -121,6 +121,16 @@ describe('reconcile', () => {
       expect: (p) => assert.deepEqual([p.status.phase, p.status.reason], ['Error', 'LaunchFailed']),
     },
     {
+      name: 'session lost while running: Error SessionLost with what the node saw',
+      agent: agent({ status: bound({ startTime: at(90), sessionLost: 'the session disappeared' }), meta: boundMeta }),
+      expect: (p) => assert.deepEqual([p.status.phase, p.status.reason, p.status.message], ['Error', 'SessionLost', 'the session disappeared']),
+    },
+    {
+      name: 'a stop after the session was lost: the loss is what ended it',
+      agent: agent({ spec: { stop: true }, status: bound({ startTime: at(90), sessionLost: 'the session disappeared' }), meta: boundMeta }),
+      expect: (p) => assert.equal(p.status.reason, 'SessionLost'),
+    },
+    {
       name: 'stop: Terminated with stopReason',
       agent: agent({ spec: { stop: true, stopReason: 'no longer needed' }, status: bound({ startTime: at(90) }), meta: boundMeta }),
       expect: (p) => assert.deepEqual([p.status.phase, p.status.reason, p.status.message], ['Terminated', 'Stopped', 'no longer needed']),

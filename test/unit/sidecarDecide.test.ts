@@ -46,6 +46,13 @@ describe('decideNode', () => {
       action: 'none',
       patch: { reportedState: 'working', progress: 40, reportedMessage: 'half', lastReportTime: iso(5) },
     },
+    {
+      name: 'session vanished while running: cleanup at once as SessionLost, what was seen written',
+      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
+      local: { ...running, sessionAlive: false, sessionLost: 'the session disappeared' },
+      action: 'cleanup:SessionLost',
+      patch: { sessionLost: 'the session disappeared' },
+    },
     { name: 'stopped: cleanup', agent: agent({ stop: true }, { sessionName: 'agent-u', startTime: iso(1) }), local: running, action: 'cleanup:Stopped', patch: undefined },
     {
       name: 'deleted: cleanup',

@@ -19,6 +19,7 @@ import { runWorkers, WorkQueue } from '../kube/workqueue.js';
 import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../observability/metrics.js';
 import { startReportServer, type AgentContext, type ReportServer } from '../report/server.js';
 import { decideNode, type LocalFacts } from './decide.js';
+import { ExitWatches } from './exitWatch.js';
 import { Heartbeat, registerNode } from './registration.js';
 import { addFinding, latestReport, replayReports, type FindingsSummary, type LatestReport } from './reports.js';
 import { ResolveError, SpecResolver } from './resolve.js';
@@ -75,10 +76,19 @@ export class NodeSidecar {
   private readonly cleanupSeconds: Histogram;
   private readonly cleanupFailures: Counter;
   private readonly sessions: Gauge;
+  private readonly exits: ExitWatches;
 
   constructor(private readonly o: SidecarOptions) {
     this.log = o.logger.child({ node: o.nodeName });
     this.binDir = join(o.root, 'bin');
+    this.exits = new ExitWatches(
+      o.root,
+      (uid) => {
+        const key = this.keys.get(uid);
+        if (key) this.queue.add(key);
+      },
+      this.log,
+    );
     this.agents = new Informer<AgentObj>(o.kubeConfig, {
       resource: AGENT_RESOURCE,
       logger: this.log,
@@ -108,6 +118,7 @@ export class NodeSidecar {
       .onUpdate((_, a) => enqueue(a))
       .onDelete((a) => {
         const uid = a.metadata?.uid ?? '';
+        this.exits.unwatch(uid);
         for (const m of [this.reports, this.findings, this.keys, this.launchErrors, this.cleaned]) m.delete(uid);
       });
   }
@@ -161,6 +172,7 @@ export class NodeSidecar {
       await workers;
     } finally {
       timers.forEach(clearInterval);
+      this.exits.closeAll();
       this.queue.shutDown();
       await this.agents.stop();
       await this.server.close();
@@ -256,6 +268,10 @@ export class NodeSidecar {
       case 'cleanup':
         await this.cleanup(agent, uid, decision.action.trigger, log);
         break;
+      case 'none':
+        // Running (also after a restart of this process): its exit is noticed as it happens.
+        if (local.sessionAlive && !local.cleanup) this.exits.watch(uid);
+        break;
     }
   }
 
@@ -313,7 +329,10 @@ export class NodeSidecar {
         logger: this.runtimeLogger(agent),
       });
       if (result.cleanedUp) await this.recoverFromArchive(uid);
-      if (result.started) log.info({ session: result.sessionName }, 'agent launched');
+      if (result.started) {
+        this.exits.watch(uid);
+        log.info({ session: result.sessionName }, 'agent launched');
+      }
     } catch (err) {
       // A launch refused for its inputs is the spec's problem, not a transient one.
       log.error({ err: describeError(err) }, 'launch failed');
@@ -336,6 +355,7 @@ export class NodeSidecar {
 
   private async cleanup(agent: AgentObj, uid: string, trigger: string, log: Logger): Promise<void> {
     this.cleaning.add(uid);
+    this.exits.unwatch(uid);
     const started = performance.now();
     try {
       const record = await cleanupAgent({

@@ -4,7 +4,7 @@
  * moment it ends. Sessions outlive the sidecar: after a restart it rediscovers them from the node.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -18,13 +18,15 @@ import { AGENT_RESOURCE, agentClient, agentNodeClient, refOf, type KubeObject, t
 import { runWorkers, WorkQueue } from '../kube/workqueue.js';
 import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../observability/metrics.js';
 import { startReportServer, type AgentContext, type ReportServer } from '../report/server.js';
-import { decideNode, type LocalFacts } from './decide.js';
+import { decideNode, outputTimeResolutionMs, type LocalFacts } from './decide.js';
+import { relistWants, type Glimpse } from './relist.js';
 import { ExitWatches } from './exitWatch.js';
 import { Heartbeat, registerNode } from './registration.js';
 import { addFinding, latestReport, replayReports, type FindingsSummary, type LatestReport } from './reports.js';
 import { ResolveError, SpecResolver } from './resolve.js';
 import { cleanupAgent, expandEnv, isAgentUid, launch, listSessions, listWorkspaces, observeSession, sweepNode, workspacePaths } from './runtime/index.js';
 import { findArchiveLocation } from './runtime/archive.js';
+import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
 import { sha256Hex } from './runtime/workspace.js';
 
 type AgentObj = Agent & KubeObject;
@@ -55,6 +57,8 @@ interface Ctx extends AgentContext {
 }
 
 const CONTROLLER_NAME = 'agent-node';
+/** Every this many relist ticks, every running agent is reconciled, changed or not. */
+const RESYNC_TICKS = 30;
 
 export class NodeSidecar {
   private readonly log: Logger;
@@ -77,6 +81,10 @@ export class NodeSidecar {
   private readonly cleanupFailures: Counter;
   private readonly sessions: Gauge;
   private readonly exits: ExitWatches;
+  /** What the relist last saw of each running agent, and how many ticks there were. */
+  private readonly glimpses = new Map<string, Glimpse>();
+  private ticks = 0;
+  private polling = false;
 
   constructor(private readonly o: SidecarOptions) {
     this.log = o.logger.child({ node: o.nodeName });
@@ -154,7 +162,7 @@ export class NodeSidecar {
     this.agents.start();
     const timers = [
       setInterval(() => void beat(), this.o.heartbeatIntervalMs ?? 10_000),
-      setInterval(() => this.poll(), this.o.pollIntervalMs ?? 1000),
+      setInterval(() => void this.poll().catch((err: unknown) => this.log.error({ err: describeError(err) }, 'relist failed')), this.o.pollIntervalMs ?? 1000),
       setInterval(() => void this.sweep(), this.o.sweepIntervalMs ?? 60_000),
     ];
     try {
@@ -237,11 +245,47 @@ export class NodeSidecar {
     return { uid, key, workspaceDir: workspacePaths(this.o.root, uid).dir, acceptingReports: !this.cleaning.has(uid) && !this.cleaned.has(uid) };
   }
 
-  /** Active agents are looked at every poll: exits and output are noticed within one interval. */
-  private poll(): void {
-    for (const a of this.agents.list()) {
-      if (a.status?.nodeName === this.o.nodeName && !a.status?.cleanup?.completionTime) this.queue.add(objectKey(a));
+  /**
+   * Relists the running agents (relist.ts): those whose session or output changed are reconciled;
+   * every RESYNC_TICKS-th tick, all of them.
+   */
+  private async poll(): Promise<void> {
+    if (this.polling) return; // a slow tick is not overlapped by the next
+    this.polling = true;
+    try {
+      await this.relist(this.ticks++ % RESYNC_TICKS === 0);
+    } finally {
+      this.polling = false;
     }
+  }
+
+  private async relist(resync: boolean): Promise<void> {
+    const active = this.agents.list().filter((a) => a.status?.nodeName === this.o.nodeName && !a.status?.cleanup?.completionTime);
+    let panes: Map<string, PaneInfo> | undefined;
+    try {
+      panes = new Map((await listPanes(this.o.root)).map((p) => [p.sessionName, p]));
+    } catch (err) {
+      this.log.warn({ err: describeError(err) }, 'listing the sessions failed; looking at every agent');
+    }
+    const seen = new Set<string>();
+    for (const a of active) {
+      const uid = a.metadata?.uid;
+      if (!uid || !isAgentUid(uid)) continue;
+      seen.add(uid);
+      const pane = panes?.get(sessionNameFor(uid));
+      const now: Glimpse = {
+        pane: pane ? (pane.dead ? 'dead' : 'alive') : 'none',
+        outputMtimeMs: await stat(workspacePaths(this.o.root, uid).output).then(
+          (st) => st.mtimeMs,
+          () => 0,
+        ),
+      };
+      if (panes === undefined || relistWants(this.glimpses.get(uid), now, outputTimeResolutionMs(a.spec.idleTimeoutSeconds), resync)) {
+        this.glimpses.set(uid, now);
+        this.queue.add(objectKey(a));
+      }
+    }
+    for (const uid of this.glimpses.keys()) if (!seen.has(uid)) this.glimpses.delete(uid);
   }
 
   private async reconcile(key: string): Promise<void> {

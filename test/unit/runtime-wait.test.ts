@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { waitFor, WaitTimeoutError, withKeyLock, withTimeout } from '../../src/sidecar/runtime/wait.js';
+import { nextInterval, waitFor, WaitTimeoutError, withKeyLock, withTimeout } from '../../src/sidecar/runtime/wait.js';
 
 describe('waitFor', () => {
   it('returns the first defined value', async () => {
@@ -19,9 +19,27 @@ describe('waitFor', () => {
       return true;
     });
   });
+  it('slows down while the condition is not met: few probes over a long wait', async () => {
+    let calls = 0;
+    await assert.rejects(waitFor(async () => void calls++, { timeoutMs: 400, intervalMs: 1, maxIntervalMs: 1000, what: 'x' }), WaitTimeoutError);
+    // Pauses 1, 2, 3, 5, 8, 12, 18, 27, 41, 62, 93, 140: about 13 probes in 400 ms, not 400.
+    assert.ok(calls >= 5 && calls <= 20, `${calls} probes`);
+  });
   it('propagates a probe error', async () => {
     await assert.rejects(waitFor(async () => Promise.reject(new Error('boom')), { timeoutMs: 100, what: 'x' }), /boom/);
   });
+});
+
+describe('nextInterval', () => {
+  for (const [now, max, want] of [
+    [10, 250, 15],
+    [1, 250, 2],
+    [200, 250, 250],
+    [250, 250, 250],
+    [5, 50, 8],
+  ] as const) {
+    it(`${now} ms, at most ${max}: ${want}`, () => assert.equal(nextInterval(now, max), want));
+  }
 });
 
 describe('withTimeout', () => {

@@ -209,7 +209,7 @@ async function release(paths: WorkspacePaths, timeoutMs: number): Promise<void> 
       }
       return true;
     },
-    { timeoutMs, intervalMs: 5, what: 'the launcher to wait for its go signal' },
+    { timeoutMs, intervalMs: 5, maxIntervalMs: 50, what: 'the launcher to wait for its go signal' },
   );
 }
 

@@ -8,6 +8,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { descendantsOf, hasMarker, listProcesses, sendSignal, type Proc } from './procfs.js';
+import { nextInterval } from './wait.js';
 
 export interface PaneProcess {
   pid: number;
@@ -36,6 +37,7 @@ export interface TerminateOptions {
   gracePeriodMs: number;
   /** How long SIGKILL rounds may go on before giving up (a process in uninterruptible sleep). */
   killTimeoutMs?: number;
+  /** The first pause between scans; later ones grow to 100 ms (see nextInterval). */
   pollMs?: number;
   logger: Logger;
 }
@@ -51,7 +53,12 @@ export interface TerminateResult {
 const key = (p: Proc) => `${p.pid}:${p.startTime}`;
 
 export async function terminateProcesses(o: TerminateOptions): Promise<TerminateResult> {
-  const pollMs = o.pollMs ?? 20;
+  const maxPollMs = 100;
+  let pollMs = Math.min(maxPollMs, o.pollMs ?? 10);
+  const pause = async (limitMs: number) => {
+    await sleep(Math.max(0, Math.min(pollMs, limitMs)));
+    pollMs = nextInterval(pollMs, maxPollMs);
+  };
   const killTimeoutMs = o.killTimeoutMs ?? 5_000;
   const signalled = new Set<string>();
   const scan = async () => selectTargets(await listProcesses(), { root: o.root, uid: o.uid, selfPid: process.pid, ...(o.pane ? { pane: o.pane } : {}) });
@@ -72,7 +79,7 @@ export async function terminateProcesses(o: TerminateOptions): Promise<Terminate
   // is left when the grace period ends gets SIGKILL, wherever it is.
   hit(targets, 'SIGTERM');
   for (;;) {
-    await sleep(Math.max(0, Math.min(pollMs, graceEnd - Date.now())));
+    await pause(graceEnd - Date.now());
     targets = await scan();
     if (targets.length === 0) return { signalled: signalled.size, escalatedToSigkill: false, remaining: [] };
     if (Date.now() >= graceEnd) break;
@@ -80,9 +87,10 @@ export async function terminateProcesses(o: TerminateOptions): Promise<Terminate
 
   o.logger.info({ pids: targets.map((p) => p.pid) }, 'processes outlived the grace period; sending SIGKILL');
   const killEnd = Date.now() + killTimeoutMs;
+  pollMs = Math.min(maxPollMs, o.pollMs ?? 10);
   for (;;) {
     hit(targets, 'SIGKILL');
-    await sleep(pollMs);
+    await pause(killEnd - Date.now());
     targets = await scan();
     if (targets.length === 0 || Date.now() >= killEnd) {
       return { signalled: signalled.size, escalatedToSigkill: true, remaining: targets };

@@ -6,6 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { assertAgentUid, isAgentUid, nodePaths } from './workspace.js';
+import { coalesce } from './coalesce.js';
 
 export const TMUX_TIMEOUT_MS = 5_000;
 /** Unix socket paths are limited to 108 bytes (sun_path) including the terminating NUL. */
@@ -110,6 +111,9 @@ export async function tmux(root: string, args: readonly string[], timeoutMs = TM
     cwd: '/',
     stdin: 'ignore',
     stripFinalNewline: false,
+    // No exit hook per call: a tmux client ends by itself within its timeout, and hooking every
+    // short call into process signals costs more than the call.
+    cleanup: false,
   });
   if (r.timedOut) throw new TmuxError(args, undefined, `timed out after ${timeoutMs} ms`);
   if (r.exitCode === undefined) throw new TmuxError(args, undefined, r.message ?? 'could not run tmux');
@@ -192,9 +196,21 @@ export async function listPanes(root: string, sessionName?: string): Promise<Pan
   return parsePanes(r.stdout);
 }
 
-/** The first pane of a session, or undefined when the session does not exist. */
+/** One `list-panes -a` per node root at a time, shared by whoever asks meanwhile (see coalesce). */
+const allPanes = new Map<string, () => Promise<PaneInfo[]>>();
+
+/**
+ * The first pane of a session, or undefined when the session does not exist. Many agents are
+ * looked at at once (the poll, launches, cleanups): they share one tmux call rather than one each,
+ * since a spawn from a large Node process is what the sidecar spends most of its CPU on.
+ */
 export async function findPane(root: string, sessionName: string): Promise<PaneInfo | undefined> {
-  return (await listPanes(root, sessionName))[0];
+  let list = allPanes.get(root);
+  if (!list) {
+    list = coalesce(() => listPanes(root));
+    allPanes.set(root, list);
+  }
+  return (await list()).find((p) => p.sessionName === sessionName);
 }
 
 /** Kills a session; false when it did not exist. */

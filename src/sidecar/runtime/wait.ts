@@ -10,17 +10,31 @@ export class WaitTimeoutError extends Error {
 
 export interface WaitOptions {
   timeoutMs: number;
+  /** The first pause between probes; later ones grow (see nextInterval). */
   intervalMs?: number;
+  /** The longest pause between probes. */
+  maxIntervalMs?: number;
   /** Named in the timeout error. */
   what: string;
 }
 
 /**
- * Calls `probe` until it returns a value other than undefined, at most every `intervalMs`, for at
- * most `timeoutMs` (the probe always runs at least once, and once more at the deadline).
+ * The pause after `intervalMs`: polls start quick and slow down, so a change that comes at once
+ * is seen at once, and one that takes seconds (a grace period) costs few probes. The probes here
+ * scan /proc or spawn tmux: at a fixed 20 ms, ten agents stopping at once would swamp two cores.
+ */
+export function nextInterval(intervalMs: number, maxIntervalMs: number): number {
+  return Math.min(maxIntervalMs, Math.ceil(intervalMs * 1.5));
+}
+
+/**
+ * Calls `probe` until it returns a value other than undefined, pausing between calls as
+ * nextInterval says, for at most `timeoutMs` (the probe always runs at least once, and once more
+ * at the deadline).
  */
 export async function waitFor<T>(probe: () => Promise<T | undefined>, opts: WaitOptions): Promise<T> {
-  const interval = opts.intervalMs ?? 20;
+  let interval = opts.intervalMs ?? 10;
+  const max = Math.max(interval, opts.maxIntervalMs ?? 100);
   const deadline = Date.now() + opts.timeoutMs;
   for (;;) {
     const value = await probe();
@@ -28,6 +42,7 @@ export async function waitFor<T>(probe: () => Promise<T | undefined>, opts: Wait
     const left = deadline - Date.now();
     if (left <= 0) throw new WaitTimeoutError(opts.what, opts.timeoutMs);
     await sleep(Math.min(interval, left));
+    interval = nextInterval(interval, max);
   }
 }
 

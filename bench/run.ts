@@ -5,6 +5,7 @@
  *
  *   apply→running: Agent create call → phase Running/Working seen by a watch
  *   end→cleanup:   the agent's last output (its exit) → status.cleanup seen by a watch
+ *   steady state:  CPU the sidecars use while agents run (the dev stack relists every 500 ms)
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -36,6 +37,47 @@ async function rssKiB(pid: number | undefined): Promise<number | undefined> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
   const m = /VmRSS:\s+(\d+)/.exec(status);
   return m ? Number(m[1]) : undefined;
+}
+
+/** CPU time (ms) a process and the children it waited for have used: utime+stime+cutime+cstime. */
+async function cpuMs(pid: number | undefined): Promise<number> {
+  const stat = pid ? await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '') : '';
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(f[i] ?? 0), 0);
+  return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
+}
+
+/**
+ * What keeping agents running costs the nodes: `count` agents that print now and then, and the
+ * sidecars' CPU over `seconds` once all run (the relist, heartbeats, output tracking).
+ */
+async function steadyState(stack: Stack, ns: string, count: number, seconds: number) {
+  const kc = loadKubeConfig(stack.controlPlane.kubeconfigPath);
+  const api = agentClient(kc);
+  const names = Array.from({ length: count }, (_, i) => `bench-steady-${i}`);
+  await Promise.all(
+    names.map((name) =>
+      api.create({
+        apiVersion: 'orchestrator.dev/v1alpha1',
+        kind: 'Agent',
+        metadata: { name, namespace: ns },
+        spec: { prompt: 'bench', command: ['sh', '-c', 'while :; do echo tick; sleep 2; done'], cleanup: { gracePeriodSeconds: 1 } },
+      } as AgentObj),
+    ),
+  );
+  const deadline = Date.now() + 60_000;
+  while ((await api.list({ namespace: ns })).items.filter((a) => names.includes(a.metadata?.name ?? '') && a.status?.phase === 'Running').length < count) {
+    if (Date.now() > deadline) throw new Error(`${count} agents not Running within 60 s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const pids = stack.nodes.map((n) => n.process()?.pid);
+  const sum = async () => (await Promise.all(pids.map(cpuMs))).reduce((a, b) => a + b, 0);
+  const before = await sum();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const used = (await sum()) - before;
+  await Promise.all(names.map((name) => api.delete({ namespace: ns, name })));
+  closeConnections(kc);
+  return { agents: count, seconds, sidecarsCpuMs: Math.round(used), sidecarsCpuPercentOfOneCore: Math.round((used / (seconds * 1000)) * 1000) / 10 };
 }
 
 async function runBatch(stack: Stack, ns: string, count: number, concurrent: boolean): Promise<Map<string, Sample>> {
@@ -99,11 +141,13 @@ async function main(): Promise<void> {
     const t0 = Date.now();
     const s = await runBatch(stack, 'bench', sequential, false);
     const seqSeconds = (Date.now() - t0) / 1000;
+    const steady = await steadyState(stack, 'bench', concurrent, Number(process.env.BENCH_STEADY_SECONDS ?? 20));
     const result = {
       machine: { cores: (await import('node:os')).cpus().length, node: process.version },
       method: 'client create → watch sees phase Running; agent prints its clock just before exiting → watch sees status.cleanup',
       concurrent: { agents: concurrent, ...summarize(c) },
       sequential: { agents: sequential, seconds: Math.round(seqSeconds * 10) / 10, agentsPerMinute: Math.round((sequential / seqSeconds) * 600) / 10, ...summarize(s) },
+      steadyState: steady,
       rssKiB: {
         controller: await rssKiB(stack.controllerComponents[0]?.process()?.pid),
         sidecars: await Promise.all(stack.nodes.map(async (n) => ({ node: n.name, rss: await rssKiB(n.process()?.pid) }))),

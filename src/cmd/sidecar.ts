@@ -14,6 +14,7 @@ const FLAGS: FlagSpec = {
   root: { type: 'string', help: 'node root: workspaces, the tmux socket, state; required' },
   'archive-dir': { type: 'string', help: 'where logs of finished agents are archived (default: <root>/archive)' },
   capacity: { type: 'string', default: '4', help: 'agents this node runs at once' },
+  workers: { type: 'string', help: 'concurrent reconciles (default: capacity + 2, at least 4: every agent can be launching or cleaning up at once)' },
   labels: { type: 'string', help: 'labels of the AgentNode, for nodeSelector: k=v,k2=v2' },
   'report-port': { type: 'string', help: 'loopback port of the report endpoint (default: the one used before, else a free one)' },
   kubeconfig: { type: 'string', help: 'kubeconfig file (default: $KUBECONFIG, then in-cluster)' },
@@ -58,6 +59,7 @@ export async function runSidecar(argv: string[]): Promise<number> {
   const archiveDir = resolve((flags['archive-dir'] as string | undefined) ?? `${root}/archive`);
   const tuning = {
     capacity: intFlag(flags, 'capacity', 0, 10_000),
+    ...(flags.workers !== undefined ? { workers: intFlag(flags, 'workers', 1, 1000) } : {}),
     pollIntervalMs: intFlag(flags, 'poll-interval-ms', 50, 60_000),
     heartbeatIntervalMs: intFlag(flags, 'heartbeat-interval-seconds', 1, 3600) * 1000,
     sweepIntervalMs: intFlag(flags, 'sweep-interval-seconds', 1, 86_400) * 1000,

@@ -151,6 +151,7 @@ export class Stack {
    */
   private async removeNodes(): Promise<void> {
     const names = [...this.sidecars.keys()];
+    if (names.length === 0) return;
     const r = await this.controlPlane
       .kubectl(['delete', 'agentnodes', ...names, '--ignore-not-found', '--wait=false'], { timeoutMs: 30_000 })
       .catch((err: unknown) => ({ exitCode: 1, stderr: String(err) }));

@@ -57,6 +57,15 @@ export function outputTimeResolutionMs(idleTimeoutSeconds: number | undefined): 
   return idleTimeoutSeconds === undefined ? base : Math.max(1000, Math.min(base, (idleTimeoutSeconds * 1000) / 4));
 }
 
+/**
+ * Enough workers for every agent of a full node to be launching or cleaning up at once (a cleanup
+ * holds its worker through the agent's grace period), and two for everything else: fewer, and one
+ * stubborn agent's grace period would delay the next launch on the node.
+ */
+export function workersFor(capacity: number): number {
+  return Math.max(4, capacity + 2);
+}
+
 export function decideNode(agent: Agent, local: LocalFacts, now: number): NodeDecision {
   const status = agent.status ?? {};
   const desired = desiredStatus(agent, local, now);

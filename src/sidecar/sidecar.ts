@@ -18,7 +18,7 @@ import { AGENT_RESOURCE, agentClient, agentNodeClient, refOf, type KubeObject, t
 import { runWorkers, WorkQueue } from '../kube/workqueue.js';
 import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../observability/metrics.js';
 import { startReportServer, type AgentContext, type ReportServer } from '../report/server.js';
-import { decideNode, outputTimeResolutionMs, type LocalFacts } from './decide.js';
+import { decideNode, outputTimeResolutionMs, workersFor, type LocalFacts } from './decide.js';
 import { relistWants, type Glimpse } from './relist.js';
 import { ExitWatches } from './exitWatch.js';
 import { Heartbeat, registerNode } from './registration.js';
@@ -45,6 +45,7 @@ export interface SidecarOptions {
   /** Absolute path of the command line entry (dist/src/cli.js), for the `agent-operator` shim on the session PATH. */
   cliPath: string;
   version: string;
+  /** Concurrent reconciles; default workersFor(capacity). */
   workers?: number;
   pollIntervalMs?: number;
   heartbeatIntervalMs?: number;
@@ -170,7 +171,7 @@ export class NodeSidecar {
       if (signal.aborted) return;
       this.log.info({ agents: this.agents.keys().length, report: this.server.url }, 'synced; managing agents');
       void this.sweep();
-      const workers = runWorkers(this.queue, this.o.workers ?? 4, (key) => this.reconcile(key), {
+      const workers = runWorkers(this.queue, this.o.workers ?? workersFor(this.o.capacity), (key) => this.reconcile(key), {
         logger: this.log,
         onReconcile: reconcileObserver(this.o.metrics, CONTROLLER_NAME),
       });

@@ -248,7 +248,8 @@ describe('deploy/ on a real API server', () => {
   after(async () => {
     for (const kc of saKubeconfigs.values()) closeConnections(kc);
     if (installed.length === 0) return;
-    const r = await kubectl(['delete', '--ignore-not-found', '--wait=false', '-f', '-'], { input: toYaml(installed) });
+    // Waits for the Namespace to be gone: the next test file installs deploy/ into it again.
+    const r = await kubectl(['delete', '--ignore-not-found', '--wait=true', '--timeout=120s', '-f', '-'], { input: toYaml(installed), timeoutMs: 150_000 });
     assert.equal(r.exitCode, 0, `cleanup failed:\n${r.stderr}`);
   });
 

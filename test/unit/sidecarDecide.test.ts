@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Agent } from '../../src/api/agent.js';
-import { decideNode, outputTimeResolutionMs, type LocalFacts } from '../../src/sidecar/decide.js';
+import { decideNode, outputTimeResolutionMs, workersFor, type LocalFacts } from '../../src/sidecar/decide.js';
 
 const T0 = Date.parse('2026-11-25T10:00:00Z');
 const iso = (s: number) => new Date(T0 + s * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
@@ -110,6 +110,10 @@ describe('decideNode', () => {
       if ('patch' in c) assert.deepEqual(d.statusPatch, c.patch);
     });
   }
+
+  it('workers: one per agent slot plus two, at least four', () => {
+    assert.deepEqual([0, 1, 2, 4, 5, 50].map(workersFor), [4, 4, 4, 6, 7, 52]);
+  });
 
   it('output time resolution follows the idle timeout, within bounds', () => {
     assert.equal(outputTimeResolutionMs(undefined), 30_000);

@@ -23,6 +23,7 @@ const FLAGS: FlagSpec = {
   'poll-interval-ms': { type: 'string', default: '1000', help: 'how often running sessions are checked for exit and output' },
   'heartbeat-interval-seconds': { type: 'string', default: '10', help: 'how often the AgentNode heartbeat is posted' },
   'sweep-interval-seconds': { type: 'string', default: '60', help: 'how often the node is swept for orphans' },
+  'sweep-min-age-seconds': { type: 'string', default: '60', help: 'how old an orphan (a session or workspace no Agent accounts for) must be before it is swept' },
   'log-level': { type: 'string', default: 'info', help: 'pino log level' },
 };
 
@@ -63,6 +64,7 @@ export async function runSidecar(argv: string[]): Promise<number> {
     pollIntervalMs: intFlag(flags, 'poll-interval-ms', 50, 60_000),
     heartbeatIntervalMs: intFlag(flags, 'heartbeat-interval-seconds', 1, 3600) * 1000,
     sweepIntervalMs: intFlag(flags, 'sweep-interval-seconds', 1, 86_400) * 1000,
+    sweepMinAgeSeconds: intFlag(flags, 'sweep-min-age-seconds', 0, 86_400),
     ...(flags['report-port'] !== undefined ? { reportPort: intFlag(flags, 'report-port', 1, 65_535) } : {}),
   };
   const labels = parseLabels(flags.labels as string | undefined);

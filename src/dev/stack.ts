@@ -40,6 +40,8 @@ export interface StackOptions {
   heartbeatIntervalSeconds?: number;
   pollIntervalMs?: number;
   sweepIntervalSeconds?: number;
+  /** How old an orphan must be before the sweeper takes it (sidecar default: 60). */
+  sweepMinAgeSeconds?: number;
   logLevel?: string;
   /** Run components as the admin instead of deploy/'s ServiceAccounts (only for debugging RBAC). */
   asAdmin?: boolean;
@@ -238,6 +240,7 @@ export class Stack {
           '--poll-interval-ms', String(o.pollIntervalMs ?? 500),
           '--heartbeat-interval-seconds', String(o.heartbeatIntervalSeconds ?? 5),
           '--sweep-interval-seconds', String(o.sweepIntervalSeconds ?? 30),
+          ...(o.sweepMinAgeSeconds !== undefined ? ['--sweep-min-age-seconds', String(o.sweepMinAgeSeconds)] : []),
           ...(Object.keys(labels).length > 0 ? ['--labels', Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',')] : []),
           ...logLevel,
         ],

@@ -13,6 +13,7 @@ import type { Agent, CleanupRecord } from '../api/agent.js';
 import { AGENT_ENV, API_VERSION, AGENT_KIND, DEFAULTS, NODE_LABEL } from '../api/constants.js';
 import { sleep } from '../kube/backoff.js';
 import { describeError } from '../kube/errors.js';
+import { EventRecorder } from '../kube/events.js';
 import { Informer, objectKey } from '../kube/informer.js';
 import { AGENT_RESOURCE, agentClient, agentNodeClient, refOf, type KubeObject, type ResourceClient } from '../kube/resources.js';
 import { runWorkers, WorkQueue } from '../kube/workqueue.js';
@@ -58,6 +59,8 @@ interface Ctx extends AgentContext {
 }
 
 const CONTROLLER_NAME = 'agent-node';
+/** reportingController of the node's Events. */
+export const REPORTING_CONTROLLER = 'orchestrator.dev/sidecar';
 /** Every this many relist ticks, every running agent is reconciled, changed or not. */
 const RESYNC_TICKS = 30;
 
@@ -82,6 +85,9 @@ export class NodeSidecar {
   private readonly cleanupFailures: Counter;
   private readonly sessions: Gauge;
   private readonly exits: ExitWatches;
+  private readonly events: EventRecorder;
+  /** This node's AgentNode once registered: what the node's own Events are about. */
+  private node: KubeObject | undefined;
   /** What the relist last saw of each running agent, and how many ticks there were. */
   private readonly glimpses = new Map<string, Glimpse>();
   private ticks = 0;
@@ -90,6 +96,7 @@ export class NodeSidecar {
   constructor(private readonly o: SidecarOptions) {
     this.log = o.logger.child({ node: o.nodeName });
     this.binDir = join(o.root, 'bin');
+    this.events = new EventRecorder(o.kubeConfig, { logger: this.log, reportingController: REPORTING_CONTROLLER, reportingInstance: o.nodeName });
     this.exits = new ExitWatches(
       o.root,
       (uid) => {
@@ -149,11 +156,14 @@ export class NodeSidecar {
     await mkdir(this.o.root, { recursive: true, mode: 0o700 });
     await mkdir(this.o.archiveDir, { recursive: true, mode: 0o700 });
     await this.writeShim();
-    await this.rediscover();
+    const rediscovered = await this.rediscover();
     this.server = await this.startServer();
-    await this.retry('registering the AgentNode', signal, () =>
+    this.node = await this.retry('registering the AgentNode', signal, () =>
       registerNode({ api: agentNodeClient(this.o.kubeConfig), nodeName: this.o.nodeName, labels: this.o.labels, capacity: this.o.capacity, version: this.o.version, logger: this.log }),
     );
+    if (rediscovered > 0) {
+      this.nodeEvent('Normal', 'SessionsRediscovered', `found ${rediscovered} agent workspace(s) from before this sidecar started; carrying on with them`);
+    }
     const beat = async () => {
       const running = (await listSessions(this.o.root).catch(() => [])).filter((s) => !s.dead).length;
       this.sessions.set({ node: this.o.nodeName }, running);
@@ -185,6 +195,7 @@ export class NodeSidecar {
       this.queue.shutDown();
       await this.agents.stop();
       await this.server.close();
+      await this.events.flush();
     }
   }
 
@@ -197,14 +208,20 @@ export class NodeSidecar {
     await chmod(path, 0o755);
   }
 
-  /** Rebuilds tokens and report state from the workspaces of agents started before this process. */
-  private async rediscover(): Promise<void> {
+  /** An Event about this node's AgentNode (`kubectl describe agentnode`): what only the node knows. */
+  private nodeEvent(type: 'Normal' | 'Warning', reason: string, note: string): void {
+    if (this.node) this.events.event(this.node, type, reason, note);
+  }
+
+  /** Rebuilds tokens and report state from the workspaces of agents started before this process; how many. */
+  private async rediscover(): Promise<number> {
     const workspaces = await listWorkspaces(this.o.root);
     for (const w of workspaces) {
       if (w.record?.reportTokenSha256) this.tokens.set(w.record.reportTokenSha256, w.uid);
       await this.replay(w.uid, workspacePaths(this.o.root, w.uid));
     }
     if (workspaces.length > 0) this.log.info({ workspaces: workspaces.length }, 'rediscovered agents on this node');
+    return workspaces.length;
   }
 
   private async replay(uid: string, files: { reports: string; findings: string }): Promise<void> {
@@ -443,7 +460,16 @@ export class NodeSidecar {
         logger: this.log,
         ...(this.o.sweepMinAgeSeconds !== undefined ? { minAgeSeconds: this.o.sweepMinAgeSeconds } : {}),
       });
-      for (const r of results) this.log.warn({ uid: r.uid, error: r.error, archive: r.record?.archivePath }, 'swept an orphan');
+      for (const r of results) {
+        this.log.warn({ uid: r.uid, error: r.error, archive: r.record?.archivePath }, 'swept an orphan');
+        this.nodeEvent(
+          'Warning',
+          r.error ? 'OrphanCleanupFailed' : 'OrphanCleanedUp',
+          r.error
+            ? `could not clean up agent ${r.uid}, which no Agent bound to this node accounts for: ${r.error}`
+            : `cleaned up agent ${r.uid}, which no Agent bound to this node accounts for: ${r.record?.processesKilled ?? 0} process(es) stopped${r.record?.archivePath ? `, logs archived to ${r.record.archivePath}` : ''}`,
+        );
+      }
     } catch (err) {
       this.log.error({ err: describeError(err) }, 'sweep failed');
     }

@@ -18,6 +18,7 @@ import { exists } from '../../src/sidecar/runtime/files.js';
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
 import { environValue, findMarkerProcesses } from '../../src/sidecar/runtime/procfs.js';
 import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
+import { REPORTING_CONTROLLER as SIDECAR_EVENTS } from '../../src/sidecar/sidecar.js';
 import { createTestNamespace, kubeConfig, waitFor } from '../support/cluster.js';
 import { useGates } from '../support/gate.js';
 import {
@@ -105,6 +106,13 @@ describe('resilience: crashes and restarts of the controller and the sidecars', 
 
     await stack().startComponent(node.name);
     assert.equal(await reportPort(), port, 'the report endpoint moved: running sessions could no longer report');
+    // What only the node knows goes on its AgentNode, for `kubectl describe agentnode`.
+    const agentNode = await agentNodeClient(kubeConfig()).get({ name: node.name });
+    const rediscovered = await waitFor(
+      async () => (await eventsAbout('default', agentNode.metadata!.uid!)).find((e) => e.reason === 'SessionsRediscovered' && e.reportingController === SIDECAR_EVENTS),
+      { timeoutMs: 15_000, what: `a SessionsRediscovered Event on AgentNode ${node.name}` },
+    );
+    assert.match(rediscovered.note ?? '', /found [2-9]\d* agent workspace\(s\) from before this sidecar started/);
     const environ = await readFile(`/proc/${pid1}/environ`);
     assert.equal(new URL(environValue(environ, AGENT_ENV.reportUrl) ?? '').port, String(port));
 

@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { pino, type Logger } from 'pino';
+import { sleep } from '../kube/backoff.js';
 import { untilSignal, UsageError } from './flags.js';
 import { decideRestart, DEFAULT_RESTART_POLICY, type RestartPolicy } from './restartPolicy.js';
 
@@ -66,15 +67,7 @@ export async function supervise(o: SuperviseOptions): Promise<number> {
     }
     crashes = decision.crashesInARow;
     o.logger.error({ code: exit.code, signal: exit.signal, restartInMs: decision.delayMs, crashesInARow: crashes }, 'supervised command exited; restarting it');
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, decision.delayMs);
-      function done() {
-        clearTimeout(timer);
-        o.stop.removeEventListener('abort', done);
-        resolve();
-      }
-      o.stop.addEventListener('abort', done, { once: true });
-    });
+    await sleep(decision.delayMs, o.stop);
   }
 }
 

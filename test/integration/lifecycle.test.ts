@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { createTestNamespace, kubectl, waitFor } from '../support/cluster.js';
-import { isGone, parseStat } from '../../src/sidecar/runtime/procfs.js';
+import { parseStat } from '../../src/sidecar/runtime/procfs.js';
 import { killServer } from '../../src/sidecar/runtime/tmux.js';
 import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import {
@@ -27,14 +27,10 @@ import {
   waitForOutput,
   type AgentObj,
 } from '../support/stack.js';
+import { alive } from '../support/procs.js';
 
 const isRunning = (a: AgentObj) => a.status?.phase === 'Running' || a.status?.phase === 'Working';
 
-/** Whether a process with this pid still exists (not a zombie). */
-async function alive(pid: number): Promise<boolean> {
-  const info = parseStat(await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => ''));
-  return info !== undefined && !isGone(info);
-}
 
 describe('agent lifecycle', () => {
   const stack = useStack('life');

@@ -17,6 +17,7 @@ import { agentNodeClient } from '../../src/kube/resources.js';
 import { killNodeLeftovers } from '../../src/dev/stack.js';
 import { parseStat } from '../../src/sidecar/runtime/procfs.js';
 import { kubeConfig, uniqueSuffix, waitFor } from '../support/cluster.js';
+import { alive } from '../support/procs.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 const quiet = pino({ level: 'silent' });
@@ -31,8 +32,8 @@ async function tempDir(t: TestContext): Promise<string> {
 async function childrenOf(pid: number): Promise<number[]> {
   const tasks = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
   const pids = tasks.split(/\s+/).filter(Boolean).map(Number);
-  const alive = await Promise.all(pids.map(async (p) => parseStat(await readFile(`/proc/${p}/stat`, 'utf8').catch(() => ''))?.state !== 'Z'));
-  return pids.filter((_, i) => alive[i]);
+  const live = await Promise.all(pids.map(alive));
+  return pids.filter((_, i) => live[i]);
 }
 
 describe('supervise', () => {

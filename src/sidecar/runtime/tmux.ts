@@ -183,11 +183,9 @@ export function parsePanes(stdout: string): PaneInfo[] {
   return panes;
 }
 
-/** Panes of one session (exact name), or of all sessions; empty when it (or the server) does not exist. */
-export async function listPanes(root: string, sessionName?: string): Promise<PaneInfo[]> {
-  const args = sessionName
-    ? ['list-panes', '-s', '-t', sessionTarget(sessionName), '-F', PANE_FORMAT]
-    : ['list-panes', '-a', '-F', PANE_FORMAT];
+/** Every pane on the node's server; empty when there is no server. */
+async function readPanes(root: string): Promise<PaneInfo[]> {
+  const args = ['list-panes', '-a', '-F', PANE_FORMAT];
   const r = await tmux(root, args);
   if (r.exitCode !== 0) {
     if (isAbsent(r.stderr)) return [];
@@ -197,20 +195,25 @@ export async function listPanes(root: string, sessionName?: string): Promise<Pan
 }
 
 /** One `list-panes -a` per node root at a time, shared by whoever asks meanwhile (see coalesce). */
-const allPanes = new Map<string, () => Promise<PaneInfo[]>>();
+const sharedReads = new Map<string, () => Promise<PaneInfo[]>>();
 
 /**
- * The first pane of a session, or undefined when the session does not exist. Many agents are
- * looked at at once (the poll, launches, cleanups): they share one tmux call rather than one each,
+ * Every pane on the node's server (empty when there is none). Many agents are looked at at once
+ * (the relist, the heartbeat, launches, cleanups): they share one tmux call rather than one each,
  * since a spawn from a large Node process is what the sidecar spends most of its CPU on.
  */
-export async function findPane(root: string, sessionName: string): Promise<PaneInfo | undefined> {
-  let list = allPanes.get(root);
-  if (!list) {
-    list = coalesce(() => listPanes(root));
-    allPanes.set(root, list);
+export function listPanes(root: string): Promise<PaneInfo[]> {
+  let read = sharedReads.get(root);
+  if (!read) {
+    read = coalesce(() => readPanes(root));
+    sharedReads.set(root, read);
   }
-  return (await list()).find((p) => p.sessionName === sessionName);
+  return read();
+}
+
+/** The first pane of a session, or undefined when the session does not exist. */
+export async function findPane(root: string, sessionName: string): Promise<PaneInfo | undefined> {
+  return (await listPanes(root)).find((p) => p.sessionName === sessionName);
 }
 
 /** Kills a session; false when it did not exist. */

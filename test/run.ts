@@ -13,7 +13,7 @@ import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, relative, sep } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ensureBinaries } from '../src/dev/binaries.js';
 import { startControlPlane, type ControlPlane } from '../src/dev/controlPlane.js';
 import { installCrds } from '../src/dev/crds.js';
@@ -99,7 +99,9 @@ async function main(filters: string[]): Promise<number> {
       const crds = await installCrds(cp.kubeconfigPath);
       logger.info({ server: cp.server, crds, startMs: Date.now() - started }, 'control plane up for the integration tests');
       if (!interrupted) {
-        integrationCode = await runNodeTest(['--test-concurrency=1', ...integration], {
+        // fileIsolation fails a file that leaves objects behind for the next one (and removes them).
+        const isolation = pathToFileURL(join(TEST_ROOT, 'support', 'fileIsolation.js')).href;
+        integrationCode = await runNodeTest(['--test-concurrency=1', '--import', isolation, ...integration], {
           ...testEnv,
           KUBECONFIG: cp.kubeconfigPath,
           AO_TEST_STATE_DIR: cp.stateDir,

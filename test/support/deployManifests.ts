@@ -122,3 +122,12 @@ export function flagValue(args: readonly string[], flag: string): string | undef
   }
   return undefined;
 }
+
+/**
+ * Whether a log line records a refusal by RBAC: the authorizer's "User ... cannot <verb> resource ..."
+ * wording. Other 403s are not the role's doing: admission's "unable to create new content in
+ * namespace ... because it is being terminated" is what a namespace in deletion answers anyone.
+ */
+export function isRbacRefusal(line: string): boolean {
+  return /\bcannot [a-z]+ resource "/.test(line);
+}

@@ -19,6 +19,7 @@ import { findMarkerProcesses, groupByAgent, listProcesses } from '../../src/side
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
 import { listWorkspaces, workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { controlPlane, kubeConfig, waitFor } from './cluster.js';
+import { awaitNoLeftovers } from './leftovers.js';
 
 export type AgentObj = Agent & KubeObject;
 
@@ -45,6 +46,10 @@ export function useStack(prefix: string, opts: Partial<StackOptions> = {}): () =
     });
   });
   after(async () => {
+    // The file's namespaces are being deleted (each test's own hook): their Agents need this stack's
+    // controller and sidecars to be cleaned up and released, so it outlives them (bounded; what is
+    // still there then is the file-isolation check's to report).
+    if (stack) await awaitNoLeftovers(kubeConfig(), 90_000, ['Namespace', 'Agent']);
     await stack?.stop();
     if (dir && !process.env.AO_KEEP_STATE) await rm(dir, { recursive: true, force: true });
   });

@@ -21,6 +21,7 @@ import {
   baseObjects,
   findObject,
   flagValue,
+  isRbacRefusal,
   readDocuments,
   readKustomization,
   resourceFiles,
@@ -252,4 +253,26 @@ describe('the sidecar DaemonSet', () => {
     assert.ok(np.spec.policyTypes.includes('Ingress'));
     assert.deepEqual(np.spec.ingress.flatMap((r) => r.ports.map((p) => p.port)).sort(), [8090, 8091]);
   });
+});
+
+describe('isRbacRefusal', () => {
+  const cases: { name: string; line: string; refused: boolean }[] = [
+    {
+      name: 'the RBAC authorizer refusing a verb',
+      line: 'agents.orchestrator.dev "x" is forbidden: User "system:serviceaccount:agent-operator-system:agent-operator-sidecar" cannot patch resource "agents/status" in API group "orchestrator.dev" in the namespace "a"',
+      refused: true,
+    },
+    {
+      name: 'a cluster-scoped refusal',
+      line: 'User "system:serviceaccount:s:c" cannot list resource "secrets" in API group "" at the cluster scope',
+      refused: true,
+    },
+    {
+      name: 'a namespace being terminated (admission, not the role)',
+      line: 'events.events.k8s.io "a.1" is forbidden: unable to create new content in namespace crd-columns-1 because it is being terminated',
+      refused: false,
+    },
+    { name: 'a line that merely says forbidden', line: '{"msg":"forbidden characters in the prompt are kept as they are"}', refused: false },
+  ];
+  for (const c of cases) it(c.name, () => assert.equal(isRbacRefusal(c.line), c.refused));
 });

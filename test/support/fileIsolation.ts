@@ -12,8 +12,11 @@ import { basename } from 'node:path';
 import { kubeConfig } from './cluster.js';
 import { awaitNoLeftovers, describeLeftover, purgeLeftovers } from './leftovers.js';
 
-/** Long enough for a namespace whose Agents are still being cleaned up (grace periods) to go away. */
-const SETTLE_MS = 120_000;
+/**
+ * Long enough for a namespace whose Agents are still being cleaned up (grace periods) to go away;
+ * AO_LEFTOVER_SETTLE_MS shortens it for the test of this check itself.
+ */
+const SETTLE_MS = Number(process.env.AO_LEFTOVER_SETTLE_MS ?? 120_000);
 
 after(
   async () => {

@@ -30,3 +30,29 @@ export function setCondition(
 export function isConditionTrue(list: readonly Condition[] | undefined, type: string): boolean {
   return findCondition(list, type)?.status === 'True';
 }
+
+/**
+ * Sets each of `inputs` and removes the conditions of `family` that are not among them: for a
+ * family whose members are present only while they hold (kstatus' Reconciling and Stalled).
+ */
+export function setConditionFamily(
+  list: readonly Condition[] | undefined,
+  family: readonly string[],
+  inputs: readonly ConditionInput[],
+  now: string,
+  observedGeneration?: number,
+): Condition[] {
+  const keep = new Set(inputs.map((c) => c.type));
+  let next = (list ?? []).filter((c) => keep.has(c.type) || !family.includes(c.type));
+  for (const c of inputs) next = setCondition(next, c, now, observedGeneration);
+  return next;
+}
+
+/**
+ * Every condition marked as judged against `generation`: a controller that re-evaluates all of its
+ * conditions on each pass vouches for the unchanged ones too.
+ */
+export function observedAt(list: readonly Condition[] | undefined, generation: number | undefined): Condition[] | undefined {
+  if (!list || generation === undefined) return list?.slice();
+  return list.map((c) => ({ ...c, observedGeneration: generation }));
+}

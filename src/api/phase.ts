@@ -20,6 +20,9 @@ export function isFinalReport(state: string | undefined): boolean {
   return state === 'completed' || state === 'failed' || state === 'error';
 }
 
-/** Condition types, Job-like so `kubectl wait --for=condition=Complete` works. */
-export const CONDITION_TYPES = ['Scheduled', 'Running', 'Complete', 'Failed', 'CleanedUp'] as const;
+/**
+ * Condition types: Job-like so `kubectl wait --for=condition=Complete` works, and kstatus' Ready,
+ * Reconciling and Stalled for GitOps tools (src/controller/health.ts).
+ */
+export const CONDITION_TYPES = ['Scheduled', 'Running', 'Complete', 'Failed', 'CleanedUp', 'Ready', 'Reconciling', 'Stalled'] as const;
 export type ConditionType = (typeof CONDITION_TYPES)[number];

@@ -3,11 +3,12 @@
  * effect layer executes the plan; nothing here talks to the API server or reads the clock.
  */
 import { validateSpec, type Agent, type AgentStatus } from '../api/agent.js';
-import { setCondition, type ConditionInput } from '../api/conditions.js';
+import { observedAt, setCondition, setConditionFamily, type ConditionInput } from '../api/conditions.js';
 import { FINALIZER, NODE_LABEL } from '../api/constants.js';
 import { agentOutcome, nextTimer, type Outcome } from '../api/outcome.js';
 import { isTerminalPhase, type Phase } from '../api/phase.js';
 import { parseTime, rfc3339 } from '../api/time.js';
+import { agentHealth, KSTATUS_CONDITION_TYPES } from './health.js';
 import type { NodeView } from './nodes.js';
 import { schedule } from './scheduler.js';
 
@@ -105,6 +106,13 @@ export function reconcile(o: Observed): Plan {
    */
   const nodeLostAt = !nodeName || node?.ready ? undefined : node ? (node.silentSince ?? now) + o.config.nodeLostGraceMs : now;
   const cleanedUp = status.cleanup?.completionTime !== undefined;
+  /** Set when no node could take the Agent as things stand (not merely a full one). */
+  let unschedulable = false;
+  const finish = (): Plan => {
+    const health = agentHealth({ ...plan.status, cleanedUp, unschedulable });
+    plan.status.conditions = observedAt(setConditionFamily(conditions, KSTATUS_CONDITION_TYPES, health, nowTime, generation), generation);
+    return plan;
+  };
 
   if (nodeName && agent.metadata?.labels?.[NODE_LABEL] !== nodeName) plan.setNodeLabel = nodeName;
 
@@ -168,8 +176,7 @@ export function reconcile(o: Observed): Plan {
         });
       } else if (nodeLostAt !== undefined) requeue(nodeLostAt - now);
     }
-    plan.status.conditions = conditions;
-    return plan;
+    return finish();
   }
 
   if (isTerminalPhase(phase)) {
@@ -180,8 +187,7 @@ export function reconcile(o: Observed): Plan {
       if (now >= at) plan.deleteAgent = true;
       else requeue(at - now);
     }
-    plan.status.conditions = conditions;
-    return plan;
+    return finish();
   }
 
   // Active.
@@ -197,6 +203,7 @@ export function reconcile(o: Observed): Plan {
     } else {
       transition('Pending', 'Unschedulable', result.unschedulable);
       cond({ type: 'Scheduled', status: 'False', reason: 'Unschedulable', message: result.unschedulable });
+      unschedulable = !result.queued;
       requeue(o.config.unschedulableRetryMs);
     }
   } else {
@@ -206,8 +213,7 @@ export function reconcile(o: Observed): Plan {
     if (p !== 'Scheduled') cond({ type: 'Running', status: 'True', reason, message: 'the agent session is running' });
   }
   requeue(timerIn(agent, now));
-  plan.status.conditions = conditions;
-  return plan;
+  return finish();
 }
 
 function activePhase(status: AgentStatus): [Phase, string, string] {

@@ -2,16 +2,18 @@
 import type { AgentSpec } from '../api/agent.js';
 import type { NodeView } from './nodes.js';
 
-export type ScheduleResult = { node: string } | { unschedulable: string };
+/** `queued`: a node that fits is only full, so the Agent waits for a slot rather than for the cluster to change. */
+export type ScheduleResult = { node: string } | { unschedulable: string; queued: boolean };
 
 /** `used` counts the slots taken on each node: bound Agents whose cleanup is not recorded yet. */
 export function schedule(spec: AgentSpec, nodes: readonly NodeView[], used: ReadonlyMap<string, number>): ScheduleResult {
   if (spec.nodeName && !nodes.some((n) => n.name === spec.nodeName)) {
-    return { unschedulable: `node "${spec.nodeName}" named by spec.nodeName does not exist` };
+    return { unschedulable: `node "${spec.nodeName}" named by spec.nodeName does not exist`, queued: false };
   }
   const rejected = new Map<string, number>();
   const reject = (why: string) => rejected.set(why, (rejected.get(why) ?? 0) + 1);
   const fits: { name: string; free: number; load: number }[] = [];
+  let queued = false;
   for (const n of nodes) {
     if (spec.nodeName && n.name !== spec.nodeName) continue;
     if (!n.ready) reject('not ready');
@@ -19,7 +21,10 @@ export function schedule(spec: AgentSpec, nodes: readonly NodeView[], used: Read
     else if (!matches(spec.nodeSelector, n.labels)) reject("didn't match nodeSelector");
     else {
       const u = used.get(n.name) ?? 0;
-      if (u >= n.capacity) reject('at capacity');
+      if (u >= n.capacity) {
+        reject('at capacity');
+        queued ||= n.capacity > 0;
+      }
       else fits.push({ name: n.name, free: n.capacity - u, load: n.capacity === 0 ? 1 : u / n.capacity });
     }
   }
@@ -32,7 +37,7 @@ export function schedule(spec: AgentSpec, nodes: readonly NodeView[], used: Read
     .sort(([a], [b]) => a.localeCompare(b))
     .map(([why, count]) => `${count} ${why}`)
     .join(', ');
-  return { unschedulable: `0/${considered} nodes are available${details ? `: ${details}` : ''}` };
+  return { unschedulable: `0/${considered} nodes are available${details ? `: ${details}` : ''}`, queued };
 }
 
 export function matches(selector: Record<string, string> | undefined, labels: Record<string, string>): boolean {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Agent } from '../../src/api/agent.js';
+import type { Condition } from '../../src/api/fields.js';
 import { FINALIZER, NODE_LABEL } from '../../src/api/constants.js';
 import type { NodeView } from '../../src/controller/nodes.js';
 import { reconcile, type Observed, type Plan } from '../../src/controller/reconcile.js';
@@ -271,5 +272,155 @@ describe('reconcile', () => {
     const again = observe(agent({ status: { ...bound({ startTime: at(90) }), ...first.status } , meta: boundMeta }), { now: T0 + 200_000 });
     assert.deepEqual(again.status.conditions, first.status.conditions);
     assert.deepEqual(again.events, []);
+  });
+});
+
+describe('reconcile: kstatus conditions (Ready, Reconciling, Stalled)', () => {
+  const cleanup = { startTime: at(51), completionTime: at(52), sessionKilled: true, processesKilled: 1, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true };
+  const full = new Map([['node-1', 2], ['node-2', 2]]);
+  /** want: each kstatus condition present, as `status reason`; absent ones must be absent. */
+  const cases: { name: string; agent: Agent; over?: Partial<Observed>; want: Record<string, string> }[] = [
+    {
+      name: 'just bound: Reconciling',
+      agent: agent(),
+      want: { Ready: 'False Scheduled', Reconciling: 'True Scheduled' },
+    },
+    {
+      name: 'Pending for a slot on a full node: a queue, Reconciling',
+      agent: agent(),
+      over: { used: full },
+      want: { Ready: 'False Unschedulable', Reconciling: 'True Unschedulable' },
+    },
+    {
+      name: 'Pending with no node matching the selector: Stalled',
+      agent: agent({ spec: { nodeSelector: { gpu: 'yes' } } }),
+      want: { Ready: 'False Unschedulable', Stalled: 'True Unschedulable' },
+    },
+    {
+      name: 'Pending on a spec.nodeName that does not exist: Stalled',
+      agent: agent({ spec: { nodeName: 'node-9' } }),
+      want: { Ready: 'False Unschedulable', Stalled: 'True Unschedulable' },
+    },
+    {
+      name: 'Pending with every node cordoned or not ready: Stalled (even if one is also full)',
+      agent: agent(),
+      over: { nodes: new Map([['node-1', node('node-1', { unschedulable: true })], ['node-2', node('node-2', { ready: false })]]), used: full },
+      want: { Ready: 'False Unschedulable', Stalled: 'True Unschedulable' },
+    },
+    {
+      name: 'Pending where the only matching node has no capacity at all: Stalled',
+      agent: agent(),
+      over: { nodes: new Map([['node-1', node('node-1', { capacity: 0 })]]) },
+      want: { Ready: 'False Unschedulable', Stalled: 'True Unschedulable' },
+    },
+    {
+      name: 'Running: Reconciling',
+      agent: agent({ status: bound({ startTime: at(90), sessionName: 's' }), meta: boundMeta }),
+      want: { Ready: 'False SessionStarted', Reconciling: 'True SessionStarted' },
+    },
+    {
+      name: 'Working: Reconciling',
+      agent: agent({ status: bound({ startTime: at(90), reportedState: 'working' }), meta: boundMeta }),
+      want: { Ready: 'False AgentWorking', Reconciling: 'True AgentWorking' },
+    },
+    {
+      name: 'Blocked: Reconciling (the agent may go on by itself)',
+      agent: agent({ status: bound({ startTime: at(90), reportedState: 'blocked' }), meta: boundMeta }),
+      want: { Ready: 'False AgentBlocked', Reconciling: 'True AgentBlocked' },
+    },
+    {
+      name: 'Completed, cleanup not recorded yet: Reconciling CleaningUp',
+      agent: agent({ status: bound({ startTime: at(90), exitCode: 0 }), meta: boundMeta }),
+      want: { Ready: 'False CleaningUp', Reconciling: 'True CleaningUp' },
+    },
+    {
+      name: 'Completed and cleaned up: Ready',
+      agent: agent({ status: bound({ phase: 'Completed', reason: 'Exited', message: 'm', completionTime: at(50), cleanup }), meta: boundMeta }),
+      want: { Ready: 'True Exited' },
+    },
+    {
+      name: 'Completed, cleaned up with errors: still Ready (CleanedUp carries the errors)',
+      agent: agent({ status: bound({ phase: 'Completed', reason: 'Exited', completionTime: at(50), cleanup: { ...cleanup, logsArchived: false, errors: ['archive: disk full'] } }), meta: boundMeta }),
+      want: { Ready: 'True Exited' },
+    },
+    {
+      name: 'Failed: Stalled at once, before the cleanup',
+      agent: agent({ status: bound({ startTime: at(90), exitCode: 3 }), meta: boundMeta }),
+      want: { Ready: 'False ExitedNonZero', Stalled: 'True ExitedNonZero' },
+    },
+    {
+      name: 'Failed and cleaned up: Stalled',
+      agent: agent({ status: bound({ phase: 'Failed', reason: 'AgentFailed', completionTime: at(50), cleanup }), meta: boundMeta }),
+      want: { Ready: 'False AgentFailed', Stalled: 'True AgentFailed' },
+    },
+    {
+      name: 'invalid spec: Stalled',
+      agent: agent({ spec: { workingDir: 'relative' } }),
+      want: { Ready: 'False InvalidSpec', Stalled: 'True InvalidSpec' },
+    },
+    {
+      name: 'Error (launch failed): Stalled',
+      agent: agent({ status: bound({ launchError: 'command "nope" not found' }), meta: boundMeta }),
+      want: { Ready: 'False LaunchFailed', Stalled: 'True LaunchFailed' },
+    },
+    {
+      name: 'Error (node lost, its cleanup may never come): Stalled',
+      agent: agent({ status: bound({ startTime: at(10) }), meta: boundMeta }),
+      over: { nodes: new Map() },
+      want: { Ready: 'False NodeLost', Stalled: 'True NodeLost' },
+    },
+    {
+      name: 'Terminated by spec.stop: Stalled',
+      agent: agent({ spec: { stop: true }, status: bound({ startTime: at(90) }), meta: boundMeta }),
+      want: { Ready: 'False Stopped', Stalled: 'True Stopped' },
+    },
+    {
+      name: 'Terminated by the deadline: Stalled',
+      agent: agent({ spec: { activeDeadlineSeconds: 5 }, status: bound({ startTime: at(90) }), meta: boundMeta }),
+      want: { Ready: 'False DeadlineExceeded', Stalled: 'True DeadlineExceeded' },
+    },
+    {
+      name: 'deleted while running: Stalled Deleted while the finalizer holds',
+      agent: agent({ status: bound({ startTime: at(90) }), meta: { ...boundMeta, deletionTimestamp: at(99) } }),
+      want: { Ready: 'False Deleted', Stalled: 'True Deleted' },
+    },
+  ];
+  const kstatusOf = (conditions: Condition[] | undefined) =>
+    Object.fromEntries(
+      (conditions ?? []).filter((c) => ['Ready', 'Reconciling', 'Stalled'].includes(c.type)).map((c) => [c.type, `${c.status} ${c.reason}`]),
+    );
+  for (const c of cases) it(c.name, () => assert.deepEqual(kstatusOf(observe(c.agent, c.over).status.conditions), c.want));
+
+  it('the phase message is the message of every kstatus condition', () => {
+    const p = observe(agent({ status: bound({ startTime: at(90), exitCode: 3 }), meta: boundMeta }));
+    for (const type of ['Ready', 'Stalled']) assert.equal(p.status.conditions?.find((c) => c.type === type)?.message, 'the command exited with code 3');
+  });
+
+  it('CleaningUp says whose cleanup it waits for', () => {
+    const p = observe(agent({ status: bound({ startTime: at(90), exitCode: 0 }), meta: boundMeta }));
+    assert.equal(p.status.conditions?.find((c) => c.type === 'Reconciling')?.message, 'the command exited with code 0; waiting for node node-1 to record its cleanup');
+  });
+
+  it('a stall that clears: Stalled removed, Reconciling back, once a node fits', () => {
+    const stalled = observe(agent({ spec: { nodeSelector: { gpu: 'yes' } } }));
+    const later = observe(agent({ spec: { nodeSelector: { gpu: 'yes' } }, status: stalled.status }), {
+      nodes: new Map([['node-1', node('node-1', { labels: { gpu: 'yes' } })]]),
+      now: T0 + 130_000,
+    });
+    assert.deepEqual(kstatusOf(later.status.conditions), { Ready: 'False Scheduled', Reconciling: 'True Scheduled' });
+    // Ready stayed False: its transition time is the first reconcile's.
+    assert.equal(later.status.conditions?.find((c) => c.type === 'Ready')?.lastTransitionTime, at(100));
+  });
+
+  it('observedGeneration: top level and on every condition, also those set at an older generation', () => {
+    const first = observe(agent({ status: bound({ startTime: at(90) }), meta: boundMeta }));
+    assert.ok(first.status.conditions!.every((c) => c.observedGeneration === 1));
+    const bumped = observe(agent({ spec: { stop: true }, status: { ...bound({ startTime: at(90) }), ...first.status }, meta: { ...boundMeta, generation: 2 } }));
+    assert.equal(bumped.status.observedGeneration, 2);
+    assert.deepEqual(
+      bumped.status.conditions!.map((c) => [c.type, c.observedGeneration]),
+      bumped.status.conditions!.map((c) => [c.type, 2]),
+    );
+    assert.ok(bumped.status.conditions!.some((c) => c.type === 'Scheduled'), 'a condition not re-set on this pass is still stamped');
   });
 });

@@ -55,9 +55,13 @@ export function requiredVersion(goModPath: string, module: string): string {
   return m[1];
 }
 
+/** `${XDG_CACHE_HOME:-~/.cache}/agent-operator`: where everything built from hack/ is kept. */
+export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
+  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'agent-operator');
+}
+
 export function cacheDirFor(versions: Versions, env: NodeJS.ProcessEnv = process.env): string {
-  const base = env.XDG_CACHE_HOME || join(homedir(), '.cache');
-  return join(base, 'agent-operator', 'k8s', `${versions.kubernetes}-etcd${versions.etcd.replace(/^v/, '')}`);
+  return join(cacheRoot(env), 'k8s', `${versions.kubernetes}-etcd${versions.etcd.replace(/^v/, '')}`);
 }
 
 function isExecutableFile(path: string): boolean {
@@ -156,7 +160,13 @@ function processAlive(pid: number): boolean {
  */
 export async function acquireLock(
   path: string,
-  { deadline, done, logger, pollMs = 2000 }: { deadline: number; done: () => boolean; logger: Logger; pollMs?: number },
+  {
+    deadline,
+    done,
+    logger,
+    pollMs = 2000,
+    what = 'the control-plane binaries',
+  }: { deadline: number; done: () => boolean; logger: Logger; pollMs?: number; what?: string },
 ): Promise<{ release: () => Promise<void> } | undefined> {
   await mkdir(dirname(path), { recursive: true });
   let waitingLogged = false;
@@ -180,9 +190,9 @@ export async function acquireLock(
       continue;
     }
     if (done()) return undefined;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for process ${holder} to finish building the control-plane binaries (lock ${path})`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for process ${holder} to finish building ${what} (lock ${path})`);
     if (!waitingLogged) {
-      logger.info({ lock: path, holder }, 'another process is building the control-plane binaries; waiting for it');
+      logger.info({ lock: path, holder }, `another process is building ${what}; waiting for it`);
       waitingLogged = true;
     }
     await sleep(pollMs);
@@ -198,12 +208,37 @@ const NO_GO_MESSAGE = (dir: string) =>
     '  export KUBEBUILDER_ASSETS="$(setup-envtest use -p path 1.35.x)"',
   ].join('\n');
 
-async function build(dir: string, versions: Versions, deadline: number, logger: Logger): Promise<void> {
-  const goVersion = await execa('go', ['env', 'GOVERSION'], { timeout: 60_000, reject: false });
-  if (goVersion.failed) {
-    if ((goVersion as { code?: string }).code === 'ENOENT') throw new Error(NO_GO_MESSAGE(dir));
-    throw new Error(`'go env GOVERSION' failed: ${goVersion.stderr || goVersion.message}`);
+/** The Go toolchain's version; `noGo` is the error when Go is not installed. */
+export async function goVersion(noGo: string): Promise<string> {
+  const r = await execa('go', ['env', 'GOVERSION'], { timeout: 60_000, reject: false });
+  if (r.failed) {
+    if ((r as { code?: string }).code === 'ENOENT') throw new Error(noGo);
+    throw new Error(`'go env GOVERSION' failed: ${r.stderr || r.message}`);
   }
+  return r.stdout.trim();
+}
+
+/** One `go build` in a wrapper module under hack/, bounded by `deadline`, its output's tail in the error. */
+export async function goBuild(step: { what: string; cwd: string; args: string[] }, deadline: number, logger: Logger): Promise<void> {
+  const started = Date.now();
+  logger.info({ cwd: step.cwd }, `go build ${step.what}`);
+  const r = await execa('go', step.args, {
+    cwd: step.cwd,
+    // GOWORK=off: a go.work in some parent directory must not pull the wrapper modules into it.
+    env: { CGO_ENABLED: '0', GOWORK: 'off' },
+    timeout: Math.max(1000, deadline - Date.now()),
+    reject: false,
+    all: true,
+  });
+  if (r.failed) {
+    const tail = (r.all ?? '').split('\n').slice(-40).join('\n');
+    throw new Error(`building ${step.what} failed (${r.timedOut ? 'timed out' : `exit ${r.exitCode}`}):\n${tail}`);
+  }
+  logger.info({ seconds: Math.round((Date.now() - started) / 1000) }, `built ${step.what}`);
+}
+
+async function build(dir: string, versions: Versions, deadline: number, logger: Logger): Promise<void> {
+  const go = await goVersion(NO_GO_MESSAGE(dir));
   const tmp = `${dir}.tmp-${process.pid}`;
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
@@ -243,24 +278,8 @@ async function build(dir: string, versions: Versions, deadline: number, logger: 
         ],
       },
     ];
-    logger.info({ dir, go: goVersion.stdout.trim() }, 'building the control-plane binaries from hack/k8s (once per version; about 10-12 min cold on 2 cores)');
-    for (const step of steps) {
-      const stepStarted = Date.now();
-      logger.info({ cwd: step.cwd }, `go build ${step.what}`);
-      const r = await execa('go', step.args, {
-        cwd: step.cwd,
-        // GOWORK=off: a go.work in some parent directory must not pull the wrapper modules into it.
-        env: { CGO_ENABLED: '0', GOWORK: 'off' },
-        timeout: Math.max(1000, deadline - Date.now()),
-        reject: false,
-        all: true,
-      });
-      if (r.failed) {
-        const tail = (r.all ?? '').split('\n').slice(-40).join('\n');
-        throw new Error(`building ${step.what} failed (${r.timedOut ? 'timed out' : `exit ${r.exitCode}`}):\n${tail}`);
-      }
-      logger.info({ seconds: Math.round((Date.now() - stepStarted) / 1000) }, `built ${step.what}`);
-    }
+    logger.info({ dir, go }, 'building the control-plane binaries from hack/k8s (once per version; about 10-12 min cold on 2 cores)');
+    for (const step of steps) await goBuild(step, deadline, logger);
     for (const name of BINARY_NAMES) {
       if (!existsSync(join(tmp, name))) throw new Error(`go build did not produce ${name} in ${tmp}`);
     }

@@ -275,7 +275,11 @@ export const agentStatus = z
       .meta({ description: 'Summary of the findings the agent reported.' }),
     cleanup: cleanupRecord.optional(),
     conditions,
-    observedGeneration: z.int().min(0).optional().meta({ description: 'The .metadata.generation the controller last acted on.' }),
+    observedGeneration: z
+      .int()
+      .min(0)
+      .optional()
+      .meta({ description: 'The .metadata.generation the controller last acted on; 0 until it first acts on the Agent (the schema default).' }),
   })
   .strict()
   .meta({ description: 'Observed state of the Agent. The controller writes phase, conditions and binding; the node writes what it observes.' });

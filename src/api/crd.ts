@@ -62,6 +62,8 @@ function crd(opts: {
   description: string;
   spec: z.ZodType;
   status: z.ZodType;
+  /** The API server's default for a missing status (applied on every read). */
+  statusDefault?: JsonSchema;
   specRequired: boolean;
   rootRules: unknown[];
   columns: PrinterColumn[];
@@ -74,7 +76,7 @@ function crd(opts: {
       kind: { type: 'string', description: 'Kind is a string value representing the REST resource this object represents.' },
       metadata: { type: 'object' },
       spec: toStructural(opts.spec),
-      status: toStructural(opts.status),
+      status: { ...toStructural(opts.status), ...(opts.statusDefault ? { default: opts.statusDefault } : {}) },
     },
   };
   if (opts.specRequired) root.required = ['spec'];
@@ -125,6 +127,9 @@ export function agentCrd() {
       'An Agent runs an AI coding agent (or any CLI) in a tmux session on a node. When it ends, its processes, session, prompt file and workspace are cleaned up and its logs archived; status.cleanup records what was done.',
     spec: agentSpec,
     status: agentStatus,
+    // Before the controller first writes status, kstatus (Flux, kpt) would call an Agent without
+    // one Current: observedGeneration 0 < generation says "not reconciled yet" instead.
+    statusDefault: { observedGeneration: 0 },
     specRequired: true,
     rootRules: rootRulesOf(agentSchema),
     columns: [

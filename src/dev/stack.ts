@@ -22,7 +22,17 @@ export const CONTROLLER_SERVICE_ACCOUNT = 'agent-operator-controller';
 export const SIDECAR_SERVICE_ACCOUNT = 'agent-operator-sidecar';
 const CLI = join(PACKAGE_ROOT, 'dist', 'src', 'cli.js');
 /** What the stack takes from deploy/: everything that is not a workload (there is no kubelet here). */
-const INSTALLED_KINDS = new Set(['Namespace', 'CustomResourceDefinition', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding']);
+const INSTALLED_KINDS = new Set([
+  'Namespace',
+  'CustomResourceDefinition',
+  'ServiceAccount',
+  'ClusterRole',
+  'ClusterRoleBinding',
+  'Role',
+  'RoleBinding',
+  'ValidatingAdmissionPolicy',
+  'ValidatingAdmissionPolicyBinding',
+]);
 
 export interface StackOptions {
   stateDir: string;
@@ -170,7 +180,7 @@ export class Stack {
     return s;
   }
 
-  /** CRDs, namespace and RBAC exactly as deploy/ defines them (kustomize-built by kubectl). */
+  /** CRDs, namespace, RBAC and admission policies exactly as deploy/ defines them (kustomize-built by kubectl). */
   private async install(): Promise<void> {
     const built = await this.controlPlane.kubectl(['kustomize', join(PACKAGE_ROOT, 'deploy')], { timeoutMs: 60_000 });
     if (built.exitCode !== 0) throw new Error(`kubectl kustomize deploy/ failed: ${built.stderr}`);
@@ -179,7 +189,7 @@ export class Stack {
       .filter((d): d is { kind: string } => !!d && INSTALLED_KINDS.has(d.kind ?? ''));
     const input = docs.map((d) => JSON.stringify(d)).join('\n');
     const applied = await this.controlPlane.kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager=agent-operator-dev', '-f', '-'], { input, timeoutMs: 60_000 });
-    if (applied.exitCode !== 0) throw new Error(`installing deploy/ (CRDs, RBAC) failed: ${applied.stderr}`);
+    if (applied.exitCode !== 0) throw new Error(`installing deploy/ (CRDs, RBAC, admission policies) failed: ${applied.stderr}`);
     const established = await this.controlPlane.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/agents.orchestrator.dev', 'crd/agentnodes.orchestrator.dev'], { timeoutMs: 70_000 });
     if (established.exitCode !== 0) throw new Error(`CRDs not established: ${established.stderr}`);
   }

@@ -257,7 +257,7 @@ describe('deploy/ on a real API server', () => {
     assert.deepEqual(rendered.filter((o) => o.kind === 'Namespace').map((o) => o.metadata.name), [OPERATOR_NS]);
     assert.deepEqual(rendered.filter((o) => o.kind === 'CustomResourceDefinition').map((o) => o.metadata.name).sort(), ['agentnodes.orchestrator.dev', 'agents.orchestrator.dev']);
     for (const o of rendered) {
-      const clusterScoped = ['Namespace', 'CustomResourceDefinition', 'ClusterRole', 'ClusterRoleBinding'].includes(o.kind);
+      const clusterScoped = ['Namespace', 'CustomResourceDefinition', 'ClusterRole', 'ClusterRoleBinding', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding'].includes(o.kind);
       assert.equal(o.metadata.namespace, clusterScoped ? undefined : OPERATOR_NS, `${o.kind} ${o.metadata.name}`);
     }
     const workloads = rendered.filter((o) => o.kind === 'Deployment' || o.kind === 'DaemonSet') as Workload[];

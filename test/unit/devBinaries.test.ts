@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { acquireLock, cacheDirFor, fromEnvironment, readVersions, requiredVersion } from '../../src/dev/binaries.js';
+import { kstatusPath } from '../../src/dev/kstatus.js';
 
 const only = (paths: string[]) => (p: string) => paths.includes(p);
 
@@ -95,4 +96,8 @@ test('the build lock: exclusive, waits for a live holder, takes over from a dead
   assert.ok(taken, 'a lock whose holder is dead is taken over');
   assert.equal(await readFile(path, 'utf8'), String(process.pid));
   await taken.release();
+});
+
+test('the kstatus check is cached per cli-utils version, as pinned by hack/kstatus/go.mod', () => {
+  assert.match(kstatusPath({ XDG_CACHE_HOME: '/x' }), /^\/x\/agent-operator\/kstatus\/cli-utils-v0\.\d+\.\d+\/kstatus$/);
 });

@@ -24,8 +24,7 @@ export function schedule(spec: AgentSpec, nodes: readonly NodeView[], used: Read
       if (u >= n.capacity) {
         reject('at capacity');
         queued ||= n.capacity > 0;
-      }
-      else fits.push({ name: n.name, free: n.capacity - u, load: n.capacity === 0 ? 1 : u / n.capacity });
+      } else fits.push({ name: n.name, free: n.capacity - u, load: n.capacity === 0 ? 1 : u / n.capacity });
     }
   }
   if (fits.length > 0) {

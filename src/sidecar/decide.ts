@@ -8,11 +8,14 @@ import { agentOutcome } from '../api/outcome.js';
 import { isTerminalPhase, type ReportedState } from '../api/phase.js';
 import { parseTime, rfc3339 } from '../api/time.js';
 import { isDeepStrictEqual } from 'node:util';
+import { LAUNCH_PROGRESS, type LaunchProgress } from './runtime/observe.js';
 
 /** What the node knows about an agent, from its workspace, tmux and the report endpoint. */
 export interface LocalFacts {
-  /** The workspace and agent.json exist: a launch was (at least) begun. */
-  launched: boolean;
+  /** How far its launch got, by the marks on the node (observe.ts launchProgress). */
+  launch: LaunchProgress;
+  /** Its cleanup began (a tombstone): what triggered it. */
+  cleanupBegun?: string;
   sessionName?: string;
   startTime?: string;
   sessionAlive: boolean;
@@ -28,7 +31,12 @@ export interface LocalFacts {
   cleanup?: CleanupRecord;
 }
 
-export type NodeAction = { kind: 'launch' } | { kind: 'cleanup'; trigger: string } | { kind: 'none' };
+/** A launch to run; `resume` names the last step a launch cut short (a crash) got through. */
+export type NodeAction = { kind: 'launch'; resume?: ResumableStep } | { kind: 'cleanup'; trigger: string } | { kind: 'none' };
+
+/** The steps a launch can be resumed after. */
+export type ResumableStep = Exclude<LaunchProgress, 'none' | 'done'>;
+export const RESUMABLE_STEPS = LAUNCH_PROGRESS.filter((p): p is ResumableStep => p !== 'none' && p !== 'done');
 
 export interface NodeDecision {
   action: NodeAction;
@@ -78,7 +86,11 @@ export function decideNode(agent: Agent, local: LocalFacts, now: number): NodeDe
   const outcome = agentOutcome(merged, now);
   const trigger = isTerminalPhase(status.phase) ? status.reason ?? status.phase : outcome?.reason;
   if (trigger) return { action: { kind: 'cleanup', trigger }, statusPatch };
-  if (!local.launched) return { action: { kind: 'launch' }, statusPatch };
+  // A cleanup cut short (a crash) is finished, never followed by a launch.
+  if (local.cleanupBegun) return { action: { kind: 'cleanup', trigger: local.cleanupBegun }, statusPatch };
+  // Not only "nothing on the node yet": a launch cut short at any step is taken up again.
+  if (local.launch === 'none') return { action: { kind: 'launch' }, statusPatch };
+  if (local.launch !== 'done') return { action: { kind: 'launch', resume: local.launch }, statusPatch };
   return { action: { kind: 'none' }, statusPatch };
 }
 

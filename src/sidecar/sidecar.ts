@@ -19,7 +19,7 @@ import { AGENT_RESOURCE, agentClient, agentNodeClient, refOf, type KubeObject, t
 import { runWorkers, WorkQueue } from '../kube/workqueue.js';
 import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../observability/metrics.js';
 import { startReportServer, type AgentContext, type ReportServer } from '../report/server.js';
-import { decideNode, outputTimeResolutionMs, workersFor, type LocalFacts } from './decide.js';
+import { decideNode, outputTimeResolutionMs, RESUMABLE_STEPS, workersFor, type LocalFacts, type ResumableStep } from './decide.js';
 import { relistWants, type Glimpse } from './relist.js';
 import { ExitWatches } from './exitWatch.js';
 import { Heartbeat, registerNode } from './registration.js';
@@ -28,7 +28,7 @@ import { ResolveError, SpecResolver } from './resolve.js';
 import { cleanupAgent, expandEnv, isAgentUid, launch, listSessions, listWorkspaces, observeSession, sweepNode, workspacePaths } from './runtime/index.js';
 import { findArchiveLocation } from './runtime/archive.js';
 import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
-import { sha256Hex } from './runtime/workspace.js';
+import { sha256Hex, tombstoneTrigger } from './runtime/workspace.js';
 
 type AgentObj = Agent & KubeObject;
 
@@ -63,6 +63,8 @@ const CONTROLLER_NAME = 'agent-node';
 export const REPORTING_CONTROLLER = 'orchestrator.dev/sidecar';
 /** Every this many relist ticks, every running agent is reconciled, changed or not. */
 const RESYNC_TICKS = 30;
+/** A launch unfinished for longer than this is logged at every resync until it ends. */
+const SLOW_LAUNCH_MS = 30_000;
 
 export class NodeSidecar {
   private readonly log: Logger;
@@ -84,6 +86,9 @@ export class NodeSidecar {
   private readonly cleanupSeconds: Histogram;
   private readonly cleanupFailures: Counter;
   private readonly sessions: Gauge;
+  private readonly launchResumes: Counter<'step'>;
+  /** Launches decided and not yet seen through (started, or given up for a cleanup), by UID. */
+  private readonly unfinished = new Map<string, { since: number; step: ResumableStep | 'none' }>();
   private readonly exits: ExitWatches;
   private readonly events: EventRecorder;
   /** This node's AgentNode once registered: what the node's own Events are about. */
@@ -124,6 +129,22 @@ export class NodeSidecar {
     });
     this.cleanupFailures = new Counter({ name: 'agent_operator_cleanup_failures_total', help: 'Cleanups that recorded errors or failed outright', registers: [m.registry] });
     this.sessions = new Gauge({ name: 'agent_operator_sessions', help: 'Agent sessions alive on the node', labelNames: ['node'], registers: [m.registry] });
+    this.launchResumes = new Counter({
+      name: 'agent_operator_launch_resumes_total',
+      help: 'Launches found cut short (a crash) and taken up again, by the last step they got through',
+      labelNames: ['step'],
+      registers: [m.registry],
+    });
+    for (const step of RESUMABLE_STEPS) this.launchResumes.inc({ step }, 0);
+    const unfinished = this.unfinished;
+    new Gauge({
+      name: 'agent_operator_launches_unfinished',
+      help: 'Launches of Agents bound to this node that were begun and have not started their command nor ended',
+      registers: [m.registry],
+      collect() {
+        this.set(unfinished.size);
+      },
+    });
     const enqueue = (a: AgentObj) => {
       const uid = a.metadata?.uid;
       if (uid) this.keys.set(uid, objectKey(a));
@@ -135,7 +156,7 @@ export class NodeSidecar {
       .onDelete((a) => {
         const uid = a.metadata?.uid ?? '';
         this.exits.unwatch(uid);
-        for (const m of [this.reports, this.findings, this.keys, this.launchErrors, this.cleaned]) m.delete(uid);
+        for (const m of [this.reports, this.findings, this.keys, this.launchErrors, this.cleaned, this.unfinished]) m.delete(uid);
       });
   }
 
@@ -278,6 +299,7 @@ export class NodeSidecar {
   }
 
   private async relist(resync: boolean): Promise<void> {
+    if (resync) this.logSlowLaunches();
     const active = this.agents.list().filter((a) => a.status?.nodeName === this.o.nodeName && !a.status?.cleanup?.completionTime);
     let panes: Map<string, PaneInfo> | undefined;
     try {
@@ -323,10 +345,18 @@ export class NodeSidecar {
       await this.agentApi.patchStatus(refOf(agent), decision.statusPatch);
       log.debug({ patch: Object.keys(decision.statusPatch) }, 'status written');
     }
+    if (decision.action.kind !== 'launch') this.unfinished.delete(uid);
     switch (decision.action.kind) {
-      case 'launch':
+      case 'launch': {
+        const step = decision.action.resume;
+        this.unfinished.set(uid, { since: this.unfinished.get(uid)?.since ?? Date.now(), step: step ?? 'none' });
+        if (step) {
+          this.launchResumes.inc({ step });
+          log.warn({ step }, `resuming a launch cut short after its ${step} step`);
+        }
         await this.launch(agent, uid, log);
         break;
+      }
       case 'cleanup':
         await this.cleanup(agent, uid, decision.action.trigger, log);
         break;
@@ -339,10 +369,12 @@ export class NodeSidecar {
 
   private async localFacts(uid: string): Promise<LocalFacts> {
     const obs = await observeSession(this.o.root, uid);
+    const cleanupBegun = await tombstoneTrigger(workspacePaths(this.o.root, uid));
     const launchError = this.launchErrors.get(uid) ?? obs.launchError;
     const sessionLost = obs.lost && !launchError ? 'the session disappeared while its command ran (tmux server killed or node restarted)' : undefined;
     return {
-      launched: obs.workspaceExists,
+      launch: obs.launch,
+      ...(cleanupBegun ? { cleanupBegun } : {}),
       ...(obs.record ? { sessionName: obs.sessionName } : {}),
       ...(obs.startTime ? { startTime: obs.startTime } : {}),
       sessionAlive: obs.sessionAlive,
@@ -392,6 +424,7 @@ export class NodeSidecar {
       });
       if (result.cleanedUp) await this.recoverFromArchive(uid);
       if (result.started) {
+        this.unfinished.delete(uid);
         this.exits.watch(uid);
         log.info({ session: result.sessionName }, 'agent launched');
       }
@@ -401,6 +434,15 @@ export class NodeSidecar {
       this.launchErrors.set(uid, `launch failed: ${describeError(err)}`);
     }
     this.queue.add(objectKey(agent));
+  }
+
+  /** Never silent: every launch begun and not finished for a while is logged, with where it stands. */
+  private logSlowLaunches(): void {
+    const now = Date.now();
+    for (const [uid, u] of this.unfinished) {
+      const ms = now - u.since;
+      if (ms >= SLOW_LAUNCH_MS) this.log.warn({ uid, key: this.keys.get(uid), step: u.step, seconds: Math.round(ms / 1000) }, 'launch not finished');
+    }
   }
 
   /** For the runtime, which binds `uid` itself (the sweeper calls it without an Agent): one key, once per line. */

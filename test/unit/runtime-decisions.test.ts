@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { buildManifest, manifestProblems } from '../../src/sidecar/runtime/archive.js';
 import { boundErrors, decideArchive, mayDeleteWorkspace, workspaceSupersedesArchive } from '../../src/sidecar/runtime/cleanup.js';
 import { composeLaunch, decideStart } from '../../src/sidecar/runtime/launch.js';
-import { interpretObservation, type ObservedFacts } from '../../src/sidecar/runtime/observe.js';
+import { interpretObservation, launchProgress, type ObservedFacts } from '../../src/sidecar/runtime/observe.js';
 import { descendantsOf, environValue, groupByAgent, parseStat, type Proc } from '../../src/sidecar/runtime/procfs.js';
 import { decideOrphans } from '../../src/sidecar/runtime/sweep.js';
 import { selectTargets } from '../../src/sidecar/runtime/terminate.js';
@@ -15,27 +15,37 @@ const UID3 = '2f8c2b1e-7d4a-4c3b-9e2f-1a2b3c4d5e6f';
 const ROOT = '/node';
 const promptOf = (uid: string, root = ROOT) => `${root}/agents/${uid}/prompt`;
 
-describe('decideStart', () => {
-  const live = { dead: false };
-  const dead = { dead: true };
-  const cases: [string, Parameters<typeof decideStart>[0], ReturnType<typeof decideStart>][] = [
-    ['nothing there: start', { prepared: false, goPresent: false, exitCodePresent: false }, 'fresh'],
-    ['half-prepared workspace (no agent.json): start over', { prepared: false, goPresent: true, exitCodePresent: false }, 'fresh'],
-    ['a session without agent.json is left alone', { prepared: false, goPresent: false, exitCodePresent: false, pane: live }, 'none'],
-    ['prepared, session never created: create it', { prepared: true, goPresent: true, exitCodePresent: false }, 'fresh'],
-    ['session waiting for go: finish the start', { prepared: true, goPresent: true, exitCodePresent: false, pane: live }, 'finish'],
-    ['session died before go: recreate', { prepared: true, goPresent: true, exitCodePresent: false, pane: dead }, 'recreate'],
-    ['running: nothing', { prepared: true, goPresent: false, exitCodePresent: false, pane: live }, 'none'],
-    ['exited, pane kept: nothing', { prepared: true, goPresent: false, exitCodePresent: true, pane: dead }, 'none'],
-    ['exited, session gone: nothing', { prepared: true, goPresent: false, exitCodePresent: true }, 'none'],
-    ['ran, session lost: never again', { prepared: true, goPresent: false, exitCodePresent: false }, 'none'],
+const record: AgentRecord = { version: 1, uid: UID, namespace: 'ns', name: 'a', sessionName: `agent-${UID}`, createdAt: '2024-01-01T00:00:00.000Z', startedAt: '2024-01-01T00:00:01.000Z' };
+const { startedAt: _started, ...unstarted } = record;
+const pane = (over: Partial<NonNullable<ObservedFacts['pane']>> = {}) => ({ sessionName: `agent-${UID}`, paneId: '%1', panePid: 100, dead: false, piped: true, remainOnExit: true, ...over });
+
+/** Each step of a launch and the marks it leaves: what a crash right after it leaves on the node. */
+describe('launchProgress and decideStart: a launch cut short after each step', () => {
+  const waiting = { workspaceExists: true, record: unstarted, goPresent: true };
+  const cases: [string, ObservedFacts, ReturnType<typeof launchProgress>, ReturnType<typeof decideStart>][] = [
+    ['nothing there', { workspaceExists: false, goPresent: false }, 'none', 'fresh'],
+    ['workspace begun, no agent.json', { workspaceExists: true, goPresent: true }, 'begun', 'fresh'],
+    ['a session without agent.json is not ours to adopt', { workspaceExists: true, goPresent: false, pane: pane() }, 'done', 'none'],
+    ['after the workspace (agent.json, go), no session', waiting, 'workspace', 'fresh'],
+    ['after new-session', { ...waiting, pane: pane({ piped: false, remainOnExit: false }) }, 'session', 'finish'],
+    ['after remain-on-exit', { ...waiting, pane: pane({ piped: false }) }, 'remain-on-exit', 'finish'],
+    ['after pipe-pane', { ...waiting, pane: pane() }, 'pipe-pane', 'finish'],
+    ['after the release, start not recorded', { ...waiting, goPresent: false, pane: pane() }, 'release', 'finish'],
+    ['started and recorded', { ...waiting, record, goPresent: false, pane: pane() }, 'done', 'none'],
+    ['released, exited before the start was recorded', { ...waiting, goPresent: false, exitCodeText: '0\n', pane: pane({ dead: true, deadStatus: 0 }) }, 'done', 'none'],
+    ['released, then the session lost: never again', { ...waiting, goPresent: false }, 'done', 'none'],
+    ['launch error', { ...waiting, goPresent: false, launchErrorText: 'command not found: x', exitCodeText: '127' }, 'done', 'none'],
+    ['the session died before its go: never runs there; launch() recreates it', { ...waiting, pane: pane({ dead: true, deadStatus: 125 }) }, 'done', 'recreate'],
   ];
-  for (const [name, facts, want] of cases) it(name, () => assert.equal(decideStart(facts), want));
+  for (const [name, facts, progress, start] of cases) {
+    it(name, () => {
+      assert.equal(launchProgress(facts), progress);
+      assert.equal(decideStart(facts), start);
+    });
+  }
 });
 
 describe('interpretObservation', () => {
-  const record: AgentRecord = { version: 1, uid: UID, namespace: 'ns', name: 'a', sessionName: `agent-${UID}`, createdAt: '2024-01-01T00:00:00.000Z', startedAt: '2024-01-01T00:00:01.000Z' };
-  const pane = (over: Partial<NonNullable<ObservedFacts['pane']>> = {}) => ({ sessionName: `agent-${UID}`, paneId: '%1', panePid: 100, dead: false, piped: true, ...over });
   const base: ObservedFacts = { workspaceExists: true, record, goPresent: false };
   const cases: [string, ObservedFacts, Record<string, unknown>][] = [
     ['running', { ...base, pane: pane(), output: { bytes: 5, mtimeMs: Date.parse('2024-01-01T00:00:02Z') } }, { sessionAlive: true, sessionExists: true, started: true, exited: false, lost: false, panePid: 100, outputBytes: 5, lastOutputAt: '2024-01-01T00:00:02.000Z', startTime: record.startedAt }],

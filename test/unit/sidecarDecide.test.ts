@@ -11,12 +11,56 @@ const agent = (spec: Partial<Agent['spec']> = {}, status: Agent['status'] = {}, 
   spec: { prompt: 'p', command: ['x'], ...spec },
   status: { nodeName: 'node-1', phase: 'Scheduled', ...status },
 });
-const fresh: LocalFacts = { launched: false, sessionAlive: false };
-const running: LocalFacts = { launched: true, sessionAlive: true, sessionName: 'agent-u', startTime: iso(1) };
+const fresh: LocalFacts = { launch: 'none', sessionAlive: false };
+const running: LocalFacts = { launch: 'done', sessionAlive: true, sessionName: 'agent-u', startTime: iso(1) };
+/** Cut short by a crash: the session waits on its go FIFO, nothing written to status yet. */
+const cutShort = (launch: LocalFacts['launch']): LocalFacts => ({ launch, sessionAlive: launch !== 'begun' && launch !== 'workspace', sessionName: 'agent-u' });
 
 describe('decideNode', () => {
   const cases: { name: string; agent: Agent; local: LocalFacts; now?: number; action: string; patch?: Record<string, unknown> | undefined }[] = [
     { name: 'bound and not launched: launch', agent: agent(), local: fresh, action: 'launch' },
+    { name: 'launch cut short in the workspace: resume it', agent: agent(), local: cutShort('begun'), action: 'launch:resume:begun' },
+    { name: 'launch cut short after the workspace: resume it', agent: agent(), local: cutShort('workspace'), action: 'launch:resume:workspace' },
+    { name: 'launch cut short after new-session: resume it (issue 11)', agent: agent(), local: cutShort('session'), action: 'launch:resume:session', patch: { sessionName: 'agent-u' } },
+    { name: 'launch cut short after remain-on-exit: resume it', agent: agent(), local: cutShort('remain-on-exit'), action: 'launch:resume:remain-on-exit' },
+    { name: 'launch cut short after pipe-pane: resume it', agent: agent(), local: cutShort('pipe-pane'), action: 'launch:resume:pipe-pane' },
+    {
+      name: 'released, start not recorded: resume it to record the start',
+      agent: agent({}, { sessionName: 'agent-u' }),
+      local: cutShort('release'),
+      action: 'launch:resume:release',
+      patch: undefined,
+    },
+    {
+      name: 'launch cut short, then stopped: cleanup, not the launch',
+      agent: agent({ stop: true }),
+      local: cutShort('session'),
+      action: 'cleanup:Stopped',
+    },
+    {
+      name: 'launch cut short, then timed out by the controller: cleanup',
+      agent: agent({}, { phase: 'Error', reason: 'LaunchTimeout' }),
+      local: cutShort('pipe-pane'),
+      action: 'cleanup:LaunchTimeout',
+    },
+    {
+      name: 'cleanup cut short (tombstone, workspace gone), trigger not in status: the cleanup is finished, never a launch',
+      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
+      local: { launch: 'none', sessionAlive: false, cleanupBegun: 'Exited' },
+      action: 'cleanup:Exited',
+    },
+    {
+      name: 'cleanup cut short with the session still there: the cleanup is finished',
+      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
+      local: { ...running, cleanupBegun: 'IdleTimeout' },
+      action: 'cleanup:IdleTimeout',
+    },
+    {
+      name: 'cleanup cut short, status says why: the status trigger',
+      agent: agent({}, { phase: 'Terminated', reason: 'Stopped', sessionName: 'agent-u', startTime: iso(1) }),
+      local: { launch: 'none', sessionAlive: false, cleanupBegun: 'Stopped' },
+      action: 'cleanup:Stopped',
+    },
     {
       name: 'launched: session facts written once',
       agent: agent(),
@@ -105,7 +149,8 @@ describe('decideNode', () => {
   for (const c of cases) {
     it(c.name, () => {
       const d = decideNode(c.agent, c.local, c.now ?? T0 + 10_000);
-      const action = d.action.kind === 'cleanup' ? `cleanup:${d.action.trigger}` : d.action.kind;
+      const action =
+        d.action.kind === 'cleanup' ? `cleanup:${d.action.trigger}` : d.action.kind === 'launch' && d.action.resume ? `launch:resume:${d.action.resume}` : d.action.kind;
       assert.equal(action, c.action);
       if ('patch' in c) assert.deepEqual(d.statusPatch, c.patch);
     });

@@ -29,6 +29,7 @@ import {
   type Manifest,
   type ManifestFile,
 } from './archive.js';
+import { crashPoint } from './crashPoint.js';
 import { errorMessage, exists, type FileDigest } from './files.js';
 import { findMarkerProcesses, holdersOf } from './procfs.js';
 import { terminateProcesses } from './terminate.js';
@@ -153,6 +154,7 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
 
   // First, so nothing can launch this agent again, even if this run crashes part-way.
   await step('write tombstone', () => writeTombstone(paths, o.trigger), undefined);
+  crashPoint('cleanup:tombstone');
   const agentRecord = await step('read agent.json', () => readAgentRecord(paths), undefined);
   const namespace = o.namespace ?? agentRecord?.namespace;
   const name = o.name ?? agentRecord?.name;
@@ -172,6 +174,7 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
       }),
     undefined,
   );
+  crashPoint('cleanup:stop');
   if (term && term.remaining.length) {
     errors.push(`stop processes: ${term.remaining.length} process(es) survived SIGKILL: ${term.remaining.map((p) => `${p.pid} (${p.comm}, state ${p.state})`).join(', ')}`);
   }
@@ -196,6 +199,7 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
     },
     false,
   );
+  crashPoint('cleanup:session');
 
   // (c) flush: every writer has closed the files we are about to copy
   const workspaceExists = await step('inspect workspace', () => exists(paths.dir), true);
@@ -213,6 +217,7 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
       undefined,
     );
   }
+  crashPoint('cleanup:flush');
   if (o.beforeArchive && keepLogs) {
     const hook = o.beforeArchive;
     await step('wait for reports in flight', () => withTimeout(hook(), timeouts.beforeArchiveMs, 'the beforeArchive hook'), undefined);
@@ -255,6 +260,7 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
       undefined,
     );
   }
+  crashPoint('cleanup:archive');
   const logsArchived = manifest !== undefined;
   const promptDeleted = await step(
     'delete prompt',
@@ -266,6 +272,7 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
     },
     false,
   );
+  crashPoint('cleanup:prompt');
   let workspaceDeleted = !(await step('inspect workspace', () => exists(paths.dir), true));
   if (!workspaceDeleted) {
     if (mayDeleteWorkspace({ keepLogs, logsArchived })) {
@@ -281,6 +288,8 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
       errors.push('delete workspace: kept, because its logs are not archived');
     }
   }
+
+  crashPoint('cleanup:workspace');
 
   // (e) verify
   const remaining = await step('verify no processes remain', () => findMarkerProcesses(o.root, o.uid), undefined);
@@ -309,6 +318,7 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
     await step('write record into archive', () => writeRecordOnce(dir, record), false);
     record.errors = boundErrors(errors);
   }
+  crashPoint('cleanup:record');
   log.info({ record }, 'agent cleaned up');
   return record;
 }

@@ -7,7 +7,8 @@
  *   -> remain-on-exit -> pipe-pane to output.log -> release the launcher.
  * A crash between any two steps converges on the next launch(): the FIFO's presence means the
  * command never ran, so the session can be finished or recreated; its absence means it ran, so
- * nothing is ever started twice.
+ * nothing is ever started twice. Each step leaves a mark (observe.ts launchProgress), and the
+ * sidecar calls launch() again for every Agent whose marks show a launch part-way.
  */
 import { constants } from 'node:fs';
 import { mkdir, open, rm, writeFile } from 'node:fs/promises';
@@ -15,10 +16,11 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import type { Logger } from 'pino';
 import { AGENT_ENV } from '../../api/constants.js';
+import { crashPoint } from './crashPoint.js';
 import { expandArgs } from './expand.js';
 import { errnoOf, writeFileAtomic } from './files.js';
 import { LAUNCHER_ARGV0, LAUNCHER_SCRIPT } from './launcher.js';
-import { interpretObservation, observeFacts, observeSession, type SessionObservation } from './observe.js';
+import { interpretObservation, launchProgress, observeFacts, observeSession, type ObservedFacts, type SessionObservation } from './observe.js';
 import {
   baseEnvironment,
   findPane,
@@ -28,7 +30,6 @@ import {
   sessionNameFor,
   tmuxOk,
   TmuxError,
-  type PaneInfo,
 } from './tmux.js';
 import { waitFor, withKeyLock } from './wait.js';
 import {
@@ -216,11 +217,14 @@ async function release(paths: WorkspacePaths, timeoutMs: number): Promise<void> 
 /** remain-on-exit, output capture, go. Each step checks first, so a resumed start repeats nothing. */
 async function finishStart(paths: WorkspacePaths, sessionName: string, timeoutMs: number): Promise<void> {
   await tmuxOk(paths.root, ['set-option', '-w', '-t', paneTarget(sessionName), 'remain-on-exit', 'on']);
+  crashPoint('launch:remain-on-exit');
   const pane = await findPane(paths.root, sessionName);
   if (!pane) throw new Error(`session ${sessionName} vanished while starting`);
   // pipe-pane toggles an existing pipe off, so attach only when none is there.
   if (!pane.piped) await tmuxOk(paths.root, ['pipe-pane', '-O', '-t', pane.paneId, pipeCommand(paths.output)]);
+  crashPoint('launch:pipe-pane');
   await release(paths, timeoutMs);
+  crashPoint('launch:release');
   const record = await readAgentRecord(paths);
   if (record && !record.startedAt) await writeAgentRecord(paths, { ...record, startedAt: new Date().toISOString() });
 }
@@ -228,14 +232,22 @@ async function finishStart(paths: WorkspacePaths, sessionName: string, timeoutMs
 type Start = 'fresh' | 'finish' | 'recreate' | 'none';
 
 /**
- * What to do given what is there (pure). The FIFO is the witness: present, the command never ran.
+ * What to do given how far a launch got (pure; observe.ts launchProgress). The FIFO is the witness:
+ * present, the command never ran, so the start can be redone or finished; absent, it ran, and only
+ * the record of its start may be missing.
  */
-export function decideStart(f: { prepared: boolean; goPresent: boolean; exitCodePresent: boolean; pane?: Pick<PaneInfo, 'dead'> }): Start {
-  if (f.exitCodePresent) return 'none';
-  if (!f.prepared) return f.pane ? 'none' : 'fresh';
-  if (!f.goPresent) return 'none'; // started before: running, exited or lost, never again
-  if (!f.pane) return 'fresh';
-  return f.pane.dead ? 'recreate' : 'finish';
+export function decideStart(f: ObservedFacts): Start {
+  switch (launchProgress(f)) {
+    case 'none':
+    case 'begun':
+    case 'workspace':
+      return 'fresh';
+    case 'done':
+      // The session died before its go: its command never ran, so a new session may run it.
+      return f.record && f.goPresent && f.pane?.dead ? 'recreate' : 'none';
+    default:
+      return 'finish';
+  }
 }
 
 export async function launch(o: LaunchOptions): Promise<LaunchResult> {
@@ -250,12 +262,7 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
       return { started: false, cleanedUp: true, sessionName, observation: await observeSession(o.root, o.uid) };
     }
     const facts = await observeFacts(o.root, o.uid);
-    const decision = decideStart({
-      prepared: facts.record !== undefined,
-      goPresent: facts.goPresent,
-      exitCodePresent: facts.exitCodeText !== undefined,
-      ...(facts.pane ? { pane: facts.pane } : {}),
-    });
+    const decision = decideStart(facts);
     log.debug({ decision }, 'launch');
     if (decision === 'none') return { started: false, cleanedUp: false, sessionName, observation: interpretObservation(o.uid, facts) };
     if (decision === 'recreate') {
@@ -264,7 +271,9 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
     }
     if (decision !== 'finish') {
       await prepareWorkspace(paths, o, c, timeoutMs);
+      crashPoint('launch:workspace');
       if ((await newSession(paths, sessionName, c.sessionEnv)) === 'exists') log.info('session already existed');
+      crashPoint('launch:session');
     }
     await finishStart(paths, sessionName, timeoutMs);
     log.info('agent session started');

@@ -28,6 +28,8 @@ export interface SessionObservation {
   /** When the command was released. */
   startTime?: string;
   record?: AgentRecord;
+  /** How far its launch got (launchProgress). */
+  launch: LaunchProgress;
 }
 
 export interface ObservedFacts {
@@ -38,6 +40,35 @@ export interface ObservedFacts {
   launchErrorText?: string;
   pane?: PaneInfo;
   output?: { bytes: number; mtimeMs: number };
+}
+
+/**
+ * How far an agent's launch got, by the mark each step of launch() leaves on the node, in order:
+ *  - none: no workspace;
+ *  - begun: a workspace without agent.json (prepared in part);
+ *  - workspace: prepared (agent.json, the `go` FIFO), no session yet;
+ *  - session: the session runs the launcher, which waits on the FIFO;
+ *  - remain-on-exit: the session keeps its pane when the command ends;
+ *  - pipe-pane: output capture is attached;
+ *  - release: the launcher took its go (the FIFO is gone) but the start is not recorded;
+ *  - done: the start is recorded, or the command ran and ended, or it can never run (the session
+ *    died before its go): nothing is left to launch.
+ * Anything but none and done is a launch interrupted part-way (a crash): launch() resumes it.
+ */
+export const LAUNCH_PROGRESS = ['none', 'begun', 'workspace', 'session', 'remain-on-exit', 'pipe-pane', 'release', 'done'] as const;
+export type LaunchProgress = (typeof LAUNCH_PROGRESS)[number];
+
+/** The launch progress the facts show (pure). */
+export function launchProgress(f: ObservedFacts): LaunchProgress {
+  if (f.exitCodeText !== undefined || f.launchErrorText !== undefined) return 'done';
+  // A session without agent.json was not started by launch(): never adopted.
+  if (!f.record) return f.pane ? 'done' : f.workspaceExists ? 'begun' : 'none';
+  const pane = f.pane;
+  if (!f.goPresent) return f.record.startedAt || !pane || pane.dead ? 'done' : 'release';
+  if (!pane) return 'workspace';
+  if (pane.dead) return 'done';
+  if (pane.piped) return 'pipe-pane';
+  return pane.remainOnExit ? 'remain-on-exit' : 'session';
 }
 
 function parseExitCode(text: string | undefined): number | undefined {
@@ -73,6 +104,7 @@ export function interpretObservation(uid: string, f: ObservedFacts): SessionObse
     ...(f.output && f.output.bytes > 0 ? { lastOutputAt: new Date(f.output.mtimeMs).toISOString() } : {}),
     ...(f.record?.startedAt ? { startTime: f.record.startedAt } : {}),
     ...(f.record ? { record: f.record } : {}),
+    launch: launchProgress(f),
   };
 }
 

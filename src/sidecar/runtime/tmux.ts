@@ -153,9 +153,11 @@ export interface PaneInfo {
   deadSignal?: number;
   /** pipe-pane is attached. */
   piped: boolean;
+  /** The window keeps a dead pane (remain-on-exit), so its exit status stays readable. */
+  remainOnExit: boolean;
 }
 
-const PANE_FORMAT = '#{session_name} #{pane_id} #{pane_pid} #{pane_dead} #{pane_dead_status} #{pane_dead_signal} #{pane_pipe}';
+const PANE_FORMAT = '#{session_name} #{pane_id} #{pane_pid} #{pane_dead} #{pane_dead_status} #{pane_dead_signal} #{pane_pipe} #{remain-on-exit}';
 
 const optionalInt = (s: string | undefined) => (s && /^\d+$/.test(s) ? Number(s) : undefined);
 
@@ -164,8 +166,8 @@ export function parsePanes(stdout: string): PaneInfo[] {
   const panes: PaneInfo[] = [];
   for (const line of stdout.split('\n')) {
     const f = line.split(' ');
-    if (f.length !== 7) continue;
-    const [sessionName, paneId, pid, dead, status, signal, pipe] = f as [string, string, string, string, string, string, string];
+    if (f.length !== 8) continue;
+    const [sessionName, paneId, pid, dead, status, signal, pipe, remain] = f as [string, string, string, string, string, string, string, string];
     const panePid = optionalInt(pid);
     if (!paneId.startsWith('%') || panePid === undefined) continue;
     const deadStatus = optionalInt(status);
@@ -178,6 +180,7 @@ export function parsePanes(stdout: string): PaneInfo[] {
       ...(deadStatus !== undefined ? { deadStatus } : {}),
       ...(deadSignal !== undefined ? { deadSignal } : {}),
       piped: pipe === '1',
+      remainOnExit: remain === 'on',
     });
   }
   return panes;

@@ -181,6 +181,21 @@ export async function hasTombstone(paths: WorkspacePaths): Promise<boolean> {
   return (await readOptional(paths.tombstone)) !== undefined;
 }
 
+/**
+ * What began the agent's cleanup, by its tombstone; undefined when none began. A tombstone that
+ * cannot be read as one still says a cleanup began (its trigger then unknown).
+ */
+export async function tombstoneTrigger(paths: WorkspacePaths): Promise<string | undefined> {
+  const raw = await readOptional(paths.tombstone);
+  if (raw === undefined) return undefined;
+  try {
+    const trigger = (JSON.parse(raw.toString('utf8')) as { trigger?: unknown }).trigger;
+    return typeof trigger === 'string' && trigger !== '' ? trigger : 'Unknown';
+  } catch {
+    return 'Unknown';
+  }
+}
+
 /** Removes tombstones older than `maxAgeMs`; returns how many. */
 export async function pruneTombstones(root: string, maxAgeMs: number, nowMs = Date.now()): Promise<number> {
   const { cleanedDir } = nodePaths(root);

@@ -17,6 +17,7 @@ const FLAGS: FlagSpec = {
   'health-probe-bind-address': { type: 'string', default: ':8081', help: 'address of /healthz and /readyz' },
   'node-lost-grace-seconds': { type: 'string', default: '300', help: 'how long a silent node keeps its Agents before they are given up (NodeLost)' },
   'heartbeat-grace-seconds': { type: 'string', default: '40', help: 'a node whose heartbeat is older than this is not ready' },
+  'launch-timeout-seconds': { type: 'string', default: '300', help: 'a bound Agent whose session has not started this long after its binding ends as Error/LaunchTimeout and is cleaned up' },
   workers: { type: 'string', default: '4', help: 'concurrent reconciles' },
   'log-level': { type: 'string', default: 'info', help: 'pino log level' },
 };
@@ -33,6 +34,7 @@ export async function runController(argv: string[]): Promise<number> {
     workers: intFlag(flags, 'workers', 1, 64),
     nodeLostGraceMs: intFlag(flags, 'node-lost-grace-seconds', 0) * 1000,
     heartbeatGraceMs: intFlag(flags, 'heartbeat-grace-seconds', 1) * 1000,
+    launchTimeoutMs: intFlag(flags, 'launch-timeout-seconds', 1, 86_400) * 1000,
   };
   // Not pino's `name`: lines about an Agent carry the Agent's name under that key.
   const logger = pino({ level: String(flags['log-level']) }).child({ service: 'controller' });

@@ -37,6 +37,8 @@ export interface ControllerOptions {
   heartbeatGraceMs?: number;
   nodeLostGraceMs?: number;
   unschedulableRetryMs?: number;
+  /** See ReconcileConfig.launchTimeoutMs; default 300 s. */
+  launchTimeoutMs?: number;
   /** How often node heartbeats are checked for staleness. */
   nodeMonitorPeriodMs?: number;
   resyncPeriodMs?: number;
@@ -63,7 +65,7 @@ export class AgentController {
   constructor(private readonly o: ControllerOptions) {
     this.log = o.logger.child({ controller: CONTROLLER_NAME });
     this.heartbeatGraceMs = o.heartbeatGraceMs ?? 40_000;
-    this.config = { nodeLostGraceMs: o.nodeLostGraceMs ?? 300_000, unschedulableRetryMs: o.unschedulableRetryMs ?? 30_000 };
+    this.config = { nodeLostGraceMs: o.nodeLostGraceMs ?? 300_000, unschedulableRetryMs: o.unschedulableRetryMs ?? 30_000, launchTimeoutMs: o.launchTimeoutMs ?? 300_000 };
     const resync = o.resyncPeriodMs ?? 10 * 60_000;
     this.agents = new Informer<AgentObj>(o.kubeConfig, { resource: AGENT_RESOURCE, logger: this.log, resyncPeriodMs: resync });
     this.nodes = new Informer<NodeObj>(o.kubeConfig, { resource: AGENT_NODE_RESOURCE, logger: this.log, resyncPeriodMs: resync });

@@ -17,6 +17,8 @@ export interface ReconcileConfig {
   nodeLostGraceMs: number;
   /** How often Pending Agents are retried even without a node event. */
   unschedulableRetryMs: number;
+  /** How long a bound Agent may take to start its session, counted from the binding, before it is given up (LaunchTimeout). */
+  launchTimeoutMs: number;
 }
 
 export interface Observed {
@@ -129,6 +131,17 @@ export function reconcile(o: Observed): Plan {
       if (now >= nodeLostAt) {
         outcome = { phase: 'Error', reason: 'NodeLost', message: node ? `node ${nodeName} stopped reporting (${node.notReadyReason ?? 'not ready'})` : `node ${nodeName} no longer exists` };
       } else requeue(nodeLostAt - now);
+    }
+    const launchDeadline = nodeName && !status.startTime ? parseTime(status.scheduledTime) : undefined;
+    if (!outcome && launchDeadline !== undefined) {
+      const at = launchDeadline + o.config.launchTimeoutMs;
+      if (now >= at) {
+        outcome = {
+          phase: 'Error',
+          reason: 'LaunchTimeout',
+          message: `bound to node ${nodeName} at ${status.scheduledTime} and its session not started within ${Math.round(o.config.launchTimeoutMs / 1000)}s (--launch-timeout-seconds); the node's sidecar logs and agent_operator_launches_unfinished tell where the launch stands`,
+        };
+      } else requeue(at - now);
     }
   }
 

@@ -34,7 +34,7 @@ function observe(a: Agent, over: Partial<Observed> = {}): Plan {
     nodes: new Map([['node-1', node('node-1')], ['node-2', node('node-2')]]),
     used: new Map(),
     now: T0 + 100_000,
-    config: { nodeLostGraceMs: 60_000, unschedulableRetryMs: 15_000 },
+    config: { nodeLostGraceMs: 60_000, unschedulableRetryMs: 15_000, launchTimeoutMs: 60_000 },
     ...over,
   });
 }
@@ -233,6 +233,63 @@ describe('reconcile', () => {
       agent: agent({ status: bound({ startTime: at(10) }), meta: boundMeta }),
       over: { nodes: new Map() },
       expect: (p) => assert.deepEqual([p.status.phase, p.status.reason], ['Error', 'NodeLost']),
+    },
+    {
+      name: 'launch timeout: bound, not started, within the timeout: Scheduled, requeued for when it falls',
+      agent: agent({ status: bound({ phase: 'Scheduled', reason: 'Scheduled', scheduledTime: at(50) }), meta: boundMeta }),
+      expect: (p) => {
+        assert.equal(p.status.phase, 'Scheduled');
+        assert.equal(p.requeueAfterMs, 10_000);
+        assert.deepEqual(p.events, []);
+      },
+    },
+    {
+      name: 'launch timeout: bound, not started when it falls: Error LaunchTimeout, a Warning Event, completion time',
+      agent: agent({ status: bound({ phase: 'Scheduled', scheduledTime: at(40) }), meta: boundMeta }),
+      expect: (p) => {
+        assert.deepEqual([p.status.phase, p.status.reason], ['Error', 'LaunchTimeout']);
+        assert.match(p.status.message ?? '', /bound to node node-1 at .* not started within 60s/);
+        assert.deepEqual(p.events.map((e) => [e.type, e.reason]), [['Warning', 'LaunchTimeout']]);
+        assert.equal(p.status.completionTime, at(100));
+        assert.equal(p.status.conditions?.find((c) => c.type === 'Failed')?.reason, 'LaunchTimeout');
+        assert.equal(p.removeFinalizer, false);
+      },
+    },
+    {
+      name: 'launch timeout: started in time, running long after: no timeout',
+      agent: agent({ status: bound({ scheduledTime: at(0), startTime: at(5) }), meta: boundMeta }),
+      expect: (p) => assert.equal(p.status.phase, 'Running'),
+    },
+    {
+      name: 'launch timeout: a launch error seen first is the reason',
+      agent: agent({ status: bound({ phase: 'Scheduled', scheduledTime: at(0), launchError: 'command not found: x' }), meta: boundMeta }),
+      expect: (p) => assert.deepEqual([p.status.phase, p.status.reason], ['Error', 'LaunchFailed']),
+    },
+    {
+      name: 'launch timeout: the node lost is the reason when both fall',
+      agent: agent({ status: bound({ phase: 'Scheduled', scheduledTime: at(0) }), meta: boundMeta }),
+      over: { nodes: new Map() },
+      expect: (p) => assert.deepEqual([p.status.phase, p.status.reason], ['Error', 'NodeLost']),
+    },
+    {
+      name: 'launch timeout: deleted meanwhile: Terminated/Deleted, the finalizer waits for the node',
+      agent: agent({ status: bound({ phase: 'Scheduled', scheduledTime: at(0) }), meta: { ...boundMeta, deletionTimestamp: at(90) } }),
+      expect: (p) => {
+        assert.deepEqual([p.status.phase, p.status.reason], ['Terminated', 'Deleted']);
+        assert.equal(p.removeFinalizer, false);
+      },
+    },
+    {
+      name: 'launch timeout: sticky, and cleaned up like any Agent once the node recorded it',
+      agent: agent({
+        status: bound({ phase: 'Error', reason: 'LaunchTimeout', scheduledTime: at(0), completionTime: at(60), cleanup: { startTime: at(65), completionTime: at(70), sessionKilled: true, processesKilled: 1, escalatedToSigkill: false, promptDeleted: true, logsArchived: false, verifiedNoProcesses: true } }),
+        meta: boundMeta,
+      }),
+      expect: (p) => {
+        assert.deepEqual([p.status.phase, p.status.reason], ['Error', 'LaunchTimeout']);
+        assert.equal(p.status.conditions?.find((c) => c.type === 'CleanedUp')?.status, 'True');
+        assert.ok(p.events.some((e) => e.reason === 'CleanedUp'));
+      },
     },
     {
       name: 'ttl: finished agent deleted once the TTL passed',

@@ -113,6 +113,8 @@ export async function startProcess(opts: {
   args: string[];
   stateDir: string;
   logger: Logger;
+  /** Added to this process's environment. */
+  env?: Record<string, string>;
 }): Promise<ManagedProcess> {
   installHooks();
   const logDir = join(opts.stateDir, 'logs');
@@ -125,7 +127,7 @@ export async function startProcess(opts: {
   const [file, args] = setpriv
     ? [setpriv, ['--pdeathsig', 'KILL', '--', opts.command, ...opts.args]]
     : [opts.command, opts.args];
-  const child = spawn(file, args, { stdio: ['ignore', out, out] });
+  const child = spawn(file, args, { stdio: ['ignore', out, out], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
   closeSync(out);
   const spawned = await new Promise<number>((resolve, reject) => {
     child.once('spawn', () => resolve(child.pid!));

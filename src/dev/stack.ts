@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseAllDocuments } from 'yaml';
 import type { Logger } from 'pino';
+import { CRASH_FILE_ENV } from '../sidecar/runtime/crashPoint.js';
 import { groupByAgent, listProcesses, sendSignal } from '../sidecar/runtime/procfs.js';
 import { killServer } from '../sidecar/runtime/tmux.js';
 import { startControlPlane, type ControlPlane, type ControlPlaneClient } from './controlPlane.js';
@@ -47,6 +48,9 @@ export interface StackOptions {
   nodeLabels?: (node: string, index: number) => Record<string, string>;
   nodeLostGraceSeconds?: number;
   heartbeatGraceSeconds?: number;
+  launchTimeoutSeconds?: number;
+  /** Arm the sidecars' crash points (runtime/crashPoint.ts): NodeHandle.crashFile names the step to die after. */
+  crashPoints?: boolean;
   heartbeatIntervalSeconds?: number;
   pollIntervalMs?: number;
   sweepIntervalSeconds?: number;
@@ -67,11 +71,14 @@ export interface Component {
 export interface NodeHandle extends Component {
   readonly root: string;
   readonly archiveDir: string;
+  /** With StackOptions.crashPoints: the file whose content names the step this node's sidecar dies right after. */
+  readonly crashFile?: string;
 }
 
 interface Spec {
   name: string;
   args: string[];
+  env?: Record<string, string>;
   metricsUrl: string;
   healthUrl: string;
   proc?: ManagedProcess;
@@ -80,7 +87,7 @@ interface Spec {
 export class Stack {
   readonly envPath: string;
   private readonly controllers: Spec[] = [];
-  private readonly sidecars = new Map<string, Spec & { root: string; archiveDir: string }>();
+  private readonly sidecars = new Map<string, Spec & { root: string; archiveDir: string; crashFile?: string }>();
   private stopping: Promise<void> | undefined;
 
   private constructor(
@@ -171,7 +178,14 @@ export class Stack {
   }
 
   private handle<S extends Spec>(s: S): S extends { root: string } ? NodeHandle : Component {
-    return { name: s.name, metricsUrl: s.metricsUrl, healthUrl: s.healthUrl, process: () => s.proc, ...('root' in s ? { root: s.root, archiveDir: (s as unknown as NodeHandle).archiveDir } : {}) } as never;
+    const node = 'root' in s ? (s as unknown as NodeHandle) : undefined;
+    return {
+      name: s.name,
+      metricsUrl: s.metricsUrl,
+      healthUrl: s.healthUrl,
+      process: () => s.proc,
+      ...(node ? { root: node.root, archiveDir: node.archiveDir, ...(node.crashFile ? { crashFile: node.crashFile } : {}) } : {}),
+    } as never;
   }
 
   private spec(name: string): Spec {
@@ -222,6 +236,7 @@ export class Stack {
           '--health-probe-bind-address', h,
           '--node-lost-grace-seconds', String(o.nodeLostGraceSeconds ?? 60),
           '--heartbeat-grace-seconds', String(o.heartbeatGraceSeconds ?? 40),
+          ...(o.launchTimeoutSeconds !== undefined ? ['--launch-timeout-seconds', String(o.launchTimeoutSeconds)] : []),
           ...logLevel,
         ],
       });
@@ -232,10 +247,12 @@ export class Stack {
       const archiveDir = join(root, 'archive');
       const labels = o.nodeLabels?.(node, i) ?? {};
       const [m, h] = [url(), url()];
+      const crashFile = o.crashPoints ? join(o.stateDir, 'nodes', `${node}.crash-after`) : undefined;
       this.sidecars.set(node, {
         name: node,
         root,
         archiveDir,
+        ...(crashFile ? { crashFile, env: { [CRASH_FILE_ENV]: crashFile } } : {}),
         metricsUrl: `http://${m}`,
         healthUrl: `http://${h}`,
         args: [
@@ -259,7 +276,7 @@ export class Stack {
   }
 
   private async launch(spec: Spec): Promise<void> {
-    spec.proc = await startProcess({ name: spec.name, command: process.execPath, args: [CLI, ...spec.args], stateDir: this.o.stateDir, logger: this.o.logger });
+    spec.proc = await startProcess({ name: spec.name, command: process.execPath, args: [CLI, ...spec.args], stateDir: this.o.stateDir, logger: this.o.logger, ...(spec.env ? { env: spec.env } : {}) });
   }
 
   private async waitReady(spec: Spec, timeoutMs = 60_000): Promise<void> {

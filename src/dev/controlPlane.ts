@@ -53,6 +53,8 @@ export interface ControlPlaneClient {
 export interface ControlPlane extends ControlPlaneClient {
   /** Stops every process (controller manager, API server, etcd) and removes a state dir it created. */
   stop(): Promise<void>;
+  /** SIGKILLs the API server (a crash) and starts it again with the same command line; resolves once it is ready. */
+  crashApiServer(): Promise<void>;
 }
 
 export interface StartOptions {
@@ -148,6 +150,7 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
   const pki = await createPki(paths.pki);
 
   let processes: ManagedProcess[] = [];
+  let restartApiServer: (() => Promise<ManagedProcess>) | undefined;
   const stopAll = async () => {
     // Reverse start order: clients before the servers they talk to.
     for (const p of [...processes].reverse()) await p.stop(p.name === 'kube-controller-manager' ? 5000 : 10_000);
@@ -157,7 +160,17 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
   try {
     for (let attempt = 1; ; attempt++) {
       try {
-        server = await startProcesses({ bins, pki, paths, stateDir, logger, withControllerManager, processes, readyTimeoutMs: opts.readyTimeoutMs ?? 120_000 });
+        server = await startProcesses({
+          bins,
+          pki,
+          paths,
+          stateDir,
+          logger,
+          withControllerManager,
+          processes,
+          readyTimeoutMs: opts.readyTimeoutMs ?? 120_000,
+          onApiServer: (restart) => (restartApiServer = restart),
+        });
         break;
       } catch (err) {
         await stopAll();
@@ -178,6 +191,14 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
   let stopping: Promise<void> | undefined;
   return {
     ...client,
+    crashApiServer: async () => {
+      const i = processes.findIndex((p) => p.name === 'kube-apiserver');
+      const old = processes[i];
+      if (!old || !restartApiServer) throw new Error('the API server is not running');
+      process.kill(old.pid, 'SIGKILL');
+      await old.exited;
+      processes[i] = await restartApiServer();
+    },
     stop: () =>
       (stopping ??= (async () => {
         await stopAll();
@@ -198,6 +219,8 @@ async function startProcesses(ctx: {
   withControllerManager: boolean;
   processes: ManagedProcess[];
   readyTimeoutMs: number;
+  /** Receives how to start the API server again, with the same command line, and wait for it. */
+  onApiServer: (restart: () => Promise<ManagedProcess>) => void;
 }): Promise<string> {
   const { bins, pki, paths, stateDir, logger } = ctx;
   const deadline = Date.now() + ctx.readyTimeoutMs;
@@ -227,7 +250,7 @@ async function startProcesses(ctx: {
   ctx.processes.push(etcd);
   await waitHealthy({ what: 'etcd', url: `${etcdUrl}/health`, process: etcd, deadline });
 
-  const apiserver = await startProcess({
+  const startApiServer = () => startProcess({
     name: 'kube-apiserver',
     command: bins.kubeApiserver,
     stateDir,
@@ -252,6 +275,7 @@ async function startProcesses(ctx: {
       '--profiling=false',
     ],
   });
+  const apiserver = await startApiServer();
   ctx.processes.push(apiserver);
   const tls = {
     ca: await readFile(pki.ca.cert),
@@ -259,6 +283,11 @@ async function startProcesses(ctx: {
     key: await readFile(admin.key),
   };
   await waitHealthy({ what: 'kube-apiserver', url: `${server}/readyz`, tls, process: apiserver, deadline });
+  ctx.onApiServer(async () => {
+    const p = await startApiServer();
+    await waitHealthy({ what: 'kube-apiserver', url: `${server}/readyz`, tls, process: p, deadline: Date.now() + ctx.readyTimeoutMs });
+    return p;
+  });
 
   if (ctx.withControllerManager && bins.kubeControllerManager) {
     // Its own identity; in system:masters because with one identity for all controllers

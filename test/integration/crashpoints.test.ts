@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
-import type { CrashPoint } from '../../src/sidecar/runtime/crashPoint.js';
+import { CRASH_POINTS, type CrashPoint } from '../../src/sidecar/runtime/crashPoint.js';
 import { exists } from '../../src/sidecar/runtime/files.js';
 import { launchProgress, observeFacts, type LaunchProgress } from '../../src/sidecar/runtime/observe.js';
 import type { NodeHandle } from '../../src/dev/stack.js';
@@ -80,16 +80,7 @@ describe('crash points: the sidecar SIGKILLed right after each step, then restar
     });
   }
 
-  const cleanupSteps: CrashPoint[] = [
-    'cleanup:tombstone',
-    'cleanup:stop',
-    'cleanup:session',
-    'cleanup:flush',
-    'cleanup:archive',
-    'cleanup:prompt',
-    'cleanup:workspace',
-    'cleanup:record',
-  ];
+  const cleanupSteps = CRASH_POINTS.filter((p) => p.startsWith('cleanup:'));
   for (const step of cleanupSteps) {
     it(`cleanup cut short after ${step}: finished by the restarted sidecar, nothing left`, async (t) => {
       const ns = await createTestNamespace(t, 'crash-cleanup');

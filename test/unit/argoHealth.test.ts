@@ -50,7 +50,7 @@ test('the Argo CD health check on what the controller decides: the moments the r
       nodes: new Map([['n1', { name: 'n1', labels: {}, ready: true, unschedulable: false, capacity: 1 }]]),
       used: new Map(),
       now,
-      config: { nodeLostGraceMs: 60_000, unschedulableRetryMs: 15_000 },
+      config: { nodeLostGraceMs: 60_000, unschedulableRetryMs: 15_000, launchTimeoutMs: 300_000 },
     });
     return { ...agent, status: { ...status, ...plan.status } };
   };

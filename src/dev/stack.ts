@@ -245,6 +245,8 @@ export class Stack {
           '--root', root,
           '--archive-dir', archiveDir,
           '--capacity', String(o.capacity ?? 4),
+          // Simulated nodes share one machine: each its own uids, as two real nodes' agents never meet.
+          '--agent-uid-range', `${200_000 + i * 1000}-${200_000 + i * 1000 + 999}`,
           '--metrics-bind-address', m,
           '--health-probe-bind-address', h,
           '--poll-interval-ms', String(o.pollIntervalMs ?? 500),

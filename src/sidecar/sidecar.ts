@@ -25,7 +25,7 @@ import { ExitWatches } from './exitWatch.js';
 import { Heartbeat, registerNode } from './registration.js';
 import { addFinding, latestReport, replayReports, type FindingsSummary, type LatestReport } from './reports.js';
 import { ResolveError, SpecResolver } from './resolve.js';
-import { cleanupAgent, expandEnv, isAgentUid, launch, listSessions, listWorkspaces, observeSession, sweepNode, workspacePaths } from './runtime/index.js';
+import { checkLayout, checkTraversable, cleanupAgent, expandEnv, isAgentUid, probeSandbox, type NodeSandbox, launch, listSessions, listWorkspaces, observeSession, sweepNode, workspacePaths } from './runtime/index.js';
 import { findArchiveLocation } from './runtime/archive.js';
 import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
 import { sha256Hex } from './runtime/workspace.js';
@@ -43,6 +43,10 @@ export interface SidecarOptions {
   labels: Record<string, string>;
   /** Report endpoint port on loopback; undefined: the one this node used before, else a free one. */
   reportPort?: number;
+  /** Every agent's sandbox (see runtime/sandbox.ts); checked for real before anything starts. */
+  sandbox: NodeSandbox;
+  /** The sidecar's kubeconfig file, if any: refused where an agent could see it. */
+  kubeconfigPath?: string;
   /** Absolute path of the command line entry (dist/src/cli.js), for the `agent-operator` shim on the session PATH. */
   cliPath: string;
   version: string;
@@ -155,6 +159,7 @@ export class NodeSidecar {
   async run(signal: AbortSignal): Promise<void> {
     await mkdir(this.o.root, { recursive: true, mode: 0o700 });
     await mkdir(this.o.archiveDir, { recursive: true, mode: 0o700 });
+    await this.checkSandbox();
     await this.writeShim();
     const rediscovered = await this.rediscover();
     this.server = await this.startServer();
@@ -197,6 +202,19 @@ export class NodeSidecar {
       await this.server.close();
       await this.events.flush();
     }
+  }
+
+  /** A node that cannot sandbox its agents does not start (never a silent downgrade). */
+  private async checkSandbox(): Promise<void> {
+    const { host, uids } = this.o.sandbox;
+    if (host.mode === 'none') {
+      this.log.warn('SANDBOX DISABLED (--sandbox=none): every agent runs as this sidecar\'s user, sees the whole node and every other agent; use only on a trusted single-tenant node');
+      return;
+    }
+    checkLayout(host, { 'node root': this.o.root, 'archive directory': this.o.archiveDir, kubeconfig: this.o.kubeconfigPath });
+    await checkTraversable(this.o.root);
+    await probeSandbox(host, uids.first);
+    this.log.info({ sandbox: host.mode, uids: `${uids.first}-${uids.first + uids.count - 1}` }, 'agents run sandboxed');
   }
 
   /** Puts `agent-operator` on the session PATH, whatever way this process was started. */
@@ -388,6 +406,7 @@ export class NodeSidecar {
         prompt: resolved.prompt,
         promptOnStdin: agent.spec.promptOnStdin ?? false,
         binDir: this.binDir,
+        sandbox: this.o.sandbox,
         logger: this.runtimeLogger(agent),
       });
       if (result.cleanedUp) await this.recoverFromArchive(uid);

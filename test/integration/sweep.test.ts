@@ -15,6 +15,7 @@ import { REPORTING_CONTROLLER as SIDECAR_EVENTS } from '../../src/sidecar/sideca
 import { kubeConfig, waitFor } from '../support/cluster.js';
 import { archiveDirOf, assertArchive, assertNodeClean, useStack } from '../support/stack.js';
 import { eventsAbout } from '../support/telemetry.js';
+import { testSandbox } from '../support/sandbox.js';
 
 describe('sweeper', () => {
   const stack = useStack('sweep', { nodes: 1, sweepIntervalSeconds: 1, sweepMinAgeSeconds: 1 });
@@ -32,6 +33,7 @@ describe('sweeper', () => {
       env: {},
       prompt: 'nobody asked for this\n',
       binDir: join(node.root, 'bin'),
+      sandbox: await testSandbox(),
       logger: pino({ level: 'silent' }),
     });
     assert.equal(started.started, true);

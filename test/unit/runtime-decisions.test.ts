@@ -65,6 +65,7 @@ describe('composeLaunch', () => {
     const c = composeLaunch({ ...o, command: ['run', '--prompt=$(AGENT_PROMPT_FILE)', '$(X)', '$$(X)', '$(NOPE)'], env: { AGENT_REPORT_URL: 'http://u', AGENT_REPORT_TOKEN: 't', X: 'x y' } });
     assert.deepEqual(c.argv, ['run', `--prompt=${promptOf(UID)}`, 'x y', '$(X)', '$(NOPE)']);
     assert.deepEqual(c.commandEnv, [
+      ['HOME', `${ROOT}/agents/${UID}/home`],
       ['AGENT_NAME', 'a'],
       ['AGENT_NAMESPACE', 'ns'],
       ['AGENT_UID', UID],
@@ -83,6 +84,9 @@ describe('composeLaunch', () => {
       AGENT_REPORT_URL: 'http://u',
       AGENT_REPORT_TOKEN: 't',
     });
+  });
+  it('gives the agent its own HOME unless the spec sets one', () => {
+    assert.deepEqual(composeLaunch({ ...o, command: ['x'], env: { HOME: '/h' } }).commandEnv.filter(([k]) => k === 'HOME'), [['HOME', '/h']]);
   });
   it("prepends binDir to the spec's own PATH", () => {
     const c = composeLaunch({ ...o, command: ['x'], env: { PATH: '/custom' } });

@@ -34,6 +34,7 @@ import { findMarkerProcesses, holdersOf } from './procfs.js';
 import { terminateProcesses } from './terminate.js';
 import { findPane, killSession, sessionNameFor } from './tmux.js';
 import { waitFor, withKeyLock, withTimeout } from './wait.js';
+import { readSandboxUid } from './uids.js';
 import { assertAgentUid, readAgentRecord, workspacePaths, writeTombstone } from './workspace.js';
 
 export interface CleanupOptions {
@@ -159,6 +160,7 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
 
   // (a) stop the agent
   const pane = await step('observe session', () => findPane(o.root, sessionName), undefined);
+  const sandboxUid = await step('read the sandbox uid', () => readSandboxUid(paths), undefined);
   const term = await step(
     'stop processes',
     () =>
@@ -168,6 +170,7 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
         ...(pane ? { pane: { pid: pane.panePid, alive: !pane.dead } } : {}),
         gracePeriodMs: (o.gracePeriodSeconds ?? DEFAULTS.gracePeriodSeconds) * 1000,
         killTimeoutMs: timeouts.killMs,
+        sandboxed: sandboxUid !== undefined,
         logger: log,
       }),
     undefined,

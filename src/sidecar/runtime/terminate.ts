@@ -4,6 +4,12 @@
  * marker, poll until they are gone or the grace period ends, then SIGKILL whatever is left,
  * including processes that escaped the group (setsid, double fork) or were forked during the grace
  * period.
+ *
+ * A sandboxed agent's first process outside the pane's launcher is the sandbox's monitor (setpriv
+ * -> bwrap, outside the agent's PID namespace): it reports the command's status to the launcher, so
+ * it gets no SIGTERM (it would die of it and take the status with it) and the group is not
+ * signalled as a whole; the agent's processes are reached one by one (in its PID namespace every
+ * orphan is re-parented to the sandbox's init, so none leaves the pane's tree).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -39,6 +45,8 @@ export interface TerminateOptions {
   killTimeoutMs?: number;
   /** The first pause between scans; later ones grow to 100 ms (see nextInterval). */
   pollMs?: number;
+  /** The agent runs in a sandbox (see above). */
+  sandboxed?: boolean;
   logger: Logger;
 }
 
@@ -63,8 +71,9 @@ export async function terminateProcesses(o: TerminateOptions): Promise<Terminate
   const signalled = new Set<string>();
   const scan = async () => selectTargets(await listProcesses(), { root: o.root, uid: o.uid, selfPid: process.pid, ...(o.pane ? { pane: o.pane } : {}) });
   const hit = (procs: Proc[], signal: NodeJS.Signals) => {
-    const group = o.pane?.alive && sendSignal(-o.pane.pid, signal) ? o.pane.pid : undefined;
+    const group = o.pane?.alive && !o.sandboxed && sendSignal(-o.pane.pid, signal) ? o.pane.pid : undefined;
     for (const p of procs) {
+      if (o.sandboxed && signal === 'SIGTERM' && o.pane && p.ppid === o.pane.pid) continue; // the monitor
       // Members of the group got the group's signal: one each, as a process handling it expects.
       if (p.pgid === group || sendSignal(p.pid, signal)) signalled.add(key(p));
       if (signal === 'SIGTERM') sendSignal(p.pid, 'SIGCONT');

@@ -230,7 +230,12 @@ export const cleanupRecord = z
       .max(LIMITS.archivedFiles)
       .optional()
       .meta({ description: 'Files in the archive with sizes and checksums (also in its manifest.json).' }),
-    verifiedNoProcesses: z.boolean().meta({ description: 'A final scan found no process carrying the agent\'s marker.' }),
+    verifiedNoProcesses: z.boolean().meta({
+      description: "No process of the agent is left: its cgroup reports `populated 0` (a kernel fact) and no process carries the agent's marker.",
+    }),
+    cpuMilliseconds: z.int().min(0).optional().meta({ description: "CPU time the agent's processes used (its cgroup's cpu.stat)." }),
+    memoryPeakBytes: z.int().min(0).optional().meta({ description: "Peak memory of the agent's processes (its cgroup's memory.peak), where the memory controller is enabled." }),
+    cgroupRemoved: z.boolean().optional().meta({ description: "The agent's cgroup was removed." }),
     errors: z
       .array(z.string().max(1024).meta({ description: 'What failed and why.' }))
       .max(LIMITS.cleanupErrors)

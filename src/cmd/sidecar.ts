@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { loadKubeConfig } from '../kube/client.js';
 import { newReconcileMetrics } from '../observability/metrics.js';
+import { setupAgentCgroups } from '../sidecar/runtime/cgroup.js';
 import { DEFAULT_UID_RANGE, nodeSandbox, parseUidRange, SANDBOX_MODES, type SandboxMode } from '../sidecar/runtime/index.js';
 import { NodeSidecar } from '../sidecar/sidecar.js';
 import { helpText, intFlag, parseFlags, UsageError, type FlagSpec } from './flags.js';
@@ -71,6 +72,8 @@ export async function runSidecar(argv: string[]): Promise<number> {
     ...(flags['report-port'] !== undefined ? { reportPort: intFlag(flags, 'report-port', 1, 65_535) } : {}),
   };
   const labels = parseLabels(flags.labels as string | undefined);
+  // Not pino's `name`: lines about an Agent carry the Agent's name under that key. NodeSidecar binds `node`.
+  const logger = pino({ level: String(flags['log-level']) }).child({ service: 'sidecar' });
   const mode = String(flags.sandbox) as SandboxMode;
   if (!SANDBOX_MODES.includes(mode)) throw new UsageError(`--sandbox: "${mode}" is not one of ${SANDBOX_MODES.join(', ')}`);
   let uids;
@@ -81,9 +84,15 @@ export async function runSidecar(argv: string[]): Promise<number> {
   }
   const cliPath = fileURLToPath(new URL('../cli.js', import.meta.url));
   // The shim runs node on this installation: both visible, read-only, in every sandbox.
-  const sandbox = await nodeSandbox(mode, uids, [resolve(dirname(cliPath), '../..'), dirname(process.execPath)]);
-  // Not pino's `name`: lines about an Agent carry the Agent's name under that key. NodeSidecar binds `node`.
-  const logger = pino({ level: String(flags['log-level']) }).child({ service: 'sidecar' });
+  // One cgroup v2 leaf per agent, under this sidecar's own cgroup (required with the sandbox).
+  let cgroups;
+  try {
+    cgroups = await setupAgentCgroups(`agent-operator-${nodeName}`);
+  } catch (err) {
+    if (mode !== 'none') throw err;
+    logger.warn({ err: (err as Error).message }, 'no cgroup for agents: stopping and verifying rest on the process scan alone');
+  }
+  const sandbox = await nodeSandbox(mode, uids, [resolve(dirname(cliPath), '../..'), dirname(process.execPath)], cgroups);
   const kc = loadKubeConfig(flags.kubeconfig as string | undefined);
   const metrics = newReconcileMetrics();
   const sidecar = new NodeSidecar({

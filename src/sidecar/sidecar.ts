@@ -441,6 +441,7 @@ export class NodeSidecar {
     try {
       const record = await cleanupAgent({
         root: this.o.root,
+        ...(this.o.sandbox.cgroups ? { cgroups: this.o.sandbox.cgroups } : {}),
         archiveDir: this.o.archiveDir,
         uid,
         namespace: agent.metadata?.namespace ?? '',
@@ -474,6 +475,7 @@ export class NodeSidecar {
       const expected = this.agents.list().map((a) => a.metadata?.uid ?? '');
       const results = await sweepNode({
         root: this.o.root,
+        ...(this.o.sandbox.cgroups ? { cgroups: this.o.sandbox.cgroups } : {}),
         archiveDir: this.o.archiveDir,
         expectedUids: [...expected, ...this.cleaning],
         logger: this.log,

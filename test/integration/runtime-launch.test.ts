@@ -41,7 +41,7 @@ const HOSTILE = [
 ];
 
 async function archivedOutput(fx: NodeFixture, uid: string): Promise<string> {
-  const rec = await cleanupAgent({ root: fx.root, archiveDir: fx.archiveDir, uid, gracePeriodSeconds: 1, trigger: 'Test', logger: fx.logger });
+  const rec = await cleanupAgent({ root: fx.root, archiveDir: fx.archiveDir, uid, gracePeriodSeconds: 1, trigger: 'Test', cgroups: fx.sandbox.cgroups!, logger: fx.logger });
   assert.equal(rec.logsArchived, true, JSON.stringify(rec));
   return readFile(join(rec.archivePath!, 'output.log'), 'latin1');
 }

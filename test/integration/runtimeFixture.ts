@@ -52,7 +52,7 @@ export async function nodeFixture(t: TestContext): Promise<NodeFixture> {
   await writeFile(join(binDir, 'agent-operator'), '#!/bin/sh\nprintf "fake agent-operator %s\\n" "$*" > ao-called\n');
   await chmod(join(binDir, 'agent-operator'), 0o755);
 
-  const sandbox = await testSandbox();
+  const sandbox = await testSandbox(t);
   const fx: NodeFixture = {
     root,
     archiveDir,

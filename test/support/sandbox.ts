@@ -1,4 +1,9 @@
 /** The sandbox tests launch agents with: the real one (bwrap), with a uid range of this test process's own. */
+import { randomBytes } from 'node:crypto';
+import { readdir, readFile, rmdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import { killLeaf, listLeaves, setupAgentCgroups, waitEmpty } from '../../src/sidecar/runtime/cgroup.js';
 import { nodeSandbox, type NodeSandbox } from '../../src/sidecar/runtime/sandbox.js';
 
 /**
@@ -9,6 +14,37 @@ export function testUidRange(): { first: number; count: number } {
   return { first: 300_000 + (process.pid % 10_000) * 64, count: 64 };
 }
 
-export function testSandbox(): Promise<NodeSandbox> {
-  return nodeSandbox('bwrap', testUidRange());
+/**
+ * The real sandbox with its own agent cgroup, removed after the test (every leaf killed first,
+ * also when the test failed).
+ */
+export async function testSandbox(t: TestContext): Promise<NodeSandbox> {
+  const cgroups = await setupAgentCgroups(`ao-test-${process.pid}-${randomBytes(4).toString('hex')}`);
+  t.after(async () => {
+    for (const name of await listLeaves(cgroups)) {
+      const leaf = join(cgroups.dir, name);
+      await killLeaf(leaf);
+      await waitEmpty(leaf, 5_000);
+      await rmdir(leaf);
+    }
+    await rmdir(cgroups.dir);
+  });
+  return nodeSandbox('bwrap', testUidRange(), [], cgroups);
+}
+
+/** The host pid of the process that is `nsPid` in a PID namespace below `ancestor` (NSpid in /proc/<pid>/status). */
+export async function hostPid(nsPid: number, ancestor: number): Promise<number> {
+  const status = async (pid: string) => readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
+    const text = await status(pid);
+    const ns = /^NSpid:\s+(.*)$/m.exec(text)?.[1]?.split(/\s+/).map(Number);
+    if (!ns || ns.length < 2 || ns.at(-1) !== nsPid) continue;
+    // Below the ancestor: walk up the parents.
+    for (let p = Number(pid); p > 1; ) {
+      const ppid = Number(/^PPid:\s+(\d+)$/m.exec(await status(String(p)))?.[1] ?? 0);
+      if (ppid === ancestor) return Number(pid);
+      p = ppid;
+    }
+  }
+  throw new Error(`no process is pid ${nsPid} in a PID namespace below ${ancestor}`);
 }

@@ -19,7 +19,8 @@ import { AGENT_ENV } from '../../api/constants.js';
 import { expandArgs } from './expand.js';
 import { errnoOf, writeFileAtomic } from './files.js';
 import { EXEC_ARGV0, EXEC_SCRIPT, LAUNCHER_ARGV0, LAUNCHER_SCRIPT } from './launcher.js';
-import { checkTraversable, sandboxArgv, type NodeSandbox } from './sandbox.js';
+import { createLeaf, leafOf } from './cgroup.js';
+import { checkTraversable, joinCgroupArgv, sandboxArgv, type NodeSandbox } from './sandbox.js';
 import { allocateUid } from './uids.js';
 import { interpretObservation, observeFacts, observeSession, type SessionObservation } from './observe.js';
 import {
@@ -185,10 +186,13 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
   if (id !== undefined) await chown(paths.prompt, 0, id);
   await (await open(paths.output, 'a', 0o600)).close(); // never truncates what was captured
   await Promise.all([paths.execStatus, paths.sandboxLog, paths.launchError].map((f) => rm(f, { force: true })));
-  const prefix =
-    id === undefined
-      ? []
-      : sandboxArgv(o.sandbox.host, { uid: id, gid: id, writable: [paths.scratch, paths.home], readOnly: [paths.prompt, o.binDir] });
+  const cg = o.sandbox.cgroups;
+  if (sandboxed && !cg) throw new Error('sandbox: no cgroup for agents (the sidecar sets one up at start-up)');
+  if (cg) await createLeaf(cg, o.uid);
+  const prefix = [
+    ...(cg ? joinCgroupArgv(leafOf(cg, o.uid)) : []),
+    ...(id === undefined ? [] : sandboxArgv(o.sandbox.host, { uid: id, gid: id, writable: [paths.scratch, paths.home], readOnly: [paths.prompt, o.binDir] })),
+  ];
   const workingDir = o.workingDir ?? paths.scratch;
   await writeLaunchFiles(paths, c.commandEnv, launcherArgv(prefix, workingDir, o.promptOnStdin === true ? paths.prompt : '', c.argv));
   await mkfifo(paths.go, timeoutMs);

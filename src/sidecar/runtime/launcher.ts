@@ -29,6 +29,8 @@
  *
  * A command that cannot be started is a launch error: `launch-error` holds the message (also
  * printed to the pane, so it is in output.log) and the exit code says which (LAUNCH_EXIT).
+ * A shell resets IFS and PPID when it starts, so the launcher hands those two to EXEC_SCRIPT under
+ * other names (AO_EXEC_KEEP_*), which sets them just before the exec.
  * Known limit: dash treats OPTIND specially, so an env var named OPTIND does not reach the command.
  */
 
@@ -81,7 +83,11 @@ exec 3>&2 2>/dev/null
   unset TMUX TMUX_PANE USER LOGNAME TMPDIR
   i=0
   while [ "$i" -lt "$n" ]; do
-    export "$1" || fail 125 "cannot set environment variable ${'$'}{1%%=*}"
+    case $1 in
+      IFS=* | PPID=*) k=AO_EXEC_KEEP_$1 ;;
+      *) k=$1 ;;
+    esac
+    export "$k" || fail 125 "cannot set environment variable ${'$'}{1%%=*}"
     shift
     i=$((i + 1))
   done
@@ -148,5 +154,7 @@ if [ -n "$stdin" ]; then
   [ -r "$stdin" ] || fail 125 "cannot read the prompt file"
   exec < "$stdin"
 fi
+if [ -n "${'$'}{AO_EXEC_KEEP_IFS+x}" ]; then IFS=$AO_EXEC_KEEP_IFS; export IFS; unset AO_EXEC_KEEP_IFS; fi
+if [ -n "${'$'}{AO_EXEC_KEEP_PPID+x}" ]; then PPID=$AO_EXEC_KEEP_PPID; export PPID; unset AO_EXEC_KEEP_PPID; fi
 exec 3>&-
 exec "$@"`;

@@ -25,6 +25,7 @@ import { lstat, readFile, readlink, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { execa } from 'execa';
 import { errnoOf } from './files.js';
+import type { AgentCgroups } from './cgroup.js';
 import type { UidRange } from './uids.js';
 
 export type SandboxMode = 'bwrap' | 'none';
@@ -48,17 +49,19 @@ export interface SandboxHost {
 export interface NodeSandbox {
   host: SandboxHost;
   uids: UidRange;
+  /** Where agents' cgroup leaves go (required with bwrap: see cgroup.ts). */
+  cgroups?: AgentCgroups;
 }
 
 /**
  * The node's sandbox as this machine offers it: the system directories, and `readOnly` paths
  * (the agent-operator installation) unless a system directory already shows them.
  */
-export async function nodeSandbox(mode: SandboxMode, uids: UidRange, readOnly: readonly string[] = []): Promise<NodeSandbox> {
+export async function nodeSandbox(mode: SandboxMode, uids: UidRange, readOnly: readonly string[] = [], cgroups?: AgentCgroups): Promise<NodeSandbox> {
   const system = mode === 'none' ? [] : await probeSystemMounts();
   const shown = system.filter((m) => m.kind === 'dir').map((m) => m.path);
   const extra = [...new Set(readOnly)].filter((p) => !shown.some((d) => isWithin(p, d)));
-  return { host: { mode, system, readOnly: extra }, uids };
+  return { host: { mode, system, readOnly: extra }, uids, ...(cgroups ? { cgroups } : {}) };
 }
 
 /** One agent's sandbox. Paths are absolute and appear at the same path inside. */
@@ -69,6 +72,17 @@ export interface SandboxSpec {
   writable: readonly string[];
   /** Read-only files and directories of this agent: its prompt, the shim's directory. */
   readOnly: readonly string[];
+}
+
+/**
+ * Moves the process into a cgroup (its own pid, written by itself, so nothing races it) and execs
+ * the rest: `/bin/sh -c JOIN_CGROUP agent-cgroup <leaf>/cgroup.procs <command...>`.
+ */
+export const JOIN_CGROUP = 'echo $$ > "$1" || exit 125; shift; exec "$@"';
+
+/** The argv prefix that joins the agent's cgroup leaf (pure). */
+export function joinCgroupArgv(leaf: string): string[] {
+  return ['/bin/sh', '-c', JOIN_CGROUP, 'agent-cgroup', `${leaf}/cgroup.procs`];
 }
 
 /** The argv prefix that runs a command in the sandbox (pure). The command follows it. */

@@ -156,6 +156,13 @@ describe('selectTargets', () => {
   it('no session: the marker only', () => {
     assert.deepEqual(pids(selectTargets(procs, { root: ROOT, uid: UID, selfPid: 999 })), [200]);
   });
+  it("cgroup members are targets, whatever they did to their environment or tree", () => {
+    const inCgroup = new Set([102, 600]);
+    assert.deepEqual(pids(selectTargets([...procs, proc({ pid: 600, ppid: 1 })], { root: ROOT, uid: UID, selfPid: 999, inCgroup })), [102, 200, 600]);
+  });
+  it('sandboxed: the launcher (pane process) is spared, it ends by itself', () => {
+    assert.deepEqual(pids(selectTargets(procs, { root: ROOT, uid: UID, pane: { pid: 100, alive: true }, selfPid: 999, spare: 100 })), [101, 102, 200]);
+  });
   it('groups marker processes by agent, for this root only', () => {
     const g = groupByAgent(procs, ROOT);
     assert.deepEqual([...g.keys()].sort(), [UID, UID2]);

@@ -4,7 +4,7 @@
  * it, each sidecar with its own root directory and tmux socket (a simulated node). Used by
  * `agent-operator dev`, `npm run demo` and the integration tests.
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseAllDocuments } from 'yaml';
@@ -94,6 +94,10 @@ export class Stack {
   static async start(o: StackOptions): Promise<Stack> {
     const stateDir = resolve(o.stateDir);
     await mkdir(stateDir, { recursive: true });
+    // Sandboxed agents' uids pass through to their workspaces under nodes/<node>/ (and see nothing else).
+    await chmod(stateDir, 0o711);
+    await mkdir(join(stateDir, 'nodes'), { recursive: true });
+    await chmod(join(stateDir, 'nodes'), 0o711);
     const own = o.controlPlane ? undefined : await startControlPlane({ stateDir: join(stateDir, 'control-plane'), logger: o.logger });
     const stack = new Stack(o.controlPlane ?? own!, own, { ...o, stateDir });
     try {

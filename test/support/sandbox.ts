@@ -4,6 +4,7 @@ import { readdir, readFile, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { killLeaf, listLeaves, setupAgentCgroups, waitEmpty } from '../../src/sidecar/runtime/cgroup.js';
+import { environValue } from '../../src/sidecar/runtime/procfs.js';
 import { nodeSandbox, type NodeSandbox } from '../../src/sidecar/runtime/sandbox.js';
 
 /**
@@ -47,4 +48,19 @@ export async function hostPid(nsPid: number, ancestor: number): Promise<number> 
     }
   }
   throw new Error(`no process is pid ${nsPid} in a PID namespace below ${ancestor}`);
+}
+
+/**
+ * The host pid of the process of agent `agentUid` (its AGENT_UID marker) that is `nsPid` in the
+ * agent's PID namespace: what an agent prints as `$$` is the pid it sees.
+ */
+export async function hostPidOfAgent(agentUid: string, nsPid: number): Promise<number> {
+  for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+    const ns = /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.split(/\s+/).map(Number);
+    if (!ns || ns.length < 2 || ns.at(-1) !== nsPid) continue;
+    const env = await readFile(`/proc/${pid}/environ`).catch(() => Buffer.alloc(0));
+    if (environValue(env, 'AGENT_UID') === agentUid) return Number(pid);
+  }
+  throw new Error(`agent ${agentUid} has no process that is pid ${nsPid} in its PID namespace`);
 }

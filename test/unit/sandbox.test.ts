@@ -18,6 +18,7 @@ describe('sandboxArgv', () => {
   const argv = sandboxArgv(HOST, { uid: 200001, gid: 200001, writable: ['/n/agents/u/scratch', '/n/agents/u/home'], readOnly: ['/n/agents/u/prompt', '/n/bin'] });
   it('drops to the agent uid with no capabilities and no_new_privs before bwrap', () => {
     assert.deepEqual(argv.slice(0, argv.indexOf('bwrap')), [
+      'setsid',
       'setpriv', '--reuid=200001', '--regid=200001', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--',
     ]);
     for (const flag of ['--unshare-user', '--unshare-pid', '--unshare-ipc', '--disable-userns']) assert.ok(argv.includes(flag), flag);

@@ -2,7 +2,7 @@
  * The sandbox every agent runs in (DESIGN.md threat model: agents are hostile to each other and to
  * the node). Built from kernel primitives by two small, well-kept tools rather than by our own code:
  *
- *   setpriv (util-linux)  root -> the agent's own uid/gid, no supplementary groups, every capability
+ *   setsid, setpriv       (util-linux) a session of its own; root -> the agent's own uid/gid, no supplementary groups, every capability
  *                         set emptied (bounding set included), no_new_privs;
  *   bubblewrap (bwrap)    as that unprivileged uid: a user namespace (uid mapped to itself, no
  *                         capabilities, further user namespaces disabled), its own PID, IPC and UTS
@@ -95,7 +95,14 @@ export function sandboxArgv(host: SandboxHost, s: SandboxSpec): string[] {
   mounts.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
   for (const p of [...host.readOnly, ...s.readOnly]) mounts.push('--ro-bind', p, p);
   for (const p of s.writable) mounts.push('--bind', p, p);
+  // The sandbox's own root (a tmpfs holding the mount points) read-only too: nothing lands there.
+  mounts.push('--remount-ro', '/');
   return [
+    // A session of its own (no fork: the launcher's subshell leads no group): the pane's terminal
+    // is no longer its controlling terminal, so it cannot push input into it (TIOCSTI), and the
+    // terminal's hangup (its tmux server killed) ends neither the agent nor the monitor: the agent
+    // is then lost and cleaned up from outside, not mistaken for one that exited.
+    'setsid',
     'setpriv', `--reuid=${s.uid}`, `--regid=${s.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--',
     'bwrap', '--unshare-user', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try', '--disable-userns',
     '--hostname', 'agent',

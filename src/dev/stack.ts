@@ -231,6 +231,7 @@ export class Stack {
       });
     }
     const sidecarKc = await this.kubeconfigFor(SIDECAR_SERVICE_ACCOUNT);
+    const uidBase = 1_000_000 + (process.pid % 4096) * 4096;
     names.forEach((node, i) => {
       const root = join(o.stateDir, 'nodes', node);
       const archiveDir = join(root, 'archive');
@@ -249,8 +250,9 @@ export class Stack {
           '--root', root,
           '--archive-dir', archiveDir,
           '--capacity', String(o.capacity ?? 4),
-          // Simulated nodes share one machine: each its own uids, as two real nodes' agents never meet.
-          '--agent-uid-range', `${200_000 + i * 1000}-${200_000 + i * 1000 + 999}`,
+          // Simulated nodes share one machine, and stacks of concurrent processes too: each node its
+          // own uids (256 from a base chosen by pid), as two real nodes' agents never meet.
+          '--agent-uid-range', `${uidBase + i * 256}-${uidBase + i * 256 + 255}`,
           '--metrics-bind-address', m,
           '--health-probe-bind-address', h,
           '--poll-interval-ms', String(o.pollIntervalMs ?? 500),

@@ -15,13 +15,14 @@ import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { createTestNamespace, waitFor } from '../support/cluster.js';
 import { agents, archivedOutput, assertNodeClean, createAgent, useStack, waitForAgent, waitForCleanedUp, waitForOutput } from '../support/stack.js';
 
-/** Host pids whose real uid is `uid`. */
-async function pidsOfUser(uid: number): Promise<number[]> {
-  const out: number[] = [];
+/** `<pid> <name>` of every live host process (zombies hold nothing) whose real uid is `uid`. */
+async function pidsOfUser(uid: number): Promise<string[]> {
+  const out: string[] = [];
   for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
     const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
     const real = /^Uid:\s+(\d+)/m.exec(status)?.[1];
-    if (real !== undefined && Number(real) === uid) out.push(Number(pid));
+    if (real === undefined || Number(real) !== uid || /^State:\s+Z/m.test(status)) continue;
+    out.push(`${pid} ${/^Name:\s+(.*)$/m.exec(status)?.[1]}`);
   }
   return out;
 }

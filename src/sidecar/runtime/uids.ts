@@ -2,9 +2,10 @@
  * The node-local allocator of agent uids: each live agent gets its own uid (and the gid of the same
  * number) from a configured range that excludes 0 and the sidecar's own uid. The allocation is kept
  * in the agent's node-owned state (`sandbox-uid`), so it survives a sidecar restart, and it is free
- * again only once the agent's state directory is gone (cleanup deletes it after its processes).
+ * again only once the agent's state directory is gone (cleanup deletes it after its processes) and
+ * no process runs as it.
  */
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoOf, readOptional, writeFileAtomic } from './files.js';
 import { withKeyLock } from './wait.js';
@@ -63,6 +64,23 @@ async function usedUids(root: string): Promise<Set<number>> {
 }
 
 /**
+ * The uids of the range that own a live process (the kernel's word: a uid whose agent's state is
+ * gone while something of it still runs is not free).
+ */
+async function uidsWithProcesses(range: UidRange): Promise<Set<number>> {
+  const out = new Set<number>();
+  const pids = (await readdir('/proc')).filter((n) => /^\d+$/.test(n));
+  await Promise.all(
+    pids.map(async (pid) => {
+      const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+      const real = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1] ?? -1);
+      if (real >= range.first && real < range.first + range.count && !/^State:\s+Z/m.test(status)) out.add(real);
+    }),
+  );
+  return out;
+}
+
+/**
  * The agent's uid: the one it already has, else the lowest free one, recorded before it is used.
  * One allocation at a time per node root, so two launches never pick the same uid.
  */
@@ -70,8 +88,9 @@ export async function allocateUid(paths: WorkspacePaths, range: UidRange): Promi
   return withKeyLock(`uids\0${paths.root}`, async () => {
     const mine = await readSandboxUid(paths);
     if (mine !== undefined) return mine;
-    const id = pickUid(range, await usedUids(paths.root));
-    if (id === undefined) throw new Error(`no free agent uid: all ${range.count} uids from ${range.first} are held by live agents on this node`);
+    const [recorded, running] = await Promise.all([usedUids(paths.root), uidsWithProcesses(range)]);
+    const id = pickUid(range, new Set([...recorded, ...running]));
+    if (id === undefined) throw new Error(`no free agent uid: all ${range.count} uids from ${range.first} are held by agents on this node or run a process`);
     await writeFileAtomic(paths.sandboxUid, `${id}\n`, 0o600);
     return id;
   });

@@ -339,12 +339,12 @@ describe('agent lifecycle', () => {
   it('exits 0 leaving a daemon behind (double fork, setsid): Completed, and the daemon is killed', async (t) => {
     const ns = await createTestNamespace(t, 'life-daemon');
     // The agent's own process ends at once; what it started lives on unless cleanup finds it by its marker.
-    await createAgent(ns, 'leaky', { command: ['sh', '-c', '(setsid sh -c \'echo "daemon $$$$"; exec sleep 300\' &); sleep 0.5; echo parent-exits'], cleanup: { gracePeriodSeconds: 1 } });
+    await createAgent(ns, 'leaky', { command: ['sh', '-c', '(setsid sh -c \'echo "daemon $$$$"; exec sleep 300\' &); sleep 2; echo parent-exits'], cleanup: { gracePeriodSeconds: 1 } });
+    const r = await waitForAgent(ns, 'leaky', isRunning, 'to run');
+    // The pid it printed is its PID namespace's: found on the host while it lives.
+    const daemon = await hostPidOfAgent(r.metadata!.uid!, Number(/daemon (\d+)/.exec(await waitForOutput(stack(), r, /daemon \d+/))![1]));
     const a = await waitForCleanedUp(ns, 'leaky');
     assert.equal(a.status?.phase, 'Completed');
-    const out = await archivedOutput(a);
-    const daemon = Number(/daemon (\d+)/.exec(out)?.[1]);
-    assert.ok(daemon > 0, `no daemon pid in the output: ${out}`);
     assert.equal(await alive(daemon), false, `daemon ${daemon} still alive`);
     assert.ok((a.status?.cleanup?.processesKilled ?? 0) >= 1, 'the daemon was signalled');
     await assertNothingLeft(stack(), a);

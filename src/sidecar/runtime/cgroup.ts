@@ -21,6 +21,7 @@ import { errnoOf, exists } from './files.js';
 import { waitFor } from './wait.js';
 import { assertAgentUid } from './workspace.js';
 
+const SIDECAR_LEAF = 'sidecar';
 export const LIMIT_CONTROLLERS = ['cpu', 'memory', 'pids'] as const;
 export type LimitController = (typeof LIMIT_CONTROLLERS)[number];
 
@@ -73,14 +74,16 @@ export async function setupAgentCgroups(name: string): Promise<AgentCgroups> {
   if (!mount) throw new Error('cgroup: no cgroup v2 hierarchy is mounted (agents need one: cgroup.kill, cgroup.events)');
   const own = ownCgroup((await readText('/proc/self/cgroup')) ?? '');
   if (own === undefined) throw new Error('cgroup: this process is in no cgroup v2 (no 0:: line in /proc/self/cgroup)');
-  const parent = join(mount, own);
+  // A sidecar restarted after an earlier one moved everything into `<own>/sidecar` starts there:
+  // the agents' cgroup stays where the first one put it.
+  const parent = join(mount, own.endsWith(`/${SIDECAR_LEAF}`) ? own.slice(0, -SIDECAR_LEAF.length - 1) || '/' : own);
   const isRoot = (await readText(join(parent, 'cgroup.type'))) === undefined; // only the root has none
   const available = words(await readText(join(parent, 'cgroup.controllers')));
   const wanted = LIMIT_CONTROLLERS.filter((c) => available.includes(c));
   if (wanted.length > 0 && !isRoot) {
     const procs = words(await readText(join(parent, 'cgroup.procs')));
     if (procs.length > 0) {
-      const leaf = join(parent, 'sidecar');
+      const leaf = join(parent, SIDECAR_LEAF);
       await mkdir(leaf, { recursive: true });
       for (const pid of procs) {
         await writeFile(join(leaf, 'cgroup.procs'), pid).catch((err: unknown) => {

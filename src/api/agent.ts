@@ -5,6 +5,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { LIMITS, RESERVED_ENV_NAMES } from './constants.js';
+import { QUANTITY_PATTERN } from './quantity.js';
 import { conditions, keySelector, objectMeta, timestamp, uniqueBy } from './fields.js';
 import { PHASES, REPORTED_STATES } from './phase.js';
 import { has, withRules } from './rules.js';
@@ -89,6 +90,26 @@ const cleanupPolicy = z
   .strict()
   .meta({ description: 'What happens to the agent\'s processes and files when it ends.' });
 
+const quantity = (description: string) => z.string().max(64).regex(new RegExp(QUANTITY_PATTERN)).meta({ description });
+
+const resources = z
+  .object({
+    limits: z
+      .object({
+        memory: quantity('Memory the agent\'s processes may use together (e.g. 2Gi), enforced by its cgroup\'s memory.max.').optional(),
+        cpu: quantity('CPU the agent\'s processes may use together, in cores (e.g. 1, 500m), enforced by its cgroup\'s cpu.max.').optional(),
+        pids: z.int().min(1).max(4_194_304).optional().meta({ description: 'Processes and threads the agent may have at once, enforced by its cgroup\'s pids.max.' }),
+      })
+      .strict()
+      .optional()
+      .meta({
+        description:
+          'Limits on the agent\'s cgroup. Enforced where the node\'s cgroup v2 has the controller; where it has not, the agent runs without that limit and a LimitsNotEnforced Warning Event says which.',
+      }),
+  })
+  .strict()
+  .meta({ description: 'Resources of the agent (the Kubernetes shape; only limits).' });
+
 const agentSpecObject = z
   .object({
     prompt: z
@@ -155,6 +176,7 @@ const agentSpecObject = z
       .optional()
       .meta({ description: 'Delete the Agent this many seconds after it finished and was cleaned up. Unset: keep it.' }),
     cleanup: cleanupPolicy.optional(),
+    resources: resources.optional(),
     stop: z
       .boolean()
       .optional()

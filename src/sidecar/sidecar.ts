@@ -10,6 +10,8 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Agent, CleanupRecord } from '../api/agent.js';
+import { bytesOf, milliCpuOf } from '../api/quantity.js';
+import type { Limits } from './runtime/cgroup.js';
 import { AGENT_ENV, API_VERSION, AGENT_KIND, DEFAULTS, NODE_LABEL } from '../api/constants.js';
 import { sleep } from '../kube/backoff.js';
 import { describeError } from '../kube/errors.js';
@@ -31,6 +33,15 @@ import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
 import { sha256Hex } from './runtime/workspace.js';
 
 type AgentObj = Agent & KubeObject;
+
+/** spec.resources.limits as the runtime takes them (the API validated their syntax). */
+export function limitsOf(l: NonNullable<Agent['spec']['resources']>['limits']): Limits {
+  return {
+    ...(l?.memory !== undefined ? { memoryBytes: bytesOf(l.memory, 'spec.resources.limits.memory') } : {}),
+    ...(l?.cpu !== undefined ? { cpuMillis: milliCpuOf(l.cpu, 'spec.resources.limits.cpu') } : {}),
+    ...(l?.pids !== undefined ? { pids: l.pids } : {}),
+  };
+}
 
 export interface SidecarOptions {
   kubeConfig: KubeConfig;
@@ -407,9 +418,15 @@ export class NodeSidecar {
         promptOnStdin: agent.spec.promptOnStdin ?? false,
         binDir: this.binDir,
         sandbox: this.o.sandbox,
+        limits: limitsOf(agent.spec.resources?.limits),
         logger: this.runtimeLogger(agent),
       });
       if (result.cleanedUp) await this.recoverFromArchive(uid);
+      if (result.limitsNotEnforced) {
+        const which = result.limitsNotEnforced.join(', ');
+        log.warn({ limitsNotEnforced: result.limitsNotEnforced }, 'limits not enforced on this node');
+        this.events.event(agent, 'Warning', 'LimitsNotEnforced', `${which} limit(s) not enforced on node ${this.o.nodeName}: its cgroup v2 has no ${which} controller`);
+      }
       if (result.started) {
         this.exits.watch(uid);
         log.info({ session: result.sessionName }, 'agent launched');

@@ -8,11 +8,13 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { cgroup2Mount, ownCgroup } from '../../src/sidecar/runtime/cgroup.js';
 import { environValue } from '../../src/sidecar/runtime/procfs.js';
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
 import { readSandboxUid } from '../../src/sidecar/runtime/uids.js';
 import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { createTestNamespace, waitFor } from '../support/cluster.js';
+import { eventsAbout } from '../support/telemetry.js';
 import { agents, archivedOutput, assertNodeClean, createAgent, useStack, waitForAgent, waitForCleanedUp, waitForOutput } from '../support/stack.js';
 
 /** `<pid> <name>` of every live host process (zombies hold nothing) whose real uid is `uid`. */
@@ -164,8 +166,19 @@ describe('hostile agents on one node', () => {
       'printf "prompt=%s\\n" "$(cat "$AGENT_PROMPT_FILE")"',
       'agent-operator report --status working --progress 50 --message from-the-sandbox',
       'echo all-good',
+      'sleep 3',
     ].join('\n');
-    await createAgent(ns, 'normal', { command: ['sh', '-c', script], prompt: 'read me' });
+    await createAgent(ns, 'normal', { command: ['sh', '-c', script], prompt: 'read me', resources: { limits: { memory: '256Mi', cpu: '500m', pids: 200 } } });
+    // Its limits: in its cgroup where the node's cgroup v2 has the controller, else a Warning Event.
+    const node = stack().nodes[0]!;
+    const running = await waitForAgent(ns, 'normal', (x) => x.status?.phase === 'Running' || x.status?.phase === 'Working', 'to run');
+    const own = ownCgroup(await readFile(`/proc/${node.process()!.pid}/cgroup`, 'utf8'))!;
+    const agentsCgroup = join(cgroup2Mount(await readFile('/proc/self/mountinfo', 'utf8'))!, own, `agent-operator-${node.name}`);
+    const controllers = (await readFile(join(agentsCgroup, 'cgroup.subtree_control'), 'utf8')).split(/\s+/);
+    const leaf = join(agentsCgroup, running.metadata!.uid!);
+    const want: [string, string, string][] = [['memory', 'memory.max', '268435456'], ['cpu', 'cpu.max', '50000 100000'], ['pids', 'pids.max', '200']];
+    for (const [c, file, value] of want) if (controllers.includes(c)) assert.equal((await readFile(join(leaf, file), 'utf8')).trim(), value, file);
+    const missing = want.map(([c]) => c).filter((c) => !controllers.includes(c));
     const a = await waitForCleanedUp(ns, 'normal');
     const out = await archivedOutput(a);
     assert.equal(a.status?.phase, 'Completed', `${a.status?.reason}: ${a.status?.message}\n${out}`);
@@ -174,5 +187,8 @@ describe('hostile agents on one node', () => {
     assert.equal(a.status?.progress, 50);
     assert.equal(a.status?.cleanup?.verifiedNoProcesses, true);
     assert.ok(a.status?.cleanup?.cpuMilliseconds !== undefined, 'CPU time recorded');
+    const warned = (await eventsAbout(ns, a.metadata!.uid!)).find((e) => e.reason === 'LimitsNotEnforced');
+    if (missing.length === 0) assert.equal(warned, undefined);
+    else assert.match(warned?.note ?? '', new RegExp(`^${missing.join(', ')} limit\\(s\\) not enforced`), `missing: ${missing.join(', ')}`);
   });
 });

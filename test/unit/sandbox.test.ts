@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { bytesOf, milliCpuOf, parseQuantity } from '../../src/api/quantity.js';
+import { limitsOf } from '../../src/sidecar/sidecar.js';
 import { cgroup2Mount, limitFiles, ownCgroup, parseCpuUsageUsec, parsePopulated } from '../../src/sidecar/runtime/cgroup.js';
 import { checkLayout, isWithin, joinCgroupArgv, sandboxArgv, type SandboxHost } from '../../src/sidecar/runtime/sandbox.js';
 import { parseUidFile, parseUidRange, pickUid } from '../../src/sidecar/runtime/uids.js';
@@ -101,5 +103,21 @@ describe('cgroup parsing', () => {
     });
     assert.deepEqual(limitFiles({ memoryBytes: 1, pids: 3 }, []), { files: [], notEnforced: ['memory', 'pids'] });
     assert.deepEqual(limitFiles({}, []), { files: [], notEnforced: [] });
+  });
+});
+
+describe('resource limits', () => {
+  it('parses Kubernetes quantities and refuses anything else, naming the field', () => {
+    assert.equal(bytesOf('512Mi', 'm'), 512 * 2 ** 20);
+    assert.equal(bytesOf('1G', 'm'), 1e9);
+    assert.equal(bytesOf('1.5Ki', 'm'), 1536);
+    assert.equal(milliCpuOf('500m', 'c'), 500);
+    assert.equal(milliCpuOf('2', 'c'), 2000);
+    assert.equal(milliCpuOf('0.25', 'c'), 250);
+    for (const bad of ['', '1 Gi', '-1', 'Mi', '1Gb', '1e3']) assert.throws(() => parseQuantity(bad, 'spec.x'), /spec\.x: .* is not a quantity/, bad);
+  });
+  it('spec.resources.limits become the runtime limits', () => {
+    assert.deepEqual(limitsOf({ memory: '1Gi', cpu: '1500m', pids: 64 }), { memoryBytes: 2 ** 30, cpuMillis: 1500, pids: 64 });
+    assert.deepEqual(limitsOf(undefined), {});
   });
 });

@@ -19,7 +19,7 @@ import { AGENT_ENV } from '../../api/constants.js';
 import { expandArgs } from './expand.js';
 import { errnoOf, writeFileAtomic } from './files.js';
 import { EXEC_ARGV0, EXEC_SCRIPT, LAUNCHER_ARGV0, LAUNCHER_SCRIPT } from './launcher.js';
-import { createLeaf, leafOf } from './cgroup.js';
+import { createLeaf, leafOf, limitFiles, type LimitController, type Limits } from './cgroup.js';
 import { checkTraversable, joinCgroupArgv, sandboxArgv, type NodeSandbox } from './sandbox.js';
 import { allocateUid } from './uids.js';
 import { interpretObservation, observeFacts, observeSession, type SessionObservation } from './observe.js';
@@ -67,6 +67,8 @@ export interface LaunchOptions {
   binDir: string;
   /** The node's sandbox and the range the agent's uid comes from (see sandbox.ts, uids.ts). */
   sandbox: NodeSandbox;
+  /** spec.resources.limits, parsed: written into the agent's cgroup where its controllers exist. */
+  limits?: Limits;
   logger: Logger;
   /** Bound for mkfifo and for the launcher to take its go signal (each tmux call has its own timeout). Default 10 s. */
   timeoutMs?: number;
@@ -77,6 +79,8 @@ export interface LaunchResult {
   started: boolean;
   /** The agent's cleanup has begun (a tombstone exists): it is never started again. */
   cleanedUp: boolean;
+  /** Limits asked for that this node's cgroup cannot enforce (no such controller). */
+  limitsNotEnforced?: LimitController[];
   sessionName: string;
   observation: SessionObservation;
 }
@@ -173,7 +177,7 @@ async function ownedDir(path: string, id: number | undefined): Promise<void> {
  * Sandboxed, the node root, agents/ and the state directory are 0711 (the agent's bwrap, running as
  * its uid, passes through them to bind its own scratch/ and home/, and can list or open nothing).
  */
-async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: ComposedLaunch, timeoutMs: number): Promise<void> {
+async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: ComposedLaunch, timeoutMs: number): Promise<LimitController[]> {
   const sandboxed = o.sandbox.host.mode !== 'none';
   if (sandboxed) await checkTraversable(paths.root);
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
@@ -188,7 +192,7 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
   await Promise.all([paths.execStatus, paths.sandboxLog, paths.launchError].map((f) => rm(f, { force: true })));
   const cg = o.sandbox.cgroups;
   if (sandboxed && !cg) throw new Error('sandbox: no cgroup for agents (the sidecar sets one up at start-up)');
-  if (cg) await createLeaf(cg, o.uid);
+  const notEnforced = cg ? await createLeaf(cg, o.uid, o.limits) : limitFiles(o.limits ?? {}, []).notEnforced;
   const prefix = [
     ...(cg ? joinCgroupArgv(leafOf(cg, o.uid)) : []),
     ...(id === undefined ? [] : sandboxArgv(o.sandbox.host, { uid: id, gid: id, writable: [paths.scratch, paths.home], readOnly: [paths.prompt, o.binDir] })),
@@ -206,6 +210,7 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
     ...(token !== undefined ? { reportTokenSha256: sha256Hex(token) } : {}),
     createdAt: new Date().toISOString(),
   });
+  return notEnforced;
 }
 
 async function newSession(paths: WorkspacePaths, sessionName: string, sessionEnv: Record<string, string>): Promise<'created' | 'exists'> {
@@ -297,12 +302,19 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
       log.info('the session died before its command was released; recreating it');
       await killSession(o.root, sessionName);
     }
+    let notEnforced: LimitController[] = [];
     if (decision !== 'finish') {
-      await prepareWorkspace(paths, o, c, timeoutMs);
+      notEnforced = await prepareWorkspace(paths, o, c, timeoutMs);
       if ((await newSession(paths, sessionName, c.sessionEnv)) === 'exists') log.info('session already existed');
     }
     await finishStart(paths, sessionName, timeoutMs);
     log.info('agent session started');
-    return { started: true, cleanedUp: false, sessionName, observation: await observeSession(o.root, o.uid) };
+    return {
+      started: true,
+      cleanedUp: false,
+      sessionName,
+      observation: await observeSession(o.root, o.uid),
+      ...(notEnforced.length > 0 ? { limitsNotEnforced: notEnforced } : {}),
+    };
   });
 }

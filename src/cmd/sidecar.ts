@@ -28,6 +28,7 @@ const FLAGS: FlagSpec = {
   'sweep-min-age-seconds': { type: 'string', default: '60', help: 'how old an orphan (a session or workspace no Agent accounts for) must be before it is swept' },
   sandbox: { type: 'string', default: 'bwrap', help: 'how agents are confined: bwrap (own uid, namespaces; see docs/install.md) or none (trusted single-tenant nodes only: agents run as the sidecar)' },
   'agent-uid-range': { type: 'string', default: DEFAULT_UID_RANGE, help: 'uids (and gids) given to agents, one per live agent: FIRST-LAST, excluding 0 and the sidecar\'s uid' },
+  'sandbox-shared-dir': { type: 'string', help: 'a directory every agent on this node sees read-write at the same path (a shared cache; it is shared between agents, so they are no longer isolated there)' },
   'log-level': { type: 'string', default: 'info', help: 'pino log level' },
 };
 
@@ -92,7 +93,8 @@ export async function runSidecar(argv: string[]): Promise<number> {
     if (mode !== 'none') throw err;
     logger.warn({ err: (err as Error).message }, 'no cgroup for agents: stopping and verifying rest on the process scan alone');
   }
-  const sandbox = await nodeSandbox(mode, uids, [resolve(dirname(cliPath), '../..'), dirname(process.execPath)], cgroups);
+  const shared = flags['sandbox-shared-dir'] !== undefined ? [resolve(String(flags['sandbox-shared-dir']))] : [];
+  const sandbox = await nodeSandbox(mode, uids, [resolve(dirname(cliPath), '../..'), dirname(process.execPath)], cgroups, shared);
   const kc = loadKubeConfig(flags.kubeconfig as string | undefined);
   const metrics = newReconcileMetrics();
   const sidecar = new NodeSidecar({

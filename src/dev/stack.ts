@@ -98,6 +98,9 @@ export class Stack {
     await chmod(stateDir, 0o711);
     await mkdir(join(stateDir, 'nodes'), { recursive: true });
     await chmod(join(stateDir, 'nodes'), 0o711);
+    // What the tests' agents share with them (gates): every agent uid writes it, as /tmp.
+    await mkdir(join(stateDir, 'shared'), { recursive: true });
+    await chmod(join(stateDir, 'shared'), 0o1777);
     const own = o.controlPlane ? undefined : await startControlPlane({ stateDir: join(stateDir, 'control-plane'), logger: o.logger });
     const stack = new Stack(o.controlPlane ?? own!, own, { ...o, stateDir });
     try {
@@ -112,6 +115,11 @@ export class Stack {
     }
     o.logger.info({ nodes: [...stack.sidecars.keys()], controllers: stack.controllers.length, env: stack.envPath }, 'stack ready');
     return stack;
+  }
+
+  /** A directory every agent of the stack's nodes sees read-write (--sandbox-shared-dir). */
+  get sharedDir(): string {
+    return join(this.o.stateDir, 'shared');
   }
 
   get nodes(): NodeHandle[] {
@@ -252,6 +260,7 @@ export class Stack {
           '--capacity', String(o.capacity ?? 4),
           // Simulated nodes share one machine, and stacks of concurrent processes too: each node its
           // own uids (256 from a base chosen by pid), as two real nodes' agents never meet.
+          '--sandbox-shared-dir', this.sharedDir,
           '--agent-uid-range', `${uidBase + i * 256}-${uidBase + i * 256 + 255}`,
           '--metrics-bind-address', m,
           '--health-probe-bind-address', h,

@@ -50,17 +50,31 @@ export async function hostPid(nsPid: number, ancestor: number): Promise<number> 
   throw new Error(`no process is pid ${nsPid} in a PID namespace below ${ancestor}`);
 }
 
+/** The host pid of the process whose `name` env var is `value` and that is `nsPid` in its PID namespace. */
+async function hostPidByEnv(name: string, value: string, nsPid: number): Promise<number | undefined> {
+  for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+    const ns = /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.split(/\s+/).map(Number);
+    if (ns?.at(-1) !== nsPid) continue;
+    const env = await readFile(`/proc/${pid}/environ`).catch(() => Buffer.alloc(0));
+    if (environValue(env, name) === value) return Number(pid);
+  }
+  return undefined;
+}
+
 /**
  * The host pid of the process of agent `agentUid` (its AGENT_UID marker) that is `nsPid` in the
  * agent's PID namespace: what an agent prints as `$$` is the pid it sees.
  */
 export async function hostPidOfAgent(agentUid: string, nsPid: number): Promise<number> {
-  for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
-    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-    const ns = /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.split(/\s+/).map(Number);
-    if (!ns || ns.length < 2 || ns.at(-1) !== nsPid) continue;
-    const env = await readFile(`/proc/${pid}/environ`).catch(() => Buffer.alloc(0));
-    if (environValue(env, 'AGENT_UID') === agentUid) return Number(pid);
-  }
-  throw new Error(`agent ${agentUid} has no process that is pid ${nsPid} in its PID namespace`);
+  const pid = await hostPidByEnv('AGENT_UID', agentUid, nsPid);
+  if (pid === undefined) throw new Error(`agent ${agentUid} has no process that is pid ${nsPid} in its PID namespace`);
+  return pid;
+}
+
+/** As hostPidOfAgent, for an agent known by its name (AGENT_NAME; names are unique within a test file). */
+export async function hostPidOfAgentNamed(agentName: string, nsPid: number): Promise<number> {
+  const pid = await hostPidByEnv('AGENT_NAME', agentName, nsPid);
+  if (pid === undefined) throw new Error(`agent ${agentName} has no process that is pid ${nsPid} in its PID namespace`);
+  return pid;
 }

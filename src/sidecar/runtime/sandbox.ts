@@ -43,6 +43,8 @@ export interface SandboxHost {
   system: readonly SystemMount[];
   /** Further read-only paths (the agent-operator installation the shim runs). */
   readOnly: readonly string[];
+  /** Directories every agent of the node shares read-write (--sandbox-shared-dir: an admin's choice). */
+  shared?: readonly string[];
 }
 
 /** The node's sandbox and the range agents' uids come from. */
@@ -57,11 +59,17 @@ export interface NodeSandbox {
  * The node's sandbox as this machine offers it: the system directories, and `readOnly` paths
  * (the agent-operator installation) unless a system directory already shows them.
  */
-export async function nodeSandbox(mode: SandboxMode, uids: UidRange, readOnly: readonly string[] = [], cgroups?: AgentCgroups): Promise<NodeSandbox> {
+export async function nodeSandbox(
+  mode: SandboxMode,
+  uids: UidRange,
+  readOnly: readonly string[] = [],
+  cgroups?: AgentCgroups,
+  shared: readonly string[] = [],
+): Promise<NodeSandbox> {
   const system = mode === 'none' ? [] : await probeSystemMounts();
   const shown = system.filter((m) => m.kind === 'dir').map((m) => m.path);
   const extra = [...new Set(readOnly)].filter((p) => !shown.some((d) => isWithin(p, d)));
-  return { host: { mode, system, readOnly: extra }, uids, ...(cgroups ? { cgroups } : {}) };
+  return { host: { mode, system, readOnly: extra, ...(shared.length > 0 ? { shared } : {}) }, uids, ...(cgroups ? { cgroups } : {}) };
 }
 
 /** One agent's sandbox. Paths are absolute and appear at the same path inside. */
@@ -94,7 +102,7 @@ export function sandboxArgv(host: SandboxHost, s: SandboxSpec): string[] {
   // tmpfs first: the node root of a test may lie under /tmp, and later binds land inside it.
   mounts.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
   for (const p of [...host.readOnly, ...s.readOnly]) mounts.push('--ro-bind', p, p);
-  for (const p of s.writable) mounts.push('--bind', p, p);
+  for (const p of [...(host.shared ?? []), ...s.writable]) mounts.push('--bind', p, p);
   // The sandbox's own root (a tmpfs holding the mount points) read-only too: nothing lands there.
   mounts.push('--remount-ro', '/');
   return [
@@ -137,7 +145,7 @@ export function isWithin(path: string, dir: string): boolean {
  */
 export function checkLayout(host: SandboxHost, private_: Readonly<Record<string, string | undefined>>): void {
   if (host.mode === 'none') return;
-  const visible = [...host.system.filter((m) => m.kind === 'dir').map((m) => m.path), ...host.readOnly];
+  const visible = [...host.system.filter((m) => m.kind === 'dir').map((m) => m.path), ...host.readOnly, ...(host.shared ?? [])];
   for (const [what, path] of Object.entries(private_)) {
     if (!path) continue;
     const under = visible.find((v) => isWithin(path, v) || isWithin(v, path));

@@ -177,6 +177,16 @@ describe('launch', () => {
     assert.ok((await readFile(join(fx.paths(onStdin.uid).scratch, 'stdin.bin'))).equals(prompt));
   });
 
+  it('a sandbox that cannot be set up is a launch error quoting bwrap, never an unconfined run', async (t) => {
+    const fx = await nodeFixture(t);
+    const broken = { ...fx.sandbox, host: { ...fx.sandbox.host, readOnly: ['/no/such/dir-for-the-sandbox'] } };
+    const r = await fx.launch({ command: ['/bin/sh', '-c', 'echo ran > ran'], sandbox: broken });
+    const o = await fx.waitExited(r.uid);
+    assert.equal(o.exitCode, LAUNCH_EXIT.launcherFailed);
+    assert.match(o.launchError ?? '', /^cannot set up the agent's sandbox \(exit \d+\): bwrap: .*\/no\/such\/dir-for-the-sandbox/);
+    await assert.rejects(stat(join(fx.paths(r.uid).scratch, 'ran')), { code: 'ENOENT' });
+  });
+
   it('reports a command that cannot be started as a launch error', async (t) => {
     const fx = await nodeFixture(t);
     const plain = '/etc/passwd'; // visible in the sandbox, and not executable

@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseAllDocuments } from 'yaml';
 import type { Logger } from 'pino';
+import { agentCgroupDir, removeAgentCgroups } from '../sidecar/runtime/cgroup.js';
 import { groupByAgent, listProcesses, sendSignal } from '../sidecar/runtime/procfs.js';
 import { killServer } from '../sidecar/runtime/tmux.js';
 import { startControlPlane, type ControlPlane, type ControlPlaneClient } from './controlPlane.js';
@@ -162,7 +163,11 @@ export class Stack {
       await Promise.all([...this.sidecars.values()].map((s) => s.proc?.stop(30_000)));
       await Promise.all(this.controllers.map((c) => c.proc?.stop(30_000)));
       // Sessions outlive sidecars by design; the stack is not a node, so it ends them itself.
-      for (const s of this.sidecars.values()) await killNodeLeftovers(s.root, this.o.logger);
+      for (const s of this.sidecars.values()) {
+        await killNodeLeftovers(s.root, this.o.logger);
+        const cgroups = await agentCgroupDir(`agent-operator-${s.name}`);
+        if (cgroups) await removeAgentCgroups(cgroups);
+      }
       await rm(this.envPath, { force: true });
       if (this.ownControlPlane) await this.ownControlPlane.stop();
       else await this.removeNodes();

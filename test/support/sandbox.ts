@@ -1,9 +1,8 @@
 /** The sandbox tests launch agents with: the real one (bwrap), with a uid range of this test process's own. */
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile, rmdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readdir, readFile } from 'node:fs/promises';
 import type { TestContext } from 'node:test';
-import { killLeaf, listLeaves, setupAgentCgroups, waitEmpty } from '../../src/sidecar/runtime/cgroup.js';
+import { removeAgentCgroups, setupAgentCgroups } from '../../src/sidecar/runtime/cgroup.js';
 import { environValue } from '../../src/sidecar/runtime/procfs.js';
 import { nodeSandbox, type NodeSandbox } from '../../src/sidecar/runtime/sandbox.js';
 
@@ -21,15 +20,7 @@ export function testUidRange(): { first: number; count: number } {
  */
 export async function testSandbox(t: TestContext): Promise<NodeSandbox> {
   const cgroups = await setupAgentCgroups(`ao-test-${process.pid}-${randomBytes(4).toString('hex')}`);
-  t.after(async () => {
-    for (const name of await listLeaves(cgroups)) {
-      const leaf = join(cgroups.dir, name);
-      await killLeaf(leaf);
-      await waitEmpty(leaf, 5_000);
-      await rmdir(leaf);
-    }
-    await rmdir(cgroups.dir);
-  });
+  t.after(() => removeAgentCgroups(cgroups.dir));
   return nodeSandbox('bwrap', testUidRange(), [], cgroups);
 }
 

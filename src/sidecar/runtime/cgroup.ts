@@ -62,6 +62,36 @@ async function readText(path: string): Promise<string | undefined> {
 
 const words = (text: string | undefined) => (text ?? '').split(/\s+/).filter(Boolean);
 
+/** Where setupAgentCgroups(name) puts the agents' cgroup, or undefined without a cgroup v2 (nothing is created). */
+export async function agentCgroupDir(name: string): Promise<string | undefined> {
+  const mount = cgroup2Mount((await readText('/proc/self/mountinfo')) ?? '');
+  const own = ownCgroup((await readText('/proc/self/cgroup')) ?? '');
+  return mount && own !== undefined ? join(mount, parentOf(own), name) : undefined;
+}
+
+const parentOf = (own: string) => (own.endsWith(`/${SIDECAR_LEAF}`) ? own.slice(0, -SIDECAR_LEAF.length - 1) || '/' : own);
+
+/**
+ * Removes an agents' cgroup and every leaf in it, killing what is left in them first (a node taken
+ * down for good: the dev stack, tests; never a sidecar that stops, whose agents live on).
+ */
+export async function removeAgentCgroups(dir: string, timeoutMs = 5_000): Promise<void> {
+  let names: string[];
+  try {
+    names = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return;
+    throw err;
+  }
+  for (const name of names) {
+    const leaf = join(dir, name);
+    await killLeaf(leaf);
+    if (!(await waitEmpty(leaf, timeoutMs))) throw new Error(`cgroup ${leaf} still holds processes after cgroup.kill`);
+    await removeLeaf(leaf);
+  }
+  await removeLeaf(dir);
+}
+
 /**
  * Prepares `<own cgroup>/<name>` as the parent of the agents' leaves and enables the limit
  * controllers the hierarchy offers. A non-root cgroup with processes cannot delegate controllers
@@ -76,7 +106,7 @@ export async function setupAgentCgroups(name: string): Promise<AgentCgroups> {
   if (own === undefined) throw new Error('cgroup: this process is in no cgroup v2 (no 0:: line in /proc/self/cgroup)');
   // A sidecar restarted after an earlier one moved everything into `<own>/sidecar` starts there:
   // the agents' cgroup stays where the first one put it.
-  const parent = join(mount, own.endsWith(`/${SIDECAR_LEAF}`) ? own.slice(0, -SIDECAR_LEAF.length - 1) || '/' : own);
+  const parent = join(mount, parentOf(own));
   const isRoot = (await readText(join(parent, 'cgroup.type'))) === undefined; // only the root has none
   const available = words(await readText(join(parent, 'cgroup.controllers')));
   const wanted = LIMIT_CONTROLLERS.filter((c) => available.includes(c));
@@ -206,16 +236,6 @@ export async function removeLeaf(leaf: string): Promise<boolean> {
     return true;
   } catch (err) {
     if (errnoOf(err) === 'ENOENT') return true;
-    throw err;
-  }
-}
-
-/** The agent leaves present (the sweeper's and the tests' view). */
-export async function listLeaves(cg: AgentCgroups): Promise<string[]> {
-  try {
-    return (await readdir(cg.dir, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return [];
     throw err;
   }
 }

@@ -25,9 +25,10 @@ RUN npm run build
 FROM ${NODE_IMAGE} AS runtime
 # tmux runs the agents' sessions; tini is PID 1 (forwards SIGTERM to node and reaps the
 # processes the detached tmux server and the agents leave behind); procps gives ps/pkill to
-# whoever debugs a node; ca-certificates for TLS to the API server and the agents' own APIs.
+# whoever debugs a node; ca-certificates for TLS to the API server and the agents' own APIs;
+# bubblewrap (with util-linux's setpriv and setsid) builds every agent's sandbox.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends tmux tini procps ca-certificates \
+ && apt-get install -y --no-install-recommends tmux tini procps ca-certificates bubblewrap \
  && rm -rf /var/lib/apt/lists/*
 # The controller's identity. 65532 is the conventional "nonroot" uid (distroless), matched by
 # runAsUser in deploy/base/controller/deployment.yaml.

@@ -9,7 +9,7 @@
  * AO_KEEP_STATE=1 keeps the run's temp dir (control-plane logs, test files) for inspection.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, relative, sep } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -82,6 +82,8 @@ async function main(filters: string[]): Promise<number> {
   // Everything of this run lives here: the control plane's state and, as TMPDIR, whatever the
   // tests create, so even a test process killed mid-test leaves nothing behind.
   const tmp = await mkdtemp(join(tmpdir(), 'agent-operator-test-'));
+  // Sandboxed agents' uids pass through it to their own workspaces (node roots live under it).
+  await chmod(tmp, 0o711);
   const testTmp = join(tmp, 'tmp');
   await mkdir(testTmp);
   const testEnv = { ...process.env, TMPDIR: testTmp };

@@ -5,6 +5,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { LIMITS, RESERVED_ENV_NAMES } from './constants.js';
+import { QUANTITY_PATTERN } from './quantity.js';
 import { conditions, keySelector, objectMeta, timestamp, uniqueBy } from './fields.js';
 import { PHASES, REPORTED_STATES } from './phase.js';
 import { has, withRules } from './rules.js';
@@ -89,6 +90,26 @@ const cleanupPolicy = z
   .strict()
   .meta({ description: 'What happens to the agent\'s processes and files when it ends.' });
 
+const quantity = (description: string) => z.string().max(64).regex(new RegExp(QUANTITY_PATTERN)).meta({ description });
+
+const resources = z
+  .object({
+    limits: z
+      .object({
+        memory: quantity('Memory the agent\'s processes may use together (e.g. 2Gi), enforced by its cgroup\'s memory.max.').optional(),
+        cpu: quantity('CPU the agent\'s processes may use together, in cores (e.g. 1, 500m), enforced by its cgroup\'s cpu.max.').optional(),
+        pids: z.int().min(1).max(4_194_304).optional().meta({ description: 'Processes and threads the agent may have at once, enforced by its cgroup\'s pids.max.' }),
+      })
+      .strict()
+      .optional()
+      .meta({
+        description:
+          'Limits on the agent\'s cgroup. Enforced where the node\'s cgroup v2 has the controller; where it has not, the agent runs without that limit and a LimitsNotEnforced Warning Event says which.',
+      }),
+  })
+  .strict()
+  .meta({ description: 'Resources of the agent (the Kubernetes shape; only limits).' });
+
 const agentSpecObject = z
   .object({
     prompt: z
@@ -155,6 +176,7 @@ const agentSpecObject = z
       .optional()
       .meta({ description: 'Delete the Agent this many seconds after it finished and was cleaned up. Unset: keep it.' }),
     cleanup: cleanupPolicy.optional(),
+    resources: resources.optional(),
     stop: z
       .boolean()
       .optional()
@@ -230,7 +252,12 @@ export const cleanupRecord = z
       .max(LIMITS.archivedFiles)
       .optional()
       .meta({ description: 'Files in the archive with sizes and checksums (also in its manifest.json).' }),
-    verifiedNoProcesses: z.boolean().meta({ description: 'A final scan found no process carrying the agent\'s marker.' }),
+    verifiedNoProcesses: z.boolean().meta({
+      description: "No process of the agent is left: its cgroup reports `populated 0` (a kernel fact) and no process carries the agent's marker.",
+    }),
+    cpuMilliseconds: z.int().min(0).optional().meta({ description: "CPU time the agent's processes used (its cgroup's cpu.stat)." }),
+    memoryPeakBytes: z.int().min(0).optional().meta({ description: "Peak memory of the agent's processes (its cgroup's memory.peak), where the memory controller is enabled." }),
+    cgroupRemoved: z.boolean().optional().meta({ description: "The agent's cgroup was removed." }),
     errors: z
       .array(z.string().max(1024).meta({ description: 'What failed and why.' }))
       .max(LIMITS.cleanupErrors)

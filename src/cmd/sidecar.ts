@@ -1,9 +1,11 @@
 /** `agent-operator sidecar`: the per-node agent runtime (one per node, a DaemonSet in a cluster). */
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { loadKubeConfig } from '../kube/client.js';
 import { newReconcileMetrics } from '../observability/metrics.js';
+import { setupAgentCgroups } from '../sidecar/runtime/cgroup.js';
+import { DEFAULT_UID_RANGE, nodeSandbox, parseUidRange, SANDBOX_MODES, type SandboxMode } from '../sidecar/runtime/index.js';
 import { NodeSidecar } from '../sidecar/sidecar.js';
 import { helpText, intFlag, parseFlags, UsageError, type FlagSpec } from './flags.js';
 import { serve } from './serve.js';
@@ -24,6 +26,9 @@ const FLAGS: FlagSpec = {
   'heartbeat-interval-seconds': { type: 'string', default: '10', help: 'how often the AgentNode heartbeat is posted' },
   'sweep-interval-seconds': { type: 'string', default: '60', help: 'how often the node is swept for orphans' },
   'sweep-min-age-seconds': { type: 'string', default: '60', help: 'how old an orphan (a session or workspace no Agent accounts for) must be before it is swept' },
+  sandbox: { type: 'string', default: 'bwrap', help: 'how agents are confined: bwrap (own uid, namespaces; see docs/install.md) or none (trusted single-tenant nodes only: agents run as the sidecar)' },
+  'agent-uid-range': { type: 'string', default: DEFAULT_UID_RANGE, help: 'uids (and gids) given to agents, one per live agent: FIRST-LAST, excluding 0 and the sidecar\'s uid' },
+  'sandbox-shared-dir': { type: 'string', help: 'a directory every agent on this node sees read-write at the same path (a shared cache; it is shared between agents, so they are no longer isolated there)' },
   'log-level': { type: 'string', default: 'info', help: 'pino log level' },
 };
 
@@ -70,6 +75,26 @@ export async function runSidecar(argv: string[]): Promise<number> {
   const labels = parseLabels(flags.labels as string | undefined);
   // Not pino's `name`: lines about an Agent carry the Agent's name under that key. NodeSidecar binds `node`.
   const logger = pino({ level: String(flags['log-level']) }).child({ service: 'sidecar' });
+  const mode = String(flags.sandbox) as SandboxMode;
+  if (!SANDBOX_MODES.includes(mode)) throw new UsageError(`--sandbox: "${mode}" is not one of ${SANDBOX_MODES.join(', ')}`);
+  let uids;
+  try {
+    uids = parseUidRange(String(flags['agent-uid-range']), [0, process.getuid?.() ?? 0]);
+  } catch (err) {
+    throw new UsageError(`--agent-uid-range: ${(err as Error).message}`);
+  }
+  const cliPath = fileURLToPath(new URL('../cli.js', import.meta.url));
+  // The shim runs node on this installation: both visible, read-only, in every sandbox.
+  // One cgroup v2 leaf per agent, under this sidecar's own cgroup (required with the sandbox).
+  let cgroups;
+  try {
+    cgroups = await setupAgentCgroups(`agent-operator-${nodeName}`);
+  } catch (err) {
+    if (mode !== 'none') throw err;
+    logger.warn({ err: (err as Error).message }, 'no cgroup for agents: stopping and verifying rest on the process scan alone');
+  }
+  const shared = flags['sandbox-shared-dir'] !== undefined ? [resolve(String(flags['sandbox-shared-dir']))] : [];
+  const sandbox = await nodeSandbox(mode, uids, [resolve(dirname(cliPath), '../..'), dirname(process.execPath)], cgroups, shared);
   const kc = loadKubeConfig(flags.kubeconfig as string | undefined);
   const metrics = newReconcileMetrics();
   const sidecar = new NodeSidecar({
@@ -80,7 +105,9 @@ export async function runSidecar(argv: string[]): Promise<number> {
     root,
     archiveDir,
     labels,
-    cliPath: fileURLToPath(new URL('../cli.js', import.meta.url)),
+    cliPath,
+    sandbox,
+    ...(flags.kubeconfig !== undefined || process.env.KUBECONFIG ? { kubeconfigPath: resolve(String(flags.kubeconfig ?? process.env.KUBECONFIG)) } : {}),
     version: VERSION,
     ...tuning,
   });
@@ -94,7 +121,7 @@ export async function runSidecar(argv: string[]): Promise<number> {
       informer: () => (sidecar.hasSynced() ? undefined : 'agent cache not synced'),
       heartbeat: () => (sidecar.heartbeatHealthy() ? undefined : 'no recent heartbeat'),
     },
-    facts: { root, archiveDir, ...tuning },
+    facts: { root, archiveDir, sandbox: mode, ...tuning },
     onShutdown: 'agent sessions keep running',
     run: (stop) => sidecar.run(stop),
   });

@@ -4,12 +4,13 @@
  * it, each sidecar with its own root directory and tmux socket (a simulated node). Used by
  * `agent-operator dev`, `npm run demo` and the integration tests.
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseAllDocuments } from 'yaml';
 import type { Logger } from 'pino';
 import { CRASH_FILE_ENV } from '../sidecar/runtime/crashPoint.js';
+import { agentCgroupDir, removeAgentCgroups } from '../sidecar/runtime/cgroup.js';
 import { groupByAgent, listProcesses, sendSignal } from '../sidecar/runtime/procfs.js';
 import { killServer } from '../sidecar/runtime/tmux.js';
 import { startControlPlane, type ControlPlane, type ControlPlaneClient } from './controlPlane.js';
@@ -101,6 +102,13 @@ export class Stack {
   static async start(o: StackOptions): Promise<Stack> {
     const stateDir = resolve(o.stateDir);
     await mkdir(stateDir, { recursive: true });
+    // Sandboxed agents' uids pass through to their workspaces under nodes/<node>/ (and see nothing else).
+    await chmod(stateDir, 0o711);
+    await mkdir(join(stateDir, 'nodes'), { recursive: true });
+    await chmod(join(stateDir, 'nodes'), 0o711);
+    // What the tests' agents share with them (gates): every agent uid writes it, as /tmp.
+    await mkdir(join(stateDir, 'shared'), { recursive: true });
+    await chmod(join(stateDir, 'shared'), 0o1777);
     const own = o.controlPlane ? undefined : await startControlPlane({ stateDir: join(stateDir, 'control-plane'), logger: o.logger });
     const stack = new Stack(o.controlPlane ?? own!, own, { ...o, stateDir });
     try {
@@ -115,6 +123,11 @@ export class Stack {
     }
     o.logger.info({ nodes: [...stack.sidecars.keys()], controllers: stack.controllers.length, env: stack.envPath }, 'stack ready');
     return stack;
+  }
+
+  /** A directory every agent of the stack's nodes sees read-write (--sandbox-shared-dir). */
+  get sharedDir(): string {
+    return join(this.o.stateDir, 'shared');
   }
 
   get nodes(): NodeHandle[] {
@@ -157,7 +170,11 @@ export class Stack {
       await Promise.all([...this.sidecars.values()].map((s) => s.proc?.stop(30_000)));
       await Promise.all(this.controllers.map((c) => c.proc?.stop(30_000)));
       // Sessions outlive sidecars by design; the stack is not a node, so it ends them itself.
-      for (const s of this.sidecars.values()) await killNodeLeftovers(s.root, this.o.logger);
+      for (const s of this.sidecars.values()) {
+        await killNodeLeftovers(s.root, this.o.logger);
+        const cgroups = await agentCgroupDir(`agent-operator-${s.name}`);
+        if (cgroups) await removeAgentCgroups(cgroups);
+      }
       await rm(this.envPath, { force: true });
       if (this.ownControlPlane) await this.ownControlPlane.stop();
       else await this.removeNodes();
@@ -242,6 +259,7 @@ export class Stack {
       });
     }
     const sidecarKc = await this.kubeconfigFor(SIDECAR_SERVICE_ACCOUNT);
+    const uidBase = 1_000_000 + (process.pid % 4096) * 4096;
     names.forEach((node, i) => {
       const root = join(o.stateDir, 'nodes', node);
       const archiveDir = join(root, 'archive');
@@ -262,6 +280,10 @@ export class Stack {
           '--root', root,
           '--archive-dir', archiveDir,
           '--capacity', String(o.capacity ?? 4),
+          // Simulated nodes share one machine, and stacks of concurrent processes too: each node its
+          // own uids (256 from a base chosen by pid), as two real nodes' agents never meet.
+          '--sandbox-shared-dir', this.sharedDir,
+          '--agent-uid-range', `${uidBase + i * 256}-${uidBase + i * 256 + 255}`,
           '--metrics-bind-address', m,
           '--health-probe-bind-address', h,
           '--poll-interval-ms', String(o.pollIntervalMs ?? 500),

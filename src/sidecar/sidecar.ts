@@ -10,6 +10,8 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Agent, CleanupRecord } from '../api/agent.js';
+import { bytesOf, milliCpuOf } from '../api/quantity.js';
+import type { Limits } from './runtime/cgroup.js';
 import { AGENT_ENV, API_VERSION, AGENT_KIND, DEFAULTS, NODE_LABEL } from '../api/constants.js';
 import { sleep } from '../kube/backoff.js';
 import { describeError } from '../kube/errors.js';
@@ -25,12 +27,21 @@ import { ExitWatches } from './exitWatch.js';
 import { Heartbeat, registerNode } from './registration.js';
 import { addFinding, latestReport, replayReports, type FindingsSummary, type LatestReport } from './reports.js';
 import { ResolveError, SpecResolver } from './resolve.js';
-import { cleanupAgent, expandEnv, isAgentUid, launch, listSessions, listWorkspaces, observeSession, sweepNode, workspacePaths } from './runtime/index.js';
+import { checkLayout, checkTraversable, cleanupAgent, expandEnv, isAgentUid, probeSandbox, type NodeSandbox, launch, listSessions, listWorkspaces, observeSession, sweepNode, workspacePaths } from './runtime/index.js';
 import { findArchiveLocation } from './runtime/archive.js';
 import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
 import { sha256Hex, tombstoneTrigger } from './runtime/workspace.js';
 
 type AgentObj = Agent & KubeObject;
+
+/** spec.resources.limits as the runtime takes them (the API validated their syntax). */
+export function limitsOf(l: NonNullable<Agent['spec']['resources']>['limits']): Limits {
+  return {
+    ...(l?.memory !== undefined ? { memoryBytes: bytesOf(l.memory, 'spec.resources.limits.memory') } : {}),
+    ...(l?.cpu !== undefined ? { cpuMillis: milliCpuOf(l.cpu, 'spec.resources.limits.cpu') } : {}),
+    ...(l?.pids !== undefined ? { pids: l.pids } : {}),
+  };
+}
 
 export interface SidecarOptions {
   kubeConfig: KubeConfig;
@@ -43,6 +54,10 @@ export interface SidecarOptions {
   labels: Record<string, string>;
   /** Report endpoint port on loopback; undefined: the one this node used before, else a free one. */
   reportPort?: number;
+  /** Every agent's sandbox (see runtime/sandbox.ts); checked for real before anything starts. */
+  sandbox: NodeSandbox;
+  /** The sidecar's kubeconfig file, if any: refused where an agent could see it. */
+  kubeconfigPath?: string;
   /** Absolute path of the command line entry (dist/src/cli.js), for the `agent-operator` shim on the session PATH. */
   cliPath: string;
   version: string;
@@ -176,6 +191,7 @@ export class NodeSidecar {
   async run(signal: AbortSignal): Promise<void> {
     await mkdir(this.o.root, { recursive: true, mode: 0o700 });
     await mkdir(this.o.archiveDir, { recursive: true, mode: 0o700 });
+    await this.checkSandbox();
     await this.writeShim();
     const rediscovered = await this.rediscover();
     this.server = await this.startServer();
@@ -218,6 +234,19 @@ export class NodeSidecar {
       await this.server.close();
       await this.events.flush();
     }
+  }
+
+  /** A node that cannot sandbox its agents does not start (never a silent downgrade). */
+  private async checkSandbox(): Promise<void> {
+    const { host, uids } = this.o.sandbox;
+    if (host.mode === 'none') {
+      this.log.warn('SANDBOX DISABLED (--sandbox=none): every agent runs as this sidecar\'s user, sees the whole node and every other agent; use only on a trusted single-tenant node');
+      return;
+    }
+    checkLayout(host, { 'node root': this.o.root, 'archive directory': this.o.archiveDir, kubeconfig: this.o.kubeconfigPath });
+    await checkTraversable(this.o.root);
+    await probeSandbox(host, uids.first);
+    this.log.info({ sandbox: host.mode, uids: `${uids.first}-${uids.first + uids.count - 1}` }, 'agents run sandboxed');
   }
 
   /** Puts `agent-operator` on the session PATH, whatever way this process was started. */
@@ -420,9 +449,16 @@ export class NodeSidecar {
         prompt: resolved.prompt,
         promptOnStdin: agent.spec.promptOnStdin ?? false,
         binDir: this.binDir,
+        sandbox: this.o.sandbox,
+        limits: limitsOf(agent.spec.resources?.limits),
         logger: this.runtimeLogger(agent),
       });
       if (result.cleanedUp) await this.recoverFromArchive(uid);
+      if (result.limitsNotEnforced) {
+        const which = result.limitsNotEnforced.join(', ');
+        log.warn({ limitsNotEnforced: result.limitsNotEnforced }, 'limits not enforced on this node');
+        this.events.event(agent, 'Warning', 'LimitsNotEnforced', `${which} limit(s) not enforced on node ${this.o.nodeName}: its cgroup v2 has no ${which} controller`);
+      }
       if (result.started) {
         this.unfinished.delete(uid);
         this.exits.watch(uid);
@@ -464,6 +500,7 @@ export class NodeSidecar {
     try {
       const record = await cleanupAgent({
         root: this.o.root,
+        ...(this.o.sandbox.cgroups ? { cgroups: this.o.sandbox.cgroups } : {}),
         archiveDir: this.o.archiveDir,
         uid,
         namespace: agent.metadata?.namespace ?? '',
@@ -497,6 +534,7 @@ export class NodeSidecar {
       const expected = this.agents.list().map((a) => a.metadata?.uid ?? '');
       const results = await sweepNode({
         root: this.o.root,
+        ...(this.o.sandbox.cgroups ? { cgroups: this.o.sandbox.cgroups } : {}),
         archiveDir: this.o.archiveDir,
         expectedUids: [...expected, ...this.cleaning],
         logger: this.log,

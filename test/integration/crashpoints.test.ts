@@ -41,7 +41,7 @@ const waitRunning = (ns: string, name: string) => waitForAgent(ns, name, (a) => 
 
 describe('crash points: the sidecar SIGKILLed right after each step, then restarted', () => {
   const stack = useStack('crash', { nodes: 1, crashPoints: true });
-  const gates = useGates();
+  const gates = useGates(stack);
 
   // What a crash right after each launch step leaves on the node, as launchProgress reads it.
   const launchSteps: [CrashPoint, LaunchProgress][] = [
@@ -103,7 +103,7 @@ describe('crash points: the sidecar SIGKILLed right after each step, then restar
 describe('launch timeout: a launch nobody finishes', () => {
   const TIMEOUT_SECONDS = 8;
   const stack = useStack('lto', { nodes: 1, crashPoints: true, launchTimeoutSeconds: TIMEOUT_SECONDS });
-  const gates = useGates();
+  const gates = useGates(stack);
 
   it('ends as Error/LaunchTimeout with a Warning Event, and is cleaned up once its node is back; the command never ran', async (t) => {
     const ns = await createTestNamespace(t, 'crash-lto');

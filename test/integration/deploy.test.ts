@@ -25,6 +25,7 @@ import { freePorts } from '../../src/dev/ports.js';
 import { closeConnections, shareConnections } from '../../src/kube/client.js';
 import { EventRecorder, type EventSubject } from '../../src/kube/events.js';
 import { killServer } from '../../src/sidecar/runtime/tmux.js';
+import { agentCgroupDir, removeAgentCgroups } from '../../src/sidecar/runtime/cgroup.js';
 import { controlPlane, createTestNamespace, kubeConfig, kubectl, uniqueSuffix, waitFor } from '../support/cluster.js';
 import { CONTROLLER, DEPLOY_DIR, SIDECAR, baseObjects, findObject, flagValue, isRbacRefusal, type KubeObject, type Workload } from '../support/deployManifests.js';
 
@@ -226,6 +227,9 @@ async function runWorkload(t: TestContext, workload: Workload, identity: Identit
     // The sidecar's private tmux server (on its --root), should a session outlive a failed test.
     const root = flagValue(args, '--root');
     if (root) await killServer(root).catch(() => undefined);
+    // And the agents' cgroup it made for its node.
+    const cgroups = identity === 'sidecar' ? await agentCgroupDir(`agent-operator-${nodeName}`) : undefined;
+    if (cgroups) await removeAgentCgroups(cgroups);
   });
   return { identity, child, metricsPort: metricsPort!, probePort: probePort!, volumes, output: () => output };
 }

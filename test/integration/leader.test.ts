@@ -35,7 +35,7 @@ async function identityOf(c: Component): Promise<string> {
 
 describe('leader election', () => {
   const stack = useStack('lead', { controllers: 2 });
-  const gates = useGates();
+  const gates = useGates(stack);
 
   it('one of two controllers leads; killed, the other takes over within the lease, and every Agent completes exactly once', async (t) => {
     const ns = await createTestNamespace(t, 'lead');

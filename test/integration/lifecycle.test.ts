@@ -3,8 +3,7 @@
  * each way of ending gives its phase and reason, and leaves nothing behind on the node.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { createTestNamespace, kubectl, waitFor } from '../support/cluster.js';
@@ -28,6 +27,8 @@ import {
   type AgentObj,
 } from '../support/stack.js';
 import { alive } from '../support/procs.js';
+import { hostPidOfAgent } from '../support/sandbox.js';
+import { PACKAGE_ROOT } from '../../src/dev/paths.js';
 
 const isRunning = (a: AgentObj) => a.status?.phase === 'Running' || a.status?.phase === 'Working';
 
@@ -171,7 +172,7 @@ describe('agent lifecycle', () => {
     await createAgent(ns, 'orphaned', { command: ['sh', '-c', 'trap "" HUP; echo "before the loss $$$$"; while :; do sleep 1; done'], cleanup: { gracePeriodSeconds: 1 } });
     const r = await waitForAgent(ns, 'orphaned', isRunning, 'to run');
     const out = await waitForOutput(stack(), r, /before the loss \d+/);
-    const pid = Number(/before the loss (\d+)/.exec(out)![1]);
+    const pid = await hostPidOfAgent(r.metadata!.uid!, Number(/before the loss (\d+)/.exec(out)![1]));
     assert.equal(await killServer(stack().node(r.status!.nodeName!).root), true);
     const a = await waitForCleanedUp(ns, 'orphaned');
     assert.equal(a.status?.phase, 'Error');
@@ -191,8 +192,9 @@ describe('agent lifecycle', () => {
     await createAgent(ns, 'stubborn', { command: ['sh', '-c', parent], cleanup: { gracePeriodSeconds: 1 } });
     const r = await waitForAgent(ns, 'stubborn', isRunning, 'to run');
     const out = await waitForOutput(stack(), r, /(?=[\s\S]*parent \d+)(?=[\s\S]*child \d+)/);
-    const parentPid = Number(/parent (\d+)/.exec(out)![1]);
-    const childPid = Number(/child (\d+)/.exec(out)![1]);
+    // The pids it printed are those of its PID namespace.
+    const parentPid = await hostPidOfAgent(r.metadata!.uid!, Number(/parent (\d+)/.exec(out)![1]));
+    const childPid = await hostPidOfAgent(r.metadata!.uid!, Number(/child (\d+)/.exec(out)![1]));
     const [parentInfo, childInfo] = await Promise.all([parentPid, childPid].map(async (pid) => parseStat(await readFile(`/proc/${pid}/stat`, 'utf8'))));
     assert.equal(childInfo?.sid, childPid, 'the child leads its own session');
     assert.notEqual(childInfo?.sid, parentInfo?.sid);
@@ -282,11 +284,9 @@ describe('agent lifecycle', () => {
   it('launch failures name what failed: a missing working directory, a command that is not executable', async (t) => {
     const ns = await createTestNamespace(t, 'life-launchfail');
     await createAgent(ns, 'no-dir', { command: ['true'], workingDir: '/nonexistent/work dir' });
-    // A plain file without the execute bit (some hosts' /etc files are executable).
-    const dir = await mkdtemp(join(tmpdir(), 'not-exec-'));
-    t.after(() => rm(dir, { recursive: true, force: true }));
-    const notExecutable = join(dir, 'agent.md');
-    await writeFile(notExecutable, 'not a program\n', { mode: 0o644 });
+    // A plain file without the execute bit that the sandbox shows (the installation is read-only in
+    // it; some hosts' /etc files are executable).
+    const notExecutable = join(PACKAGE_ROOT, 'package.json');
     await createAgent(ns, 'not-exec', { command: [notExecutable] });
     const noDir = await waitForCleanedUp(ns, 'no-dir');
     assert.equal(noDir.status?.phase, 'Error');
@@ -339,12 +339,12 @@ describe('agent lifecycle', () => {
   it('exits 0 leaving a daemon behind (double fork, setsid): Completed, and the daemon is killed', async (t) => {
     const ns = await createTestNamespace(t, 'life-daemon');
     // The agent's own process ends at once; what it started lives on unless cleanup finds it by its marker.
-    await createAgent(ns, 'leaky', { command: ['sh', '-c', '(setsid sh -c \'echo "daemon $$$$"; exec sleep 300\' &); sleep 0.5; echo parent-exits'], cleanup: { gracePeriodSeconds: 1 } });
+    await createAgent(ns, 'leaky', { command: ['sh', '-c', '(setsid sh -c \'echo "daemon $$$$"; exec sleep 300\' &); sleep 2; echo parent-exits'], cleanup: { gracePeriodSeconds: 1 } });
+    const r = await waitForAgent(ns, 'leaky', isRunning, 'to run');
+    // The pid it printed is its PID namespace's: found on the host while it lives.
+    const daemon = await hostPidOfAgent(r.metadata!.uid!, Number(/daemon (\d+)/.exec(await waitForOutput(stack(), r, /daemon \d+/))![1]));
     const a = await waitForCleanedUp(ns, 'leaky');
     assert.equal(a.status?.phase, 'Completed');
-    const out = await archivedOutput(a);
-    const daemon = Number(/daemon (\d+)/.exec(out)?.[1]);
-    assert.ok(daemon > 0, `no daemon pid in the output: ${out}`);
     assert.equal(await alive(daemon), false, `daemon ${daemon} still alive`);
     assert.ok((a.status?.cleanup?.processesKilled ?? 0) >= 1, 'the daemon was signalled');
     await assertNothingLeft(stack(), a);

@@ -74,7 +74,7 @@ async function assertLogsNameAgent(c: Component, agent: AgentObj): Promise<numbe
 
 describe('observability', () => {
   const stack = useStack('obs');
-  const gates = useGates();
+  const gates = useGates(stack);
 
   it('metrics and probes of controller and sidecar, logs naming the Agent, Events in kubectl describe', async (t) => {
     const ns = await createTestNamespace(t, 'obs');

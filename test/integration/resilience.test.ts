@@ -53,7 +53,7 @@ async function assertStillRunning(root: string, uid: string, pid: number): Promi
 
 describe('resilience: crashes and restarts of the controller and the sidecars', () => {
   const stack = useStack('res');
-  const gates = useGates();
+  const gates = useGates(stack);
 
   it('controller killed with SIGKILL mid-run: after its restart every Agent finishes once and is cleaned up', async (t) => {
     const ns = await createTestNamespace(t, 'res-controller');
@@ -200,7 +200,7 @@ describe('resilience: crashes and restarts of the controller and the sidecars', 
 
 describe('resilience: a node that never comes back', () => {
   const stack = useStack('lost', { nodes: 1, heartbeatIntervalSeconds: 1, heartbeatGraceSeconds: 4, nodeLostGraceSeconds: 8 });
-  const gates = useGates();
+  const gates = useGates(stack);
 
   it('goes Ready=Unknown, its Agent becomes Error/NodeLost, and deleting the Agent releases it with a CleanupSkipped Warning', async (t) => {
     const ns = await createTestNamespace(t, 'res-lost');

@@ -13,12 +13,13 @@ import { cleanupAgent, type CleanupOptions } from '../../src/sidecar/runtime/cle
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
 import { listProcesses } from '../../src/sidecar/runtime/procfs.js';
 import { killSession } from '../../src/sidecar/runtime/tmux.js';
+import { hostPid } from '../support/sandbox.js';
 import { nodeFixture, type NodeFixture } from './runtimeFixture.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 function clean(fx: NodeFixture, uid: string, over: Partial<CleanupOptions> = {}): Promise<CleanupRecord> {
-  return cleanupAgent({ root: fx.root, archiveDir: fx.archiveDir, uid, namespace: 'team-a', name: `agent-${uid.slice(0, 8)}`, gracePeriodSeconds: 1, trigger: 'Test', logger: fx.logger, ...over });
+  return cleanupAgent({ root: fx.root, archiveDir: fx.archiveDir, uid, namespace: 'team-a', name: `agent-${uid.slice(0, 8)}`, gracePeriodSeconds: 1, trigger: 'Test', cgroups: fx.sandbox.cgroups!, logger: fx.logger, ...over });
 }
 
 /** The archive's files hashed here, compared with its manifest and with the record. */
@@ -63,7 +64,8 @@ describe('cleanupAgent', () => {
     const { uid, observation } = await fx.launch({ command: ['/bin/sh', '-c', HOSTILE_AGENT] });
     const p = fx.paths(uid);
     const pids = [observation.panePid!];
-    for (const f of ['main.pid', 'setsid.pid', 'noenv.pid']) pids.push(Number((await fx.waitForLine(join(p.scratch, f))).trim()));
+    // The pids the agent wrote are those of its PID namespace: found on the host below the pane.
+    for (const f of ['main.pid', 'setsid.pid', 'noenv.pid']) pids.push(await hostPid(Number((await fx.waitForLine(join(p.scratch, f))).trim()), observation.panePid!));
     await writeFile(p.reports, '{"state":"working"}\n');
     await writeFile(p.findings, '{"type":"x"}\n');
     assert.deepEqual(await alive(pids), pids);
@@ -87,7 +89,11 @@ describe('cleanupAgent', () => {
 
     assert.equal(record.archivePath, archiveLocation(fx.archiveDir, { uid, namespace: 'team-a', name: `agent-${uid.slice(0, 8)}` }).dir);
     const manifest = await assertArchiveMatches(record);
-    assert.deepEqual(manifest.files.map((f) => f.name), ['agent.json', 'findings.jsonl', 'output.log', 'reports.jsonl']);
+    // The launcher, outside the sandbox, outlived it and recorded how it ended (SIGKILL).
+    assert.deepEqual(manifest.files.map((f) => f.name), ['agent.json', 'exit-code', 'findings.jsonl', 'output.log', 'reports.jsonl']);
+    assert.equal(await readFile(join(record.archivePath!, 'exit-code'), 'utf8'), '137\n');
+    assert.equal(record.cgroupRemoved, true);
+    assert.ok(record.cpuMilliseconds !== undefined, 'CPU time from the cgroup');
     assert.equal(manifest.trigger, 'Stopped');
     assert.equal(await readFile(join(record.archivePath!, 'output.log'), 'utf8'), 'ready\r\n');
     assert.equal(await readFile(join(record.archivePath!, 'reports.jsonl'), 'utf8'), '{"state":"working"}\n');
@@ -111,10 +117,14 @@ describe('cleanupAgent', () => {
     const manifestStat = await stat(join(first.archivePath!, MANIFEST_FILE));
 
     // Again, by a caller that no longer knows the namespace and name (e.g. after a restart).
-    const again = await cleanupAgent({ root: fx.root, archiveDir: fx.archiveDir, uid, trigger: 'Test', logger: fx.logger, gracePeriodSeconds: 1 });
+    const again = await cleanupAgent({ root: fx.root, archiveDir: fx.archiveDir, uid, trigger: 'Test', cgroups: fx.sandbox.cgroups!, logger: fx.logger, gracePeriodSeconds: 1 });
+    // Its cgroup is gone with the first run: there is no usage left to measure.
+    assert.ok(first.cpuMilliseconds !== undefined);
+    assert.equal(again.cpuMilliseconds, undefined);
+    const { cpuMilliseconds: _, ...firstWithoutUsage } = first;
     assert.deepEqual(
       { ...again, startTime: '', completionTime: '', durationMilliseconds: 0, trigger: '' },
-      { ...first, startTime: '', completionTime: '', durationMilliseconds: 0, trigger: '' },
+      { ...firstWithoutUsage, startTime: '', completionTime: '', durationMilliseconds: 0, trigger: '' },
     );
     assert.equal((await stat(join(first.archivePath!, MANIFEST_FILE))).mtimeMs, manifestStat.mtimeMs, 'the archive was not rewritten');
     assert.equal(JSON.parse(await readFile(join(first.archivePath!, RECORD_FILE), 'utf8')).trigger, 'Exited', 'the first record is kept');
@@ -172,15 +182,16 @@ describe('cleanupAgent', () => {
 
   it('leaves a tombstone so a late duplicate event can never start the agent again', async (t) => {
     const fx = await nodeFixture(t);
-    const { uid } = await fx.launch({ command: ['/bin/sh', '-c', 'echo run >> ../../../runs.txt; exec sleep 30'] });
-    await fx.waitForLine(join(fx.root, 'runs.txt'));
-    assert.deepEqual((await clean(fx, uid)).errors, []);
-    const again = await fx.launch({ uid, command: ['/bin/sh', '-c', 'echo run >> ../../../runs.txt; exec sleep 30'] });
+    const { uid } = await fx.launch({ command: ['/bin/sh', '-c', 'echo run; exec sleep 30'] });
+    await fx.waitFor(uid, 'its output', (o) => o.outputBytes > 0);
+    const first = await clean(fx, uid);
+    assert.deepEqual(first.errors, []);
+    const again = await fx.launch({ uid, command: ['/bin/sh', '-c', 'echo run; exec sleep 30'] });
     assert.equal(again.started, false);
     assert.equal(again.cleanedUp, true);
     assert.equal(again.observation.workspaceExists, false);
     await assertWorkspaceGone(fx, uid);
-    assert.equal(await readFile(join(fx.root, 'runs.txt'), 'utf8'), 'run\n');
+    assert.equal(await readFile(join(first.archivePath!, 'output.log'), 'utf8'), 'run\r\n');
   });
 
   it('keepLogs=false archives nothing and still removes everything', async (t) => {

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFile, readlink, stat, writeFile } from 'node:fs/promises';
+import { readFile, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { cleanupAgent } from '../../src/sidecar/runtime/cleanup.js';
@@ -13,6 +13,7 @@ import { launch } from '../../src/sidecar/runtime/launch.js';
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
 import { environValue, parseStat } from '../../src/sidecar/runtime/procfs.js';
 import { killSession, sessionNameFor } from '../../src/sidecar/runtime/tmux.js';
+import { readSandboxUid } from '../../src/sidecar/runtime/uids.js';
 import { nodeFixture, type NodeFixture } from './runtimeFixture.js';
 
 /** Every value a shell could misread, plus bytes that must come through untouched. */
@@ -40,7 +41,7 @@ const HOSTILE = [
 ];
 
 async function archivedOutput(fx: NodeFixture, uid: string): Promise<string> {
-  const rec = await cleanupAgent({ root: fx.root, archiveDir: fx.archiveDir, uid, gracePeriodSeconds: 1, trigger: 'Test', logger: fx.logger });
+  const rec = await cleanupAgent({ root: fx.root, archiveDir: fx.archiveDir, uid, gracePeriodSeconds: 1, trigger: 'Test', cgroups: fx.sandbox.cgroups!, logger: fx.logger });
   assert.equal(rec.logsArchived, true, JSON.stringify(rec));
   return readFile(join(rec.archivePath!, 'output.log'), 'latin1');
 }
@@ -159,14 +160,15 @@ describe('launch', () => {
     for (const f of ['PWNED_SUBST', 'PWNED_BACKTICK', 'PWNED_TMUX']) await assert.rejects(stat(join(p.scratch, f)), { code: 'ENOENT' });
   });
 
-  it('writes the prompt byte-exact with mode 0600 and delivers it by file, by $(AGENT_PROMPT_FILE) and on stdin', async (t) => {
+  it('writes the prompt byte-exact, readable only by root and the agent, and delivers it by file, by $(AGENT_PROMPT_FILE) and on stdin', async (t) => {
     const fx = await nodeFixture(t);
     const prompt = Buffer.concat([Buffer.from('héllo \'"$(x)`y`\n'), Buffer.from([0xff, 0xfe, 0x00, 0x80, 0xc3]), randomBytes(200 * 1024)]);
     const byFile = await fx.launch({ command: ['/bin/cp', '$(AGENT_PROMPT_FILE)', 'copy.bin'], prompt });
     const onStdin = await fx.launch({ command: ['/bin/sh', '-c', 'cat > stdin.bin'], prompt, promptOnStdin: true });
     for (const r of [byFile, onStdin]) {
       const st = await stat(fx.paths(r.uid).prompt);
-      assert.equal(st.mode & 0o777, 0o600);
+      assert.equal(st.mode & 0o777, 0o440);
+      assert.deepEqual([st.uid, st.gid], [0, await readSandboxUid(fx.paths(r.uid))]);
       assert.ok((await readFile(fx.paths(r.uid).prompt)).equals(prompt));
     }
     assert.equal((await fx.waitExited(byFile.uid)).exitCode, 0);
@@ -175,10 +177,19 @@ describe('launch', () => {
     assert.ok((await readFile(join(fx.paths(onStdin.uid).scratch, 'stdin.bin'))).equals(prompt));
   });
 
+  it('a sandbox that cannot be set up is a launch error quoting bwrap, never an unconfined run', async (t) => {
+    const fx = await nodeFixture(t);
+    const broken = { ...fx.sandbox, host: { ...fx.sandbox.host, readOnly: ['/no/such/dir-for-the-sandbox'] } };
+    const r = await fx.launch({ command: ['/bin/sh', '-c', 'echo ran > ran'], sandbox: broken });
+    const o = await fx.waitExited(r.uid);
+    assert.equal(o.exitCode, LAUNCH_EXIT.launcherFailed);
+    assert.match(o.launchError ?? '', /^cannot set up the agent's sandbox \(exit \d+\): bwrap: .*\/no\/such\/dir-for-the-sandbox/);
+    await assert.rejects(stat(join(fx.paths(r.uid).scratch, 'ran')), { code: 'ENOENT' });
+  });
+
   it('reports a command that cannot be started as a launch error', async (t) => {
     const fx = await nodeFixture(t);
-    const plain = join(fx.root, 'plain-file');
-    await writeFile(plain, 'not a program\n', { mode: 0o644 });
+    const plain = '/etc/passwd'; // visible in the sandbox, and not executable
     const cases = [
       { command: ['no-such-command-ao'], code: LAUNCH_EXIT.notFound, message: 'command not found: no-such-command-ao' },
       { command: ['/no/such/path'], code: LAUNCH_EXIT.notFound, message: 'command not found: /no/such/path' },
@@ -229,7 +240,7 @@ describe('launch', () => {
     assert.equal(await killSession(fx.root, r.sessionName), true); // SIGHUP ends the launcher before it records an exit code
     const lost = await fx.waitFor(r.uid, 'the session to be lost', (o) => o.lost);
     assert.equal(lost.started, true);
-    const again = await launch({ root: fx.root, uid: r.uid, namespace: 'team-a', name: 'x', command: ['true'], env: {}, prompt: '', binDir: fx.binDir, logger: fx.logger });
+    const again = await launch({ root: fx.root, uid: r.uid, namespace: 'team-a', name: 'x', command: ['true'], env: {}, prompt: '', binDir: fx.binDir, sandbox: fx.sandbox, logger: fx.logger });
     assert.equal(again.started, false);
     assert.equal(again.observation.lost, true);
     assert.equal((await listSessions(fx.root)).length, 0);

@@ -16,11 +16,15 @@ import { groupByAgent, listProcesses, sendSignal } from '../../src/sidecar/runti
 import { killServer } from '../../src/sidecar/runtime/tmux.js';
 import { waitFor } from '../../src/sidecar/runtime/wait.js';
 import { workspacePaths, type WorkspacePaths } from '../../src/sidecar/runtime/workspace.js';
+import type { NodeSandbox } from '../../src/sidecar/runtime/sandbox.js';
+import { testSandbox } from '../support/sandbox.js';
 
 export interface NodeFixture {
   root: string;
   archiveDir: string;
   binDir: string;
+  /** The real sandbox (bwrap), as the sidecar runs it by default. */
+  sandbox: NodeSandbox;
   logger: Logger;
   paths(uid: string): WorkspacePaths;
   /** Launches a fresh agent (new UID unless given) with test defaults. */
@@ -48,15 +52,17 @@ export async function nodeFixture(t: TestContext): Promise<NodeFixture> {
   await writeFile(join(binDir, 'agent-operator'), '#!/bin/sh\nprintf "fake agent-operator %s\\n" "$*" > ao-called\n');
   await chmod(join(binDir, 'agent-operator'), 0o755);
 
+  const sandbox = await testSandbox(t);
   const fx: NodeFixture = {
     root,
     archiveDir,
     binDir,
+    sandbox,
     logger,
     paths: (uid) => workspacePaths(root, uid),
     async launch(o) {
       const uid = o.uid ?? randomUUID();
-      const r = await launch({ root, uid, namespace: 'team-a', name: `agent-${uid.slice(0, 8)}`, env: {}, prompt: 'the prompt\n', binDir, logger, ...o });
+      const r = await launch({ root, uid, namespace: 'team-a', name: `agent-${uid.slice(0, 8)}`, env: {}, prompt: 'the prompt\n', binDir, sandbox, logger, ...o });
       return { ...r, uid };
     },
     waitFor: (uid, what, pred, timeoutMs = 10_000) =>

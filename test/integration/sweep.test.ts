@@ -15,6 +15,9 @@ import { REPORTING_CONTROLLER as SIDECAR_EVENTS } from '../../src/sidecar/sideca
 import { kubeConfig, waitFor } from '../support/cluster.js';
 import { archiveDirOf, assertArchive, assertNodeClean, useStack } from '../support/stack.js';
 import { eventsAbout } from '../support/telemetry.js';
+import { setupAgentCgroups } from '../../src/sidecar/runtime/cgroup.js';
+import { nodeSandbox } from '../../src/sidecar/runtime/sandbox.js';
+import { testUidRange } from '../support/sandbox.js';
 
 describe('sweeper', () => {
   const stack = useStack('sweep', { nodes: 1, sweepIntervalSeconds: 1, sweepMinAgeSeconds: 1 });
@@ -32,6 +35,8 @@ describe('sweeper', () => {
       env: {},
       prompt: 'nobody asked for this\n',
       binDir: join(node.root, 'bin'),
+      // The node's own sandbox and cgroup, as its sidecar set them up.
+      sandbox: await nodeSandbox('bwrap', testUidRange(), [], await setupAgentCgroups(`agent-operator-${node.name}`)),
       logger: pino({ level: 'silent' }),
     });
     assert.equal(started.started, true);

@@ -5,20 +5,24 @@
  * and let them end exactly when it wants.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
 import type { Agent } from '../../src/api/agent.js';
 import { errnoOf } from '../../src/sidecar/runtime/files.js';
 import { waitFor } from './cluster.js';
+import type { Stack } from '../../src/dev/stack.js';
+import { hostPidOfAgentNamed } from './sandbox.js';
 import { waitForCleanedUp, type AgentObj } from './stack.js';
 
-/** A Gates for the suite (before), removed after it. */
-export function useGates(): () => Gates {
+/**
+ * A Gates for the suite (before), removed after it: in the stack's shared directory, the one
+ * place sandboxed agents and the test both see (declare it after useStack).
+ */
+export function useGates(stack: () => Stack): () => Gates {
   let gates: Gates | undefined;
   before(async () => {
-    gates = await Gates.create();
+    gates = await Gates.create(stack().sharedDir);
   });
   after(() => gates?.remove());
   return () => {
@@ -32,8 +36,10 @@ const GATE_ENV = 'GATE_DIR';
 export class Gates {
   private constructor(readonly dir: string) {}
 
-  static async create(): Promise<Gates> {
-    return new Gates(await mkdtemp(join(tmpdir(), 'gates-')));
+  static async create(parent: string): Promise<Gates> {
+    const dir = await mkdtemp(join(parent, 'gates-'));
+    await chmod(dir, 0o1777); // every agent's own uid records its starts here
+    return new Gates(dir);
   }
 
   /**
@@ -44,7 +50,8 @@ export class Gates {
     // `$$$$`: the command's $(VAR) expansion turns `$$` into `$`, so the shell sees `$$` (its pid).
     const script = [
       prelude,
-      `echo "started $$$$" >> "$${GATE_ENV}/$AGENT_NAME.starts"`,
+      // Writable by any uid: a second start (with another uid) must still be able to append.
+      `(umask 0; echo "started $$$$" >> "$${GATE_ENV}/$AGENT_NAME.starts")`,
       `until [ -e "$${GATE_ENV}/$AGENT_NAME.go" ]; do sleep 0.1; done`,
       then,
     ].join('\n');
@@ -61,13 +68,16 @@ export class Gates {
     return (await this.pids(name)).length;
   }
 
-  /** Waits for the agent's first start to be recorded (a Running status can come first) and returns its pid. */
+  /**
+   * Waits for the agent's first start to be recorded (a Running status can come first) and returns
+   * its host pid (it records the pid of its PID namespace).
+   */
   async pid(name: string): Promise<number> {
     const [pid] = await waitFor(async () => {
       const pids = await this.pids(name);
       return pids.length > 0 ? pids : undefined;
     }, { timeoutMs: 15_000, what: `agent ${name} to record its start` });
-    return pid!;
+    return hostPidOfAgentNamed(name, pid!);
   }
 
   /** The pid of the agent's command (the shell that waits at the gate), once per start. */

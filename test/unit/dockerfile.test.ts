@@ -89,11 +89,11 @@ describe('Dockerfile', () => {
     assert.ok(!runsOf(runtime).some((r) => /\b(tsc|npm run build)\b/.test(r)), 'the runtime stage compiles nothing');
   });
 
-  it('installs tmux, tini, procps and ca-certificates in the runtime, without recommends or leftover lists', () => {
+  it('installs tmux, tini, procps, ca-certificates and bubblewrap in the runtime, without recommends or leftover lists', () => {
     const apt = runsOf(runtime).find((r) => /apt-get install/.test(r));
     assert.ok(apt, 'an apt-get install in the runtime stage');
     const packages = /apt-get install((?:\s+[^\s&;]+)+)/.exec(apt)![1]!.trim().split(/\s+/).filter((w) => !w.startsWith('-'));
-    assert.deepEqual(packages.sort(), ['ca-certificates', 'procps', 'tini', 'tmux']);
+    assert.deepEqual(packages.sort(), ['bubblewrap', 'ca-certificates', 'procps', 'tini', 'tmux']);
     assert.match(apt, /--no-install-recommends/);
     assert.match(apt, /rm -rf \/var\/lib\/apt\/lists/);
     assert.ok(apt.indexOf('apt-get update') < apt.indexOf('apt-get install'), 'update and install in one layer');

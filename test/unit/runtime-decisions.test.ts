@@ -75,6 +75,7 @@ describe('composeLaunch', () => {
     const c = composeLaunch({ ...o, command: ['run', '--prompt=$(AGENT_PROMPT_FILE)', '$(X)', '$$(X)', '$(NOPE)'], env: { AGENT_REPORT_URL: 'http://u', AGENT_REPORT_TOKEN: 't', X: 'x y' } });
     assert.deepEqual(c.argv, ['run', `--prompt=${promptOf(UID)}`, 'x y', '$(X)', '$(NOPE)']);
     assert.deepEqual(c.commandEnv, [
+      ['HOME', `${ROOT}/agents/${UID}/home`],
       ['AGENT_NAME', 'a'],
       ['AGENT_NAMESPACE', 'ns'],
       ['AGENT_UID', UID],
@@ -93,6 +94,9 @@ describe('composeLaunch', () => {
       AGENT_REPORT_URL: 'http://u',
       AGENT_REPORT_TOKEN: 't',
     });
+  });
+  it('gives the agent its own HOME unless the spec sets one', () => {
+    assert.deepEqual(composeLaunch({ ...o, command: ['x'], env: { HOME: '/h' } }).commandEnv.filter(([k]) => k === 'HOME'), [['HOME', '/h']]);
   });
   it("prepends binDir to the spec's own PATH", () => {
     const c = composeLaunch({ ...o, command: ['x'], env: { PATH: '/custom' } });
@@ -161,6 +165,13 @@ describe('selectTargets', () => {
   });
   it('no session: the marker only', () => {
     assert.deepEqual(pids(selectTargets(procs, { root: ROOT, uid: UID, selfPid: 999 })), [200]);
+  });
+  it("cgroup members are targets, whatever they did to their environment or tree", () => {
+    const inCgroup = new Set([102, 600]);
+    assert.deepEqual(pids(selectTargets([...procs, proc({ pid: 600, ppid: 1 })], { root: ROOT, uid: UID, selfPid: 999, inCgroup })), [102, 200, 600]);
+  });
+  it('sandboxed: the launcher (pane process) is spared, it ends by itself', () => {
+    assert.deepEqual(pids(selectTargets(procs, { root: ROOT, uid: UID, pane: { pid: 100, alive: true }, selfPid: 999, spare: 100 })), [101, 102, 200]);
   });
   it('groups marker processes by agent, for this root only', () => {
     const g = groupByAgent(procs, ROOT);

@@ -5,7 +5,9 @@
  *      been handed to the pipe-pane writer), then kill the session (never the shared server);
  *   c. flush: wait until no process holds output.log, reports.jsonl or findings.jsonl open;
  *   d. archive (verified, atomic) BEFORE deleting anything, then delete the prompt and the workspace;
- *   e. verify that no process with the agent's marker remains;
+ *   e. verify that no process is left: the agent's cgroup reports `populated 0` (a kernel fact), and
+ *      no process carries its marker (the second net); record its CPU time and peak memory, then
+ *      remove the cgroup;
  *   f. return the record (also written into the archive).
  * Every step looks before it acts, so a re-run after a crash anywhere converges, and a re-run after
  * completion changes nothing and says so truthfully. A failing step is recorded in `errors` and the
@@ -35,6 +37,8 @@ import { findMarkerProcesses, holdersOf } from './procfs.js';
 import { terminateProcesses } from './terminate.js';
 import { findPane, killSession, sessionNameFor } from './tmux.js';
 import { waitFor, withKeyLock, withTimeout } from './wait.js';
+import { leafOf, leafPids, leafUsage, populated, removeLeaf, type AgentCgroups, type LeafUsage } from './cgroup.js';
+import { readSandboxUid } from './uids.js';
 import { assertAgentUid, readAgentRecord, workspacePaths, writeTombstone } from './workspace.js';
 
 export interface CleanupOptions {
@@ -56,6 +60,8 @@ export interface CleanupOptions {
    * whenIdle(uid), so a report still being written lands in the archive.
    */
   beforeArchive?: () => Promise<void>;
+  /** The node's agent cgroups (see cgroup.ts); without them only the marker scan verifies. */
+  cgroups?: AgentCgroups;
   timeouts?: Partial<CleanupTimeouts>;
 }
 
@@ -161,6 +167,10 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
 
   // (a) stop the agent
   const pane = await step('observe session', () => findPane(o.root, sessionName), undefined);
+  const sandboxUid = await step('read the sandbox uid', () => readSandboxUid(paths), undefined);
+  const leaf = o.cgroups ? leafOf(o.cgroups, o.uid) : undefined;
+  // Sandboxed and released (no go FIFO): its launcher records the status and ends by itself.
+  const launcherReleased = sandboxUid !== undefined && !(await step('inspect the go FIFO', () => exists(paths.go), true));
   const term = await step(
     'stop processes',
     () =>
@@ -170,6 +180,8 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
         ...(pane ? { pane: { pid: pane.panePid, alive: !pane.dead } } : {}),
         gracePeriodMs: (o.gracePeriodSeconds ?? DEFAULTS.gracePeriodSeconds) * 1000,
         killTimeoutMs: timeouts.killMs,
+        sandboxed: launcherReleased,
+        ...(leaf ? { leaf } : {}),
         logger: log,
       }),
     undefined,
@@ -294,6 +306,15 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
   // (e) verify
   const remaining = await step('verify no processes remain', () => findMarkerProcesses(o.root, o.uid), undefined);
   if (remaining?.length) errors.push(`verify: ${remaining.length} process(es) with the agent's marker remain: ${remaining.map((p) => p.pid).join(', ')}`);
+  let cgroupEmpty = true;
+  let usage: LeafUsage = {};
+  let cgroupRemoved: boolean | undefined;
+  if (leaf) {
+    cgroupEmpty = await step('verify the cgroup is empty', async () => (await populated(leaf)) !== true, false);
+    if (!cgroupEmpty) errors.push(`verify: the agent's cgroup ${leaf} still holds processes (${[...(await leafPids(leaf).catch(() => []))].join(', ')})`);
+    usage = await step('read the cgroup usage', () => leafUsage(leaf), {});
+    cgroupRemoved = cgroupEmpty && (await step('remove the cgroup', () => removeLeaf(leaf), false));
+  }
 
   // (f) the record
   const completedAt = new Date();
@@ -310,7 +331,10 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
     logsArchived,
     ...(archivePath ? { archivePath } : {}),
     ...(manifest ? { archivedFiles: manifest.files.slice(0, LIMITS.archivedFiles).map(({ name: n, bytes, sha256 }) => ({ name: n, bytes, sha256 })) } : {}),
-    verifiedNoProcesses: remaining !== undefined && remaining.length === 0,
+    verifiedNoProcesses: remaining !== undefined && remaining.length === 0 && cgroupEmpty,
+    ...(usage.cpuSeconds !== undefined ? { cpuMilliseconds: Math.round(usage.cpuSeconds * 1000) } : {}),
+    ...(usage.memoryPeakBytes !== undefined ? { memoryPeakBytes: usage.memoryPeakBytes } : {}),
+    ...(cgroupRemoved !== undefined ? { cgroupRemoved } : {}),
     errors: boundErrors(errors),
   };
   if (archivePath) {

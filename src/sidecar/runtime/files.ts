@@ -1,6 +1,6 @@
 /** Small filesystem primitives the runtime builds on: atomic writes, hashing, existence. */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { constants, createReadStream } from 'node:fs';
 import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
@@ -88,12 +88,40 @@ export async function digestFile(path: string): Promise<FileDigest> {
   return { bytes, sha256: hash.digest('hex') };
 }
 
-/** Reads a small text file, or undefined when it does not exist. */
-export async function readOptional(path: string): Promise<Buffer | undefined> {
+/** The most readOptional reads: the node's state files are a few hundred bytes. */
+export const STATE_FILE_MAX_BYTES = 1 << 20;
+
+/**
+ * Reads a small node-state file, or undefined when it does not exist. Defensive whoever could
+ * have put something there: never follows a symlink (O_NOFOLLOW), never blocks on a FIFO or device
+ * (O_NONBLOCK, then only a regular file with one link is read), and never reads more than
+ * `maxBytes` (a /dev/zero cannot grow the heap).
+ */
+export async function readOptional(path: string, maxBytes = STATE_FILE_MAX_BYTES): Promise<Buffer | undefined> {
+  let fh: FileHandle;
   try {
-    return await withFile(path, 'r', 0, (fh) => fh.readFile());
+    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     if (errnoOf(err) === 'ENOENT') return undefined;
+    if (errnoOf(err) === 'ELOOP') throw new Error(`refusing to read ${path}: it is a symbolic link`);
     throw err;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new Error(`refusing to read ${path}: not a regular file`);
+    if (st.nlink !== 1) throw new Error(`refusing to read ${path}: it has ${st.nlink} links`);
+    if (st.size > maxBytes) throw new Error(`refusing to read ${path}: ${st.size} bytes, more than ${maxBytes}`);
+    // One byte more than its size: state files are replaced, never grown in place.
+    const buf = Buffer.alloc(st.size + 1);
+    let n = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+      if (n === buf.length) throw new Error(`refusing to read ${path}: it grew while being read`);
+    }
+    return buf.subarray(0, n);
+  } finally {
+    await fh.close();
   }
 }

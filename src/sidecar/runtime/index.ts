@@ -9,3 +9,5 @@ export { findMarkerProcesses, listProcesses } from './procfs.js';
 export { ORPHANED_TRIGGER, sweepNode, type SweepOptions, type SweepResult } from './sweep.js';
 export { killServer, sessionNameFor } from './tmux.js';
 export { isAgentUid, listWorkspaces, readAgentRecord, workspacePaths, type AgentRecord, type WorkspacePaths } from './workspace.js';
+export { checkLayout, checkTraversable, nodeSandbox, probeSandbox, SANDBOX_MODES, type NodeSandbox, type SandboxMode } from './sandbox.js';
+export { DEFAULT_UID_RANGE, parseUidRange } from './uids.js';

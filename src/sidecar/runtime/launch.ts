@@ -2,7 +2,8 @@
  * Starts an agent's tmux session (DESIGN.md lifecycle step 2), idempotently by UID.
  *
  * Order, so that the whole output is captured from the first byte:
- *   prepare the workspace (prompt 0600, launch files, `go` FIFO, agent.json last)
+ *   prepare the state directory (the agent's uid, its scratch/ and home/, the prompt read-only for
+ *   it, launch files, `go` FIFO, agent.json last)
  *   -> new-session running the launcher (which blocks on the FIFO)
  *   -> remain-on-exit -> pipe-pane to output.log -> release the launcher.
  * A crash between any two steps converges on the next launch(): the FIFO's presence means the
@@ -11,7 +12,7 @@
  * sidecar calls launch() again for every Agent whose marks show a launch part-way.
  */
 import { constants } from 'node:fs';
-import { mkdir, open, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import type { Logger } from 'pino';
@@ -19,7 +20,10 @@ import { AGENT_ENV } from '../../api/constants.js';
 import { crashPoint } from './crashPoint.js';
 import { expandArgs } from './expand.js';
 import { errnoOf, writeFileAtomic } from './files.js';
-import { LAUNCHER_ARGV0, LAUNCHER_SCRIPT } from './launcher.js';
+import { EXEC_ARGV0, EXEC_SCRIPT, LAUNCHER_ARGV0, LAUNCHER_SCRIPT } from './launcher.js';
+import { createLeaf, leafOf, limitFiles, type LimitController, type Limits } from './cgroup.js';
+import { checkTraversable, joinCgroupArgv, sandboxArgv, type NodeSandbox } from './sandbox.js';
+import { allocateUid } from './uids.js';
 import { interpretObservation, launchProgress, observeFacts, observeSession, type ObservedFacts, type SessionObservation } from './observe.js';
 import {
   baseEnvironment,
@@ -60,8 +64,12 @@ export interface LaunchOptions {
   workingDir?: string;
   prompt: Buffer | string;
   promptOnStdin?: boolean;
-  /** Directory holding the agent-operator command; prepended to PATH. */
+  /** Directory holding the agent-operator command; prepended to PATH (read-only in the sandbox). */
   binDir: string;
+  /** The node's sandbox and the range the agent's uid comes from (see sandbox.ts, uids.ts). */
+  sandbox: NodeSandbox;
+  /** spec.resources.limits, parsed: written into the agent's cgroup where its controllers exist. */
+  limits?: Limits;
   logger: Logger;
   /** Bound for mkfifo and for the launcher to take its go signal (each tmux call has its own timeout). Default 10 s. */
   timeoutMs?: number;
@@ -72,6 +80,8 @@ export interface LaunchResult {
   started: boolean;
   /** The agent's cleanup has begun (a tombstone exists): it is never started again. */
   cleanedUp: boolean;
+  /** Limits asked for that this node's cgroup cannot enforce (no such controller). */
+  limitsNotEnforced?: LimitController[];
   sessionName: string;
   observation: SessionObservation;
 }
@@ -93,7 +103,7 @@ export function platformEnv(root: string, uid: string, namespace: string, name: 
 export interface ComposedLaunch {
   /** Set on the tmux session (`new-session -e`): every process tmux starts in it carries them, the AGENT_UID marker included. */
   sessionEnv: Record<string, string>;
-  /** Exported by the launcher before it execs the command, in this order. */
+  /** Exported by the launcher before it execs the command, in this order (HOME first: the spec may set its own). */
   commandEnv: [string, string][];
   argv: string[];
 }
@@ -128,25 +138,28 @@ export function composeLaunch(o: {
     const v = o.env[k];
     if (v !== undefined) sessionEnv[k] = v;
   }
-  const commandEnv = Object.entries({ ...full, PATH: `${o.binDir}:${o.env.PATH ?? o.basePath}` });
+  const commandEnv = Object.entries({ HOME: workspacePaths(o.root, o.uid).home, ...full, PATH: `${o.binDir}:${o.env.PATH ?? o.basePath}` });
   return { sessionEnv, commandEnv, argv };
 }
 
 const seq = (i: number) => String(i).padStart(4, '0');
 
-async function writeLaunchFiles(paths: WorkspacePaths, c: ComposedLaunch, workingDir: string, promptOnStdin: boolean): Promise<void> {
+/**
+ * The launcher's argv (pure): the sandbox's prefix, then EXEC_SCRIPT (inside the sandbox) with the
+ * working directory, the prompt to read stdin from ('' for none) and the command.
+ */
+export function launcherArgv(prefix: readonly string[], workingDir: string, stdinFrom: string, argv: readonly string[]): string[] {
+  return [...prefix, '/bin/sh', '-c', EXEC_SCRIPT, EXEC_ARGV0, workingDir, stdinFrom, ...argv];
+}
+
+async function writeLaunchFiles(paths: WorkspacePaths, env: readonly [string, string][], argv: readonly string[]): Promise<void> {
   await rm(paths.launchDir, { recursive: true, force: true });
   const envDir = join(paths.launchDir, 'env');
   const argvDir = join(paths.launchDir, 'argv');
   await mkdir(envDir, { recursive: true, mode: 0o700 });
   await mkdir(argvDir, { recursive: true, mode: 0o700 });
   const put = (path: string, data: string) => writeFile(path, data, { mode: 0o600, flag: 'wx' });
-  await Promise.all([
-    ...c.commandEnv.map(([k, v], i) => put(join(envDir, seq(i)), `${k}=${v}`)),
-    ...c.argv.map((a, i) => put(join(argvDir, seq(i)), a)),
-    put(join(paths.launchDir, 'workdir'), workingDir),
-    ...(promptOnStdin ? [put(join(paths.launchDir, 'stdin'), '')] : []),
-  ]);
+  await Promise.all([...env.map(([k, v], i) => put(join(envDir, seq(i)), `${k}=${v}`)), ...argv.map((a, i) => put(join(argvDir, seq(i)), a))]);
 }
 
 async function mkfifo(path: string, timeoutMs: number): Promise<void> {
@@ -154,13 +167,39 @@ async function mkfifo(path: string, timeoutMs: number): Promise<void> {
   await execa('mkfifo', ['-m', '600', '--', path], { timeout: timeoutMs, stdin: 'ignore' });
 }
 
-/** Everything the session needs on disk; agent.json is written last and marks the workspace prepared. */
-async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: ComposedLaunch, timeoutMs: number): Promise<void> {
+/** A directory owned by `id` (the agent's uid and gid), mode 0700. */
+async function ownedDir(path: string, id: number | undefined): Promise<void> {
+  await mkdir(path, { recursive: true, mode: 0o700 });
+  if (id !== undefined) await chown(path, id, id);
+}
+
+/**
+ * Everything the session needs on disk; agent.json is written last and marks the workspace prepared.
+ * Sandboxed, the node root, agents/ and the state directory are 0711 (the agent's bwrap, running as
+ * its uid, passes through them to bind its own scratch/ and home/, and can list or open nothing).
+ */
+async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: ComposedLaunch, timeoutMs: number): Promise<LimitController[]> {
+  const sandboxed = o.sandbox.host.mode !== 'none';
+  if (sandboxed) await checkTraversable(paths.root);
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
-  await mkdir(paths.scratch, { recursive: true, mode: 0o700 });
-  await writeFileAtomic(paths.prompt, o.prompt, 0o600);
+  if (sandboxed) for (const d of [paths.root, paths.agentsDir, paths.dir]) await chmod(d, 0o711);
+  const id = sandboxed ? await allocateUid(paths, o.sandbox.uids) : undefined;
+  await ownedDir(paths.scratch, id);
+  await ownedDir(paths.home, id);
+  // Readable by the agent's gid, writable by no one but root.
+  await writeFileAtomic(paths.prompt, o.prompt, id === undefined ? 0o600 : 0o440);
+  if (id !== undefined) await chown(paths.prompt, 0, id);
   await (await open(paths.output, 'a', 0o600)).close(); // never truncates what was captured
-  await writeLaunchFiles(paths, c, o.workingDir ?? paths.scratch, o.promptOnStdin === true);
+  await Promise.all([paths.execStatus, paths.sandboxLog, paths.launchError].map((f) => rm(f, { force: true })));
+  const cg = o.sandbox.cgroups;
+  if (sandboxed && !cg) throw new Error('sandbox: no cgroup for agents (the sidecar sets one up at start-up)');
+  const notEnforced = cg ? await createLeaf(cg, o.uid, o.limits) : limitFiles(o.limits ?? {}, []).notEnforced;
+  const prefix = [
+    ...(cg ? joinCgroupArgv(leafOf(cg, o.uid)) : []),
+    ...(id === undefined ? [] : sandboxArgv(o.sandbox.host, { uid: id, gid: id, writable: [paths.scratch, paths.home], readOnly: [paths.prompt, o.binDir] })),
+  ];
+  const workingDir = o.workingDir ?? paths.scratch;
+  await writeLaunchFiles(paths, c.commandEnv, launcherArgv(prefix, workingDir, o.promptOnStdin === true ? paths.prompt : '', c.argv));
   await mkfifo(paths.go, timeoutMs);
   const token = o.env[AGENT_ENV.reportToken];
   await writeAgentRecord(paths, {
@@ -172,6 +211,7 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
     ...(token !== undefined ? { reportTokenSha256: sha256Hex(token) } : {}),
     createdAt: new Date().toISOString(),
   });
+  return notEnforced;
 }
 
 async function newSession(paths: WorkspacePaths, sessionName: string, sessionEnv: Record<string, string>): Promise<'created' | 'exists'> {
@@ -269,14 +309,21 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
       log.info('the session died before its command was released; recreating it');
       await killSession(o.root, sessionName);
     }
+    let notEnforced: LimitController[] = [];
     if (decision !== 'finish') {
-      await prepareWorkspace(paths, o, c, timeoutMs);
+      notEnforced = await prepareWorkspace(paths, o, c, timeoutMs);
       crashPoint('launch:workspace');
       if ((await newSession(paths, sessionName, c.sessionEnv)) === 'exists') log.info('session already existed');
       crashPoint('launch:session');
     }
     await finishStart(paths, sessionName, timeoutMs);
     log.info('agent session started');
-    return { started: true, cleanedUp: false, sessionName, observation: await observeSession(o.root, o.uid) };
+    return {
+      started: true,
+      cleanedUp: false,
+      sessionName,
+      observation: await observeSession(o.root, o.uid),
+      ...(notEnforced.length > 0 ? { limitsNotEnforced: notEnforced } : {}),
+    };
   });
 }

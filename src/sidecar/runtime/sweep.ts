@@ -4,6 +4,7 @@
  * 'Orphaned'), archived under their namespace/name from agent.json, or `_orphans/<uid>/` without it.
  */
 import type { Logger } from 'pino';
+import type { AgentCgroups } from './cgroup.js';
 import type { CleanupRecord } from '../../api/agent.js';
 import { cleanupAgent } from './cleanup.js';
 import { errorMessage } from './files.js';
@@ -50,6 +51,8 @@ export interface SweepOptions {
   minAgeSeconds?: number;
   /** Forget cleaned-up UIDs after this long (stale events are long over by then). Default 1 day. */
   tombstoneTtlSeconds?: number;
+  /** The node's agent cgroups, for the cleanups. */
+  cgroups?: AgentCgroups;
   logger: Logger;
 }
 
@@ -69,6 +72,7 @@ export async function sweepNode(o: SweepOptions): Promise<SweepResult[]> {
     try {
       const record = await cleanupAgent({
         root: o.root,
+        ...(o.cgroups ? { cgroups: o.cgroups } : {}),
         archiveDir: o.archiveDir,
         uid,
         trigger: ORPHANED_TRIGGER,

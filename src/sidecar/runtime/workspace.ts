@@ -1,6 +1,9 @@
 /**
- * The node-side workspace of one agent, `<root>/agents/<uid>/`. Every path is derived from the
+ * The node-side state of one agent, `<root>/agents/<uid>/`. Every path is derived from the
  * Kubernetes UID (validated strictly), never from a name, so no spec content can steer a path.
+ * The directory and everything in it belong to root (mode 0711: the agent's uid may pass through
+ * to its own scratch/ and home/, which it owns, and list or write nothing else); inside its
+ * sandbox the agent sees only scratch/, home/ and its prompt (read-only).
  */
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
@@ -51,8 +54,16 @@ export interface WorkspacePaths extends NodePaths {
   launchError: string;
   reports: string;
   findings: string;
-  /** Default working directory of the command. */
+  /** The agent's workspace: its default working directory, writable by it (its uid owns it). */
   scratch: string;
+  /** The agent's HOME, writable by it. */
+  home: string;
+  /** The agent's uid (uids.ts), node-owned. */
+  sandboxUid: string;
+  /** Written by the launcher's exec step through fd 3: `started`, then a launch error if any. */
+  execStatus: string;
+  /** What setpriv/bwrap printed (the launcher quotes it when the sandbox could not be set up). */
+  sandboxLog: string;
   /** The facts needed to rediscover and clean this agent after a sidecar restart. */
   agentJson: string;
   /** FIFO the launcher waits on until output capture is attached; removed by the launcher once released. */
@@ -78,6 +89,10 @@ export function workspacePaths(root: string, uid: string): WorkspacePaths {
     reports: join(dir, 'reports.jsonl'),
     findings: join(dir, 'findings.jsonl'),
     scratch: join(dir, 'scratch'),
+    home: join(dir, 'home'),
+    sandboxUid: join(dir, 'sandbox-uid'),
+    execStatus: join(dir, 'exec-status'),
+    sandboxLog: join(dir, 'sandbox.log'),
     agentJson: join(dir, 'agent.json'),
     go: join(dir, 'go'),
     launchDir: join(dir, 'launch'),

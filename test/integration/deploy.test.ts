@@ -244,17 +244,24 @@ describe('deploy/ on a real API server', () => {
   /** What this test created and must remove; the CRDs stay (the run's other tests use them). */
   let installed: KubeObject[] = [];
 
+  /** Deletes deploy/'s objects but the CRDs and waits for the Namespace to be gone. */
+  const uninstall = async () => {
+    const r = await kubectl(['delete', '--ignore-not-found', '--wait=true', '--timeout=120s', '-f', '-'], { input: toYaml(installed), timeoutMs: 150_000 });
+    assert.equal(r.exitCode, 0, `uninstalling deploy/ failed:\n${r.stderr}`);
+  };
+
   before(async () => {
     rendered = await render(DEPLOY_DIR);
     installed = rendered.filter((o) => o.kind !== 'CustomResourceDefinition');
+    // An earlier file's local stack installed deploy/ (as an install stays) and its controller left
+    // its Lease: this file tests a first install, so it starts from none, whatever ran before it.
+    await uninstall();
   });
 
   after(async () => {
     for (const kc of saKubeconfigs.values()) closeConnections(kc);
-    if (installed.length === 0) return;
-    // Waits for the Namespace to be gone: the next test file installs deploy/ into it again.
-    const r = await kubectl(['delete', '--ignore-not-found', '--wait=true', '--timeout=120s', '-f', '-'], { input: toYaml(installed), timeoutMs: 150_000 });
-    assert.equal(r.exitCode, 0, `cleanup failed:\n${r.stderr}`);
+    // The next test file's stack installs deploy/ into the Namespace again.
+    if (installed.length > 0) await uninstall();
   });
 
   it('renders one Namespace, the CRDs from crds/, and the image set by kustomize', () => {

@@ -107,16 +107,19 @@ test('status merge patches: keys merge, null removes, no generation bump; diffSt
   const ns = await createTestNamespace(t, 'kube-status');
   const agents = client(t);
   const created = await agents.create(body('a', ns));
+  // The CRD defaults status.observedGeneration to 0 (not reconciled yet, for kstatus); patches keep it.
+  const unreconciled = { observedGeneration: 0 };
+  assert.deepEqual(created.status, unreconciled);
   const first = await agents.patchStatus(refOf(created), { phase: 'Pending', message: 'queued', progress: 0 });
-  assert.deepEqual(first.status, { phase: 'Pending', message: 'queued', progress: 0 });
+  assert.deepEqual(first.status, { ...unreconciled, phase: 'Pending', message: 'queued', progress: 0 });
   const second = (await agents.patchStatus(refOf(created), { phase: 'Running', message: null })) as AgentObj;
-  assert.deepEqual(second.status, { phase: 'Running', progress: 0 });
+  assert.deepEqual(second.status, { ...unreconciled, phase: 'Running', progress: 0 });
   assert.equal(second.metadata?.generation, created.metadata?.generation, 'status writes do not bump generation');
-  assert.equal(diffStatus(second.status, { phase: 'Running', progress: 0 }), undefined, 'nothing to write');
-  const patch = diffStatus(second.status, { phase: 'Running', progress: 40 });
+  assert.equal(diffStatus(second.status, { ...unreconciled, phase: 'Running', progress: 0 }), undefined, 'nothing to write');
+  const patch = diffStatus(second.status, { ...unreconciled, phase: 'Running', progress: 40 });
   assert.deepEqual(patch, { progress: 40 });
   const third = await agents.patchStatus(refOf(created), patch!);
-  assert.deepEqual(third.status, { phase: 'Running', progress: 40 });
+  assert.deepEqual(third.status, { ...unreconciled, phase: 'Running', progress: 40 });
 });
 
 test('preconditions: a stale resourceVersion and an old uid are conflicts, and change nothing', async (t) => {

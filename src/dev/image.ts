@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import type { Logger } from 'pino';
 import { acquireLock, cacheRoot } from './binaries.js';
+import type { ImageConfig } from './ociSpec.js';
 import { PACKAGE_ROOT } from './paths.js';
 import { onPath } from './processes.js';
 
@@ -129,15 +130,18 @@ export function budArgs(o: BudOptions): string[] {
   ];
 }
 
-const PACKAGE_OF: Record<string, string> = { buildah: 'buildah', debootstrap: 'debootstrap' };
+const IMAGE_TOOLS = new Set(['buildah', 'debootstrap']);
 
-/** Fails naming the tool and its Debian package when `command` is not on PATH. */
-export function requireTool(command: string, path: string | undefined = onPath(command)): void {
-  if (path) return;
-  throw new Error(
-    `${command} is not installed (Debian package '${PACKAGE_OF[command] ?? command}'). Building the image without a Docker engine needs buildah and debootstrap: ` +
-      `apt-get install buildah debootstrap. With a Docker engine, 'docker build .' builds the same Dockerfile.`,
-  );
+/** The error for a missing tool: its name and its Debian package (each tool is its own). */
+export function missingTool(command: string): Error {
+  const why = IMAGE_TOOLS.has(command)
+    ? " Building the image without a Docker engine needs buildah and debootstrap (apt-get install buildah debootstrap); with a Docker engine, 'docker build .' builds the same Dockerfile."
+    : '';
+  return new Error(`${command} is not installed (Debian package '${command}': apt-get install ${command}).${why}`);
+}
+
+export function requireTool(command: string): void {
+  if (!onPath(command)) throw missingTool(command);
 }
 
 interface RunOptions {
@@ -149,7 +153,7 @@ interface RunOptions {
 
 /** An external command with a timeout; a failure quotes the end of its output. */
 export async function run(command: string, args: string[], o: RunOptions): Promise<string> {
-  requireTool(command, onPath(command) ?? (command.startsWith('/') ? command : undefined));
+  if (!command.startsWith('/')) requireTool(command);
   const child = execa(command, args, { timeout: Math.max(1000, o.timeoutMs), reject: false, all: true, stdin: 'ignore', ...(o.cwd ? { cwd: o.cwd } : {}) });
   if (o.output) child.all?.on('data', (b: Buffer) => o.output!(b.toString()));
   const r = await child;
@@ -349,4 +353,28 @@ export async function buildImage(o: BuildOptions): Promise<BuiltImage> {
   const built = { image: tag, id: inspected.FromImageID, base, sizeBytes: layers.reduce((n, l) => n + l.size, 0), seconds: (Date.now() - started) / 1000 };
   o.logger.info({ image: tag, id: built.id.slice(0, 12), megabytes: Math.round(built.sizeBytes / 1e6), seconds: Math.round(built.seconds) }, 'image built');
   return built;
+}
+
+export interface MountedImage {
+  /** The image's root filesystem (a buildah working container's; changes to it never reach the image). */
+  rootfs: string;
+  config: ImageConfig;
+  release(): Promise<void>;
+}
+
+/** An image's root filesystem and config, for reading it and running it in runc; release() removes the working container. */
+export async function mountImage(image: string, name: string): Promise<MountedImage> {
+  const timeoutMs = 2 * 60_000;
+  const config = (JSON.parse(await run('buildah', ['inspect', '--type', 'image', image], { timeoutMs })) as { OCIv1: { config: ImageConfig } }).OCIv1.config;
+  const ctr = await run('buildah', ['from', '--pull=never', '--name', name, image], { timeoutMs });
+  const release = async () => {
+    const r = await execa('buildah', ['rm', ctr], { timeout: timeoutMs, reject: false });
+    if (r.exitCode !== 0) throw new Error(`buildah rm ${ctr} failed: ${r.stderr}`);
+  };
+  try {
+    return { rootfs: await run('buildah', ['mount', ctr], { timeoutMs }), config, release };
+  } catch (err) {
+    await release();
+    throw err;
+  }
 }

@@ -1,12 +1,11 @@
 /**
- * `npm run image` (node dist/src/dev/imageCommand.js): builds localhost/agent-operator:dev from the
- * Dockerfile with buildah, without a Docker engine; see image.ts.
+ * `agent-operator image` (`npm run image`): builds localhost/agent-operator:dev from the Dockerfile
+ * with buildah, without a Docker engine; see image.ts.
  */
-import { pathToFileURL } from 'node:url';
 import { IMAGE, buildImage } from './image.js';
 import { stderrLogger } from './logger.js';
 
-const USAGE = `Usage: npm run image [-- --tag NAME] [--quiet]
+const USAGE = `Usage: agent-operator image [--tag NAME] [--quiet]    (in a checkout: npm run image)
 
 Builds the Dockerfile with buildah (no Docker engine, no registry) on a stand-in for node:24-slim made
 with debootstrap and Node/npm from the npm registry, cached in \${XDG_CACHE_HOME:-~/.cache}/agent-operator/image/.
@@ -32,16 +31,4 @@ export async function runImage(argv: string[]): Promise<number> {
   console.error(`${built.image}: ${Math.round(built.sizeBytes / 1e6)} MB, base ${built.base.name} (${built.base.source}), ${built.seconds.toFixed(1)} s`);
   console.log(built.id);
   return 0;
-}
-
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  runImage(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err: unknown) => {
-      console.error(`image: ${err instanceof Error ? err.message : String(err)}`);
-      process.exitCode = 1;
-    },
-  );
 }

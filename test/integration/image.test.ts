@@ -22,7 +22,7 @@ import { CONTROLLER_SERVICE_ACCOUNT, OPERATOR_NAMESPACE } from '../../src/dev/st
 import { controlPlane, createTestNamespace, kubeConfig, uniqueSuffix, waitFor } from '../support/cluster.js';
 import { CONTROLLER, baseObjects, findObject, type Workload } from '../support/deployManifests.js';
 import { assertProductionDependenciesOnly, entrypointOf, parseStages, workdirOf } from '../support/dockerfile.js';
-import { assertNothingLeft, createAgent, useStack, waitForCleanedUp } from '../support/stack.js';
+import { agents, assertNothingLeft, createAgent, useStack, waitForCleanedUp, waitForGone } from '../support/stack.js';
 
 /** Cold (no base, no layers): about 2.5 min on the 2-core machine; warm: seconds. */
 const BUILD_TIMEOUT_MS = 30 * 60_000;
@@ -184,5 +184,8 @@ describe('the production image', () => {
     assert.equal(done.status?.phase, 'Completed', JSON.stringify(done.status));
     assert.equal(done.status?.nodeName, stack().nodes[0]!.name);
     await assertNothingLeft(stack(), done);
+    // Deleted while the controller still runs: it releases the cleanup finalizer.
+    await agents().delete({ namespace: ns, name: 'in-image' });
+    await waitForGone(ns, 'in-image');
   });
 });

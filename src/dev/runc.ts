@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import type { Logger } from 'pino';
 import type { OciSpec } from './ociSpec.js';
-import { requireTool, run } from './image.js';
 import { startProcess, type ManagedProcess } from './processes.js';
+import { requireTool, run } from './tools.js';
 
 const RUNC_TIMEOUT_MS = 60_000;
 
@@ -31,7 +31,7 @@ async function createBundle(id: string, spec: OciSpec): Promise<Bundle> {
 async function destroy(b: Bundle, logger: Logger): Promise<void> {
   const runc = (args: string[]) => execa('runc', ['--root', b.stateRoot, ...args], { timeout: RUNC_TIMEOUT_MS, reject: false });
   const deleted = await runc(['delete', '--force', b.id]);
-  if (deleted.exitCode !== 0 && !/does not exist|not exist/.test(deleted.stderr)) logger.warn({ id: b.id, stderr: deleted.stderr }, 'runc delete --force failed');
+  if (deleted.exitCode !== 0 && !/does not exist/.test(deleted.stderr)) logger.warn({ id: b.id, stderr: deleted.stderr }, 'runc delete --force failed');
   await rm(b.dir, { recursive: true, force: true });
 }
 

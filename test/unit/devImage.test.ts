@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { V1Container } from '@kubernetes/client-node';
-import { BUILD_CA_PATH, BUILD_NPMRC_PATH, HOST_CA_BUNDLE, baseKey, budArgs, buildNpmrc, debianMirror, missingTool, requireTool, type BaseInputs } from '../../src/dev/image.js';
+import { BUILD_CA_PATH, BUILD_NPMRC_PATH, HOST_CA_BUNDLE, baseKey, budArgs, buildNpmrc, debianMirror, type BaseInputs } from '../../src/dev/image.js';
+import { missingTool, requireTool } from '../../src/dev/tools.js';
 import { DEFAULT_CAPABILITIES, capabilitiesAfter, imageUser, ociSpec, parseBytes } from '../../src/dev/ociSpec.js';
 
 test('debianMirror: the suite itself, from one-line and deb822 sources, in apt order', () => {

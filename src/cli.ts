@@ -33,6 +33,10 @@ const commands: Record<string, Command> = {
     summary: 'build or locate etcd, kube-apiserver, kube-controller-manager and kubectl',
     run: async (argv) => (await import('./dev/binariesCommand.js')).runEnsureBinaries(argv),
   },
+  image: {
+    summary: 'build the image from a checkout without a Docker engine (buildah, debootstrap; root)',
+    run: async (argv) => (await import('./dev/imageCommand.js')).runImage(argv),
+  },
   report: {
     summary: 'report progress or a finding from inside an agent session',
     run: async (argv) => (await import('./report/cli.js')).runReport(argv),

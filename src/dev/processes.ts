@@ -67,7 +67,8 @@ function installHooks(): void {
   }
 }
 
-function onPath(cmd: string): string | undefined {
+/** The first executable named `cmd` on PATH. */
+export function onPath(cmd: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
     const candidate = join(dir, cmd);
     if (dir && existsSync(candidate)) return candidate;

@@ -320,11 +320,11 @@ export class Stack {
 
   private async writeEnv(): Promise<void> {
     const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-    const c = this.controllers[0]!;
+    // A stack may run no controller of its own (the image test runs one in a container).
+    const c = this.controllers[0];
     const lines = [
       ...envFileLines(this.controlPlane.kubeconfigPath, this.controlPlane.binDir),
-      `export CONTROLLER_METRICS_URL=${q(`${c.metricsUrl}/metrics`)}`,
-      `export CONTROLLER_HEALTH_URL=${q(c.healthUrl)}`,
+      ...(c ? [`export CONTROLLER_METRICS_URL=${q(`${c.metricsUrl}/metrics`)}`, `export CONTROLLER_HEALTH_URL=${q(c.healthUrl)}`] : []),
     ];
     await writeFile(this.envPath, `${lines.join('\n')}\n`);
   }

@@ -13,7 +13,7 @@ import { dirname, join, posix } from 'node:path';
 import { test } from 'node:test';
 import { execa } from 'execa';
 import { PACKAGE_ROOT } from '../../src/dev/paths.js';
-import { copiesOf, entrypointOf, npmInstallsOf, parseStages, workdirOf, type Stage } from '../support/dockerfile.js';
+import { assertProductionDependenciesOnly, copiesOf, entrypointOf, npmInstallsOf, parseStages, workdirOf, type Stage } from '../support/dockerfile.js';
 import { CONTROLLER, SIDECAR, baseObjects, findObject, type Workload } from '../support/deployManifests.js';
 
 const NPM_TIMEOUT_MS = 5 * 60_000;
@@ -71,13 +71,7 @@ test('the runtime stage runs its entrypoint and every deployed subcommand with p
     const r = await execa(bin!, args, { cwd: root, timeout: NPM_TIMEOUT_MS, reject: false, env: { npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false' } });
     assert.equal(r.exitCode, 0, `${command} failed:\n${r.stderr}`);
   }
-  // The lockfile marks what only dev dependencies need ("dev": true); everything else is production.
-  const lock = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean; optional?: boolean }> };
-  const entries = Object.entries(lock.packages).filter(([path]) => path.startsWith('node_modules/'));
-  const devOnly = entries.filter(([, p]) => p.dev).map(([path]) => path);
-  assert.ok(devOnly.includes('node_modules/typescript'), 'the lockfile marks dev-only packages (else this check is moot)');
-  for (const path of devOnly) assert.ok(!existsSync(join(root, path)), `${path} is for development only and must not be in the runtime`);
-  for (const [path, p] of entries) if (!p.dev && !p.optional) assert.ok(existsSync(join(root, path, 'package.json')), `${path} (production) is installed`);
+  assertProductionDependenciesOnly(root);
 
   // ENTRYPOINT + CMD, with the image's root mapped to the temp dir. tini only forwards signals and
   // reaps, and may not be installed here, so node runs directly.

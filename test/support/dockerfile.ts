@@ -1,10 +1,14 @@
 /**
  * Reading the Dockerfile and .dockerignore without a Docker engine: the subset of the syntax this
  * repository uses, strictly (anything else is an error rather than a silent misreading).
- * Used by test/unit/dockerfile.test.ts (structure) and test/integration/dockerfile.test.ts (which
- * assembles the runtime stage's files as the Dockerfile says and runs the CLI from them).
+ * Used by test/unit/dockerfile.test.ts (structure), test/integration/dockerfile.test.ts (which
+ * assembles the runtime stage's files as the Dockerfile says and runs the CLI from them) and
+ * test/integration/image.test.ts (the built image).
  */
-import { posix } from 'node:path';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, posix } from 'node:path';
+import { PACKAGE_ROOT } from '../../src/dev/paths.js';
 
 export interface Instruction {
   keyword: string;
@@ -158,4 +162,17 @@ export function dockerignoreMatcher(text: string): (path: string) => boolean {
     for (const r of rules) if (selfAndParents.some((p) => r.re.test(p))) excluded = !r.negated;
     return excluded;
   };
+}
+
+/**
+ * The runtime's app directory holds every production package of the lockfile and none that only
+ * dev dependencies need (the lockfile marks those "dev": true).
+ */
+export function assertProductionDependenciesOnly(appDir: string): void {
+  const lock = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean; optional?: boolean }> };
+  const entries = Object.entries(lock.packages).filter(([path]) => path.startsWith('node_modules/'));
+  const devOnly = entries.filter(([, p]) => p.dev).map(([path]) => path);
+  assert.ok(devOnly.includes('node_modules/typescript'), 'the lockfile marks dev-only packages (else this check is moot)');
+  for (const path of devOnly) assert.ok(!existsSync(join(appDir, path)), `${path} is for development only and must not be in the runtime`);
+  for (const [path, p] of entries) if (!p.dev && !p.optional) assert.ok(existsSync(join(appDir, path, 'package.json')), `${path} (production) is installed`);
 }

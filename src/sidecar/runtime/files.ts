@@ -92,6 +92,18 @@ export async function digestFile(path: string): Promise<FileDigest> {
 export const STATE_FILE_MAX_BYTES = 1 << 20;
 
 /**
+ * Whether an opened state file may be read: 'read', 'gone' (unlinked since it was opened: a cleanup
+ * removing another agent's state, or an atomic replace; as absent as ENOENT), or why not.
+ */
+export function stateFileVerdict(st: { isFile(): boolean; nlink: number; size: number }, maxBytes: number): 'read' | 'gone' | string {
+  if (!st.isFile()) return 'not a regular file';
+  if (st.nlink === 0) return 'gone';
+  if (st.nlink !== 1) return `it has ${st.nlink} links`;
+  if (st.size > maxBytes) return `${st.size} bytes, more than ${maxBytes}`;
+  return 'read';
+}
+
+/**
  * Reads a small node-state file, or undefined when it does not exist. Defensive whoever could
  * have put something there: never follows a symlink (O_NOFOLLOW), never blocks on a FIFO or device
  * (O_NONBLOCK, then only a regular file with one link is read), and never reads more than
@@ -108,9 +120,9 @@ export async function readOptional(path: string, maxBytes = STATE_FILE_MAX_BYTES
   }
   try {
     const st = await fh.stat();
-    if (!st.isFile()) throw new Error(`refusing to read ${path}: not a regular file`);
-    if (st.nlink !== 1) throw new Error(`refusing to read ${path}: it has ${st.nlink} links`);
-    if (st.size > maxBytes) throw new Error(`refusing to read ${path}: ${st.size} bytes, more than ${maxBytes}`);
+    const verdict = stateFileVerdict(st, maxBytes);
+    if (verdict === 'gone') return undefined;
+    if (verdict !== 'read') throw new Error(`refusing to read ${path}: ${verdict}`);
     // One byte more than its size: state files are replaced, never grown in place.
     const buf = Buffer.alloc(st.size + 1);
     let n = 0;

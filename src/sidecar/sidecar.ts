@@ -244,7 +244,8 @@ export class NodeSidecar {
       return;
     }
     checkLayout(host, { 'node root': this.o.root, 'archive directory': this.o.archiveDir, kubeconfig: this.o.kubeconfigPath });
-    await checkTraversable(this.o.root);
+    await checkTraversable(this.o.root, 'their workspaces');
+    for (const p of host.readOnly) await checkTraversable(p, 'agent-operator and Node.js');
     await probeSandbox(host, uids.first);
     this.log.info({ sandbox: host.mode, uids: `${uids.first}-${uids.first + uids.count - 1}` }, 'agents run sandboxed');
   }

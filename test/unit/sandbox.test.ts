@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { bytesOf, milliCpuOf, parseQuantity } from '../../src/api/quantity.js';
 import { limitsOf } from '../../src/sidecar/sidecar.js';
 import { cgroup2Mount, limitFiles, ownCgroup, parseCpuUsageUsec, parsePopulated } from '../../src/sidecar/runtime/cgroup.js';
-import { checkLayout, isWithin, joinCgroupArgv, sandboxArgv, type SandboxHost } from '../../src/sidecar/runtime/sandbox.js';
+import { checkLayout, checkTraversable, isWithin, joinCgroupArgv, sandboxArgv, type SandboxHost } from '../../src/sidecar/runtime/sandbox.js';
 import { parseUidFile, parseUidRange, pickUid } from '../../src/sidecar/runtime/uids.js';
 
 const HOST: SandboxHost = {
@@ -56,6 +59,23 @@ describe('checkLayout', () => {
     assert.equal(isWithin('/usr/lib', '/usr'), true);
     assert.equal(isWithin('/usrx', '/usr'), false);
     assert.equal(isWithin('/usr', '/usr'), true);
+  });
+});
+
+describe('checkTraversable', () => {
+  it('names the directory an agent uid cannot pass on the way to what it must see (Node.js under a 0700 home)', async (t) => {
+    const home = await mkdtemp(join(tmpdir(), 'ao-home-'));
+    t.after(() => rm(home, { recursive: true, force: true }));
+    const bin = join(home, '.cache', 'node', 'bin');
+    await mkdir(bin, { recursive: true, mode: 0o755 });
+    await chmod(home, 0o700);
+    await assert.rejects(checkTraversable(bin, 'agent-operator and Node.js'), (err: Error) => {
+      assert.equal(err.name, 'SandboxUnavailableError');
+      assert.ok(err.message.includes(`agents cannot reach agent-operator and Node.js at ${bin}: ${home} is mode 0700`), err.message);
+      return true;
+    });
+    await chmod(home, 0o711);
+    await checkTraversable(bin, 'agent-operator and Node.js');
   });
 });
 

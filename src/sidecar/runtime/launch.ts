@@ -180,7 +180,7 @@ async function ownedDir(path: string, id: number | undefined): Promise<void> {
  */
 async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: ComposedLaunch, timeoutMs: number): Promise<LimitController[]> {
   const sandboxed = o.sandbox.host.mode !== 'none';
-  if (sandboxed) await checkTraversable(paths.root);
+  if (sandboxed) await checkTraversable(paths.root, 'their workspaces');
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
   if (sandboxed) for (const d of [paths.root, paths.agentsDir, paths.dir]) await chmod(d, 0o711);
   const id = sandboxed ? await allocateUid(paths, o.sandbox.uids) : undefined;

@@ -154,15 +154,15 @@ export function checkLayout(host: SandboxHost, private_: Readonly<Record<string,
 }
 
 /**
- * bwrap runs as the agent's uid and opens its bind sources by path, so every directory above the
- * node root must let others pass (x for others). Checked, with the directory named, rather than
- * left to surface as a bwrap "Permission denied" at each launch.
+ * bwrap runs as the agent's uid and opens its bind sources by path, so every directory above one
+ * (the node root, the agent-operator installation, Node.js) must let others pass (x for others).
+ * Checked, with the directory named, rather than left to surface as a bwrap "Permission denied".
  */
-export async function checkTraversable(root: string): Promise<void> {
-  for (let dir = dirname(root); ; dir = dirname(dir)) {
+export async function checkTraversable(path: string, what: string): Promise<void> {
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
     const st = await stat(dir);
     if ((st.mode & 0o001) === 0) {
-      throw new SandboxUnavailableError(`sandbox: agents cannot reach their workspaces under ${root}: ${dir} is mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}, it needs search permission for others (chmod o+x)`);
+      throw new SandboxUnavailableError(`sandbox: agents cannot reach ${what} at ${path}: ${dir} is mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}, it needs search permission for others (chmod o+x, or install it elsewhere)`);
     }
     if (dir === '/') return;
   }

@@ -99,9 +99,12 @@ function desiredStatus(agent: Agent, local: LocalFacts, now: number): Partial<Ag
   const d: Partial<AgentStatus> = {};
   if (local.sessionName) d.sessionName = local.sessionName;
   if (local.startTime) d.startTime = local.startTime;
-  if (local.exitCode !== undefined) d.exitCode = local.exitCode;
-  if (local.launchError) d.launchError = local.launchError;
-  if (local.sessionLost) d.sessionLost = local.sessionLost;
+  // Once the node has begun to end the agent for another reason (a stop, a deadline), the exit our
+  // own kill causes, a launch the cleanup cut off, a session it killed, say nothing of the agent.
+  const ours = (reasons: readonly string[]) => local.cleanupBegun !== undefined && !reasons.includes(local.cleanupBegun);
+  if (local.exitCode !== undefined && !ours(['Exited', 'ExitedNonZero'])) d.exitCode = local.exitCode;
+  if (local.launchError && !ours(['LaunchFailed'])) d.launchError = local.launchError;
+  if (local.sessionLost && !ours(['SessionLost'])) d.sessionLost = local.sessionLost;
   if (local.report) {
     d.reportedState = local.report.state;
     d.lastReportTime = local.report.time;

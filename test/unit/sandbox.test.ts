@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { bytesOf, milliCpuOf, parseQuantity } from '../../src/api/quantity.js';
 import { limitsOf } from '../../src/sidecar/sidecar.js';
 import { cgroup2Mount, limitFiles, ownCgroup, parseCpuUsageUsec, parsePopulated } from '../../src/sidecar/runtime/cgroup.js';
+import { sandboxStarted } from '../../src/sidecar/runtime/launcher.js';
 import { checkLayout, checkTraversable, isWithin, joinCgroupArgv, sandboxArgv, type SandboxHost } from '../../src/sidecar/runtime/sandbox.js';
 import { parseUidFile, parseUidRange, pickUid } from '../../src/sidecar/runtime/uids.js';
 
@@ -76,6 +77,19 @@ describe('checkTraversable', () => {
     });
     await chmod(home, 0o711);
     await checkTraversable(bin, 'agent-operator and Node.js');
+  });
+});
+
+describe('sandboxStarted', () => {
+  it('only a first line of `started` means the launcher handed over to the sandbox (then cleanup spares it)', () => {
+    const table: [string | undefined, boolean][] = [
+      ['started\n', true],
+      ['started\nagent-operator: not executable\n', true],
+      [undefined, false],
+      ['', false],
+      ['not found\nstarted\n', false],
+    ];
+    for (const [text, want] of table) assert.equal(sandboxStarted(text), want, JSON.stringify(text));
   });
 });
 

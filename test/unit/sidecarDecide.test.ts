@@ -62,6 +62,28 @@ describe('decideNode', () => {
       action: 'cleanup:Stopped',
     },
     {
+      name: 'stopped, then the exit our kill caused: not the agent\'s exit, the stop stays the outcome',
+      agent: agent({ stop: true }, { sessionName: 'agent-u', startTime: iso(1) }),
+      local: { ...running, sessionAlive: false, exitCode: 137, cleanupBegun: 'Stopped' },
+      action: 'cleanup:Stopped',
+      patch: undefined,
+    },
+    {
+      name: 'past its deadline right after the release: the launch the cleanup cut off is no launch error',
+      agent: agent({ activeDeadlineSeconds: 1 }, { sessionName: 'agent-u', startTime: iso(1) }),
+      local: { ...running, sessionAlive: false, launchError: 'cannot set up the agent\'s sandbox', cleanupBegun: 'DeadlineExceeded' },
+      now: T0 + 5_000,
+      action: 'cleanup:DeadlineExceeded',
+      patch: undefined,
+    },
+    {
+      name: 'cleanup begun because it exited: its exit code is still written',
+      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
+      local: { ...running, sessionAlive: false, exitCode: 3, cleanupBegun: 'ExitedNonZero' },
+      action: 'cleanup:ExitedNonZero',
+      patch: { exitCode: 3 },
+    },
+    {
       name: 'launched: session facts written once',
       agent: agent(),
       local: running,

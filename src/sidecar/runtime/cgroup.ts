@@ -51,11 +51,14 @@ export function ownCgroup(procCgroup: string): string | undefined {
   return line ? line.slice(3) || '/' : undefined;
 }
 
+/** A cgroup removed while one of its files is open answers ENODEV: as gone as ENOENT. */
+const isGone = (err: unknown) => errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENODEV';
+
 async function readText(path: string): Promise<string | undefined> {
   try {
     return await readFile(path, 'utf8');
   } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return undefined;
+    if (isGone(err)) return undefined;
     throw err;
   }
 }
@@ -194,7 +197,7 @@ export async function killLeaf(leaf: string): Promise<boolean> {
     await writeFile(join(leaf, 'cgroup.kill'), '1');
     return true;
   } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return false;
+    if (isGone(err)) return false;
     throw err;
   }
 }

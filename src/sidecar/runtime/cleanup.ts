@@ -32,7 +32,8 @@ import {
   type ManifestFile,
 } from './archive.js';
 import { crashPoint } from './crashPoint.js';
-import { errorMessage, exists, type FileDigest } from './files.js';
+import { errorMessage, exists, readOptional, type FileDigest } from './files.js';
+import { sandboxStarted } from './launcher.js';
 import { findMarkerProcesses, holdersOf } from './procfs.js';
 import { terminateProcesses } from './terminate.js';
 import { findPane, killSession, sessionNameFor } from './tmux.js';
@@ -169,8 +170,13 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
   const pane = await step('observe session', () => findPane(o.root, sessionName), undefined);
   const sandboxUid = await step('read the sandbox uid', () => readSandboxUid(paths), undefined);
   const leaf = o.cgroups ? leafOf(o.cgroups, o.uid) : undefined;
-  // Sandboxed and released (no go FIFO): its launcher records the status and ends by itself.
-  const launcherReleased = sandboxUid !== undefined && !(await step('inspect the go FIFO', () => exists(paths.go), true));
+  // Sandboxed, released (no go FIFO) and the sandbox started: its launcher records the status and
+  // ends by itself. A launcher not that far (a stop right after the release) is stopped with the rest,
+  // or it would go on to join a cgroup this cleanup removes, or run the command after it.
+  const launcherReleased =
+    sandboxUid !== undefined &&
+    !(await step('inspect the go FIFO', () => exists(paths.go), true)) &&
+    (await step('inspect the sandbox start', async () => sandboxStarted((await readOptional(paths.execStatus))?.toString('utf8')), false));
   const term = await step(
     'stop processes',
     () =>

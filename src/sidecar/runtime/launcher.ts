@@ -44,6 +44,11 @@ export const LAUNCH_EXIT = {
   notFound: 127,
 } as const;
 
+/** Whether `exec-status` says the sandbox was set up (EXEC_SCRIPT's first line), from inside it. */
+export function sandboxStarted(execStatus: string | undefined): boolean {
+  return execStatus?.split('\n', 1)[0] === 'started';
+}
+
 export const LAUNCHER_ARGV0 = 'agent-launcher';
 
 export const EXEC_ARGV0 = 'agent-exec';

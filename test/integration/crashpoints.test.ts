@@ -69,7 +69,8 @@ describe('crash points: the sidecar SIGKILLed right after each step, then restar
       await gates().pid(name); // its start is recorded a moment after Running
       assert.equal(await gates().starts(name), 1);
       const samples = await scrape(node.metricsUrl);
-      assert.equal(metricValue(samples, 'agent_operator_launch_resumes_total', { step: progress }), 1, `no resume after ${progress} counted`);
+      // At least one: a resume that fails on a busy machine (a tmux call timing out) is tried again, and counted again.
+      assert.ok((metricValue(samples, 'agent_operator_launch_resumes_total', { step: progress }) ?? 0) >= 1, `no resume after ${progress} counted`);
       assert.equal(metricValue(samples, 'agent_operator_launches_unfinished'), 0);
 
       await gates().open(name);

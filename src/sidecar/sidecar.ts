@@ -361,7 +361,7 @@ export class NodeSidecar {
   private async reconcile(key: string): Promise<void> {
     const agent = this.agents.get(key);
     const uid = agent?.metadata?.uid;
-    // The binding is the label (what we watch) and status.nodeName (the controller's record); act on both only.
+    // The binding is the label (the controller's record, what we watch) and status.nodeName (its copy); act when both name this node.
     if (!agent || !uid || agent.status?.nodeName !== this.o.nodeName) return;
     if (!isAgentUid(uid)) {
       this.log.error({ key, uid }, 'Agent UID is not a UUID; not touching it');

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { describe, it, type TestContext } from 'node:test';
-import { CoreV1Api, EventsV1Api, KubeConfig, RbacAuthorizationV1Api, V1MicroTime } from '@kubernetes/client-node';
+import { AuthenticationV1Api, CoreV1Api, EventsV1Api, KubeConfig, RbacAuthorizationV1Api, V1MicroTime } from '@kubernetes/client-node';
 import { API_VERSION, NODE_LABEL, NODE_RESTRICTION_PREFIX, NODE_SELECTOR_ANNOTATION } from '../../src/api/constants.js';
 import { optInCommand, OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT } from '../../src/api/references.js';
 import { apiErrorCode, apiErrorMessage } from '../../src/dev/apiErrors.js';
@@ -130,6 +130,41 @@ describe('node-scoped authority', () => {
     assert.equal(after.metadata?.labels?.[NODE_LABEL], N2);
     assert.notEqual((await agentNodeClient(admin).get({ name: N2 })).status?.capacity, 100_000);
     assert.equal(await agentNodeClient(admin).find({ name: 'zzz-black-hole' }), undefined);
+  });
+
+  it("names the node in the token's user info, node-bound (the dev stack) and pod-bound (a DaemonSet pod) alike", async (t) => {
+    const whoami = async (kc: KubeConfig) =>
+      (await kc.makeApiClient(AuthenticationV1Api).createSelfSubjectReview({ body: { apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' } })).status?.userInfo;
+    const nodeBound = load(stack().node(N1).kubeconfig);
+    t.after(() => closeConnections(nodeBound));
+    const n1 = await kubeConfig().makeApiClient(CoreV1Api).readNode({ name: N1 });
+    const byNode = await whoami(nodeBound);
+    assert.equal(byNode?.username, `system:serviceaccount:${OPERATOR_NAMESPACE}:${SIDECAR_SERVICE_ACCOUNT}`);
+    assert.deepEqual(byNode?.extra?.['authentication.kubernetes.io/node-name'], [N1]);
+    assert.deepEqual(byNode?.extra?.['authentication.kubernetes.io/node-uid'], [n1.metadata!.uid!]);
+    assert.equal(byNode?.extra?.['authentication.kubernetes.io/pod-name'], undefined);
+
+    // A pod of the sidecar's ServiceAccount bound to node-2 (no kubelet runs it; the binding is what counts).
+    const core = kubeConfig().makeApiClient(CoreV1Api);
+    const podName = `auth-pod-${uniqueSuffix()}`;
+    const pod = await core.createNamespacedPod({
+      namespace: OPERATOR_NAMESPACE,
+      body: { metadata: { name: podName }, spec: { nodeName: N2, serviceAccountName: SIDECAR_SERVICE_ACCOUNT, automountServiceAccountToken: false, containers: [{ name: 'c', image: 'none' }] } },
+    });
+    t.after(() => core.deleteNamespacedPod({ namespace: OPERATOR_NAMESPACE, name: podName, gracePeriodSeconds: 0 }).catch(() => undefined));
+    const podBound = load(
+      await (await controlPlane()).serviceAccountKubeconfig(OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT, { expirationSeconds: 600, boundTo: { kind: 'Pod', name: podName, uid: pod.metadata!.uid! } }),
+    );
+    t.after(() => closeConnections(podBound));
+    const byPod = await whoami(podBound);
+    assert.deepEqual(byPod?.extra?.['authentication.kubernetes.io/pod-name'], [podName]);
+    assert.deepEqual(byPod?.extra?.['authentication.kubernetes.io/node-name'], [N2]);
+    t.diagnostic(`node-bound: ${JSON.stringify(byNode?.extra)}`);
+    t.diagnostic(`pod-bound: ${JSON.stringify(byPod?.extra)}`);
+    // And the policies take it as node-2's: its own AgentNode yes, node-1's no.
+    const stamp = { lastHeartbeatTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') };
+    assert.equal((await outcome(() => agentNodeClient(podBound).patchStatus({ name: N2 }, stamp))).code, 200);
+    assert.equal((await outcome(() => agentNodeClient(podBound).patchStatus({ name: N1 }, stamp))).code, 403);
   });
 
   it('the controller ignores a forged binding: a Warning, the binding restored, the Agent stays where it runs', async (t) => {

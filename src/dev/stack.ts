@@ -28,7 +28,7 @@ import { startProcess, type ManagedProcess } from './processes.js';
 export { CONTROLLER_SERVICE_ACCOUNT, OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT } from '../api/references.js';
 const CLI = join(PACKAGE_ROOT, 'dist', 'src', 'cli.js');
 /** On the core/v1 Nodes the stack creates for its simulated nodes. */
-export const SIMULATED_NODE_LABEL = 'agent-operator.dev/simulated';
+const SIMULATED_NODE_LABEL = 'agent-operator.dev/simulated';
 /** What the stack takes from deploy/: everything that is not a workload (there is no kubelet here). */
 const INSTALLED_KINDS = new Set([
   'Namespace',

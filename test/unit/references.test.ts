@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { REFERENCES_CLUSTER_ROLE } from '../../src/api/constants.js';
 import { optInCommand, referencesRoleBinding } from '../../src/api/references.js';
 import { PACKAGE_ROOT } from '../../src/dev/paths.js';
-import { baseObjects } from '../support/deployManifests.js';
+import { BASE_DIR, baseObjects, readKustomization } from '../support/deployManifests.js';
 
 describe('the namespace opt-in to Secret and ConfigMap reads', () => {
   const objects = baseObjects();
@@ -14,7 +14,8 @@ describe('the namespace opt-in to Secret and ConfigMap reads', () => {
     const rb = referencesRoleBinding('team-a');
     assert.ok(objects.some((o) => o.kind === 'ClusterRole' && o.metadata.name === rb.roleRef.name && rb.roleRef.name === REFERENCES_CLUSTER_ROLE));
     const [sa] = rb.subjects;
-    assert.ok(objects.some((o) => o.kind === 'ServiceAccount' && o.metadata.name === sa!.name && o.metadata.namespace === sa!.namespace));
+    assert.equal(readKustomization(BASE_DIR).namespace, sa!.namespace);
+    assert.ok(objects.some((o) => o.kind === 'ServiceAccount' && o.metadata.name === sa!.name));
     assert.ok(!objects.some((o) => /RoleBinding$/.test(o.kind) && (o as unknown as { roleRef: { name: string } }).roleRef.name === REFERENCES_CLUSTER_ROLE), 'deploy/ binds it nowhere');
   });
 

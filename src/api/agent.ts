@@ -4,7 +4,7 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
-import { LIMITS, RESERVED_ENV_NAMES } from './constants.js';
+import { LIMIT_CONTROLLERS, LIMITS, RESERVED_ENV_NAMES } from './constants.js';
 import { QUANTITY_PATTERN } from './quantity.js';
 import { conditions, keySelector, objectMeta, timestamp, uniqueBy } from './fields.js';
 import { PHASES, REPORTED_STATES } from './phase.js';
@@ -286,6 +286,11 @@ export const agentStatus = z
     reportedState: z.enum(REPORTED_STATES).optional().meta({ description: 'The state the agent last reported about itself.' }),
     reportedMessage: z.string().max(LIMITS.messageLength).optional().meta({ description: 'The message the agent last reported.' }),
     launchError: z.string().max(LIMITS.messageLength).optional().meta({ description: 'Why the node could not start the agent.' }),
+    limitsNotEnforced: z
+      .array(z.enum(LIMIT_CONTROLLERS))
+      .max(LIMIT_CONTROLLERS.length)
+      .optional()
+      .meta({ description: "spec.resources.limits the node could not enforce (its cgroup v2 has no such controller): the agent runs without them. Written by the node; the controller records a LimitsNotEnforced Warning Event." }),
     sessionLost: z
       .string()
       .max(LIMITS.messageLength)

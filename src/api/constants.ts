@@ -46,6 +46,10 @@ export const AGENT_ENV = {
 /** Env names a spec may not set: they are how the platform finds and trusts a session's processes. */
 export const RESERVED_ENV_NAMES: readonly string[] = Object.values(AGENT_ENV);
 
+/** The cgroup v2 controllers spec.resources.limits are written into (cpu.max, memory.max, pids.max). */
+export const LIMIT_CONTROLLERS = ['cpu', 'memory', 'pids'] as const;
+export type LimitController = (typeof LIMIT_CONTROLLERS)[number];
+
 /** Defaults applied at runtime where the spec is silent (documented on the fields). */
 export const DEFAULTS = {
   gracePeriodSeconds: 10,

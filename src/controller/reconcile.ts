@@ -3,7 +3,7 @@
  * effect layer executes the plan; nothing here talks to the API server or reads the clock.
  */
 import { validateSpec, type Agent, type AgentStatus } from '../api/agent.js';
-import { observedAt, setCondition, setConditionFamily, type ConditionInput } from '../api/conditions.js';
+import { findCondition, observedAt, setCondition, setConditionFamily, type ConditionInput } from '../api/conditions.js';
 import { FINALIZER } from '../api/constants.js';
 import { agentOutcome, nextTimer, type Outcome } from '../api/outcome.js';
 import { isTerminalPhase, type Phase } from '../api/phase.js';
@@ -108,6 +108,15 @@ export function reconcile(o: Observed): Plan {
   // The copy in status follows the binding: a forged or stale one is overwritten, never followed.
   plan.status.nodeName = nodeName;
   if (binding.mismatch) events.push({ type: 'Warning', reason: 'BindingMismatch', message: binding.mismatch });
+  // The node reports the limits it could not enforce; the Agent's Events are the controller's to write
+  // (a node may record Events only about its own AgentNode). Once: the condition remembers it was said.
+  const notEnforced = status.limitsNotEnforced ?? [];
+  if (nodeName && notEnforced.length > 0) {
+    const which = notEnforced.join(', ');
+    const message = `${which} limit(s) not enforced on node ${nodeName}: its cgroup v2 has no ${which} controller`;
+    if (findCondition(status.conditions, 'LimitsEnforced')?.status !== 'False') events.push({ type: 'Warning', reason: 'LimitsNotEnforced', message });
+    cond({ type: 'LimitsEnforced', status: 'False', reason: 'LimitsNotEnforced', message });
+  }
   const node = nodeName ? o.nodes.get(nodeName) : undefined;
   /**
    * Epoch ms when the bound node is given up: a silent node after the grace period, a deleted

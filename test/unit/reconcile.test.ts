@@ -393,6 +393,24 @@ describe('reconcile', () => {
   ];
   for (const c of cases) it(c.name, () => c.expect(observe(c.agent, c.over)));
 
+  it("limits the node could not enforce: a Warning Event and LimitsEnforced=False, the Event once", () => {
+    const limited = (status: Agent['status']) => agent({ spec: { resources: { limits: { memory: '1Gi', pids: 10 } } }, status, meta: boundMeta });
+    const first = observe(limited(bound({ phase: 'Scheduled', startTime: at(90), sessionName: 's', limitsNotEnforced: ['memory'] })));
+    const warning = first.events.find((e) => e.reason === 'LimitsNotEnforced');
+    assert.equal(warning?.type, 'Warning');
+    assert.equal(warning?.message, 'memory limit(s) not enforced on node node-1: its cgroup v2 has no memory controller');
+    const c = first.status.conditions?.find((x) => x.type === 'LimitsEnforced');
+    assert.deepEqual([c?.status, c?.reason, c?.message], ['False', 'LimitsNotEnforced', warning?.message]);
+    const again = observe(limited({ ...bound({ startTime: at(90), sessionName: 's', limitsNotEnforced: ['memory'] }), ...first.status }), { now: T0 + 200_000 });
+    assert.equal(again.events.find((e) => e.reason === 'LimitsNotEnforced'), undefined, 'said once');
+    assert.deepEqual(again.status.conditions?.find((x) => x.type === 'LimitsEnforced'), c);
+    // Finished before the controller saw it run: still said, with the end.
+    const ended = observe(limited(bound({ phase: 'Scheduled', startTime: at(90), exitCode: 0, limitsNotEnforced: ['cpu', 'pids'] })));
+    assert.deepEqual(ended.events.map((e) => e.reason).sort(), ['Exited', 'LimitsNotEnforced']);
+    // Enforced everywhere: no such condition.
+    assert.equal(observe(limited(bound({ startTime: at(90) }))).status.conditions?.find((x) => x.type === 'LimitsEnforced'), undefined);
+  });
+
   it('keeps lastTransitionTime when a condition does not change', () => {
     const first = observe(agent({ status: bound({ phase: 'Scheduled', startTime: at(90) }), meta: boundMeta }));
     const again = observe(agent({ status: { ...bound({ startTime: at(90) }), ...first.status } , meta: boundMeta }), { now: T0 + 200_000 });

@@ -64,8 +64,6 @@ export interface StackOptions {
   /** How old an orphan must be before the sweeper takes it (sidecar default: 60). */
   sweepMinAgeSeconds?: number;
   logLevel?: string;
-  /** Run components as the admin instead of deploy/'s ServiceAccounts (only for debugging RBAC). */
-  asAdmin?: boolean;
 }
 
 export interface Component {
@@ -237,7 +235,6 @@ export class Stack {
   }
 
   private async kubeconfigFor(serviceAccount: string, boundTo?: BoundObject): Promise<string> {
-    if (this.o.asAdmin) return this.controlPlane.kubeconfigPath;
     return this.controlPlane.serviceAccountKubeconfig(OPERATOR_NAMESPACE, serviceAccount, { expirationSeconds: 7 * 24 * 3600, ...(boundTo ? { boundTo } : {}) });
   }
 

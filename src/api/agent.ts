@@ -4,7 +4,7 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
-import { LIMITS, RESERVED_ENV_NAMES } from './constants.js';
+import { LIMIT_CONTROLLERS, LIMITS, RESERVED_ENV_NAMES } from './constants.js';
 import { QUANTITY_PATTERN } from './quantity.js';
 import { conditions, keySelector, objectMeta, timestamp, uniqueBy } from './fields.js';
 import { PHASES, REPORTED_STATES } from './phase.js';
@@ -152,14 +152,14 @@ const agentSpecObject = z
     nodeSelector: z
       .record(z.string(), z.string().meta({ description: 'Required label value.' }))
       .optional()
-      .meta({ description: 'Labels an AgentNode must carry for the Agent to be scheduled onto it.' }),
+      .meta({ description: "Labels an AgentNode must carry for the Agent to be scheduled onto it, in addition to the namespace's orchestrator.dev/node-selector annotation (an Agent requiring another value of a key the annotation fixes is Failed, NodePoolConflict)." }),
     nodeName: z
       .string()
       .min(1)
       .max(63)
       .regex(DNS_LABEL)
       .optional()
-      .meta({ description: 'Run on this AgentNode only, bypassing node selection (capacity is still respected).' }),
+      .meta({ description: "Run on this AgentNode only, bypassing node selection (capacity and the namespace's orchestrator.dev/node-selector annotation are still respected)." }),
     activeDeadlineSeconds: z
       .int()
       .min(1)
@@ -275,7 +275,7 @@ export const agentStatus = z
     reason: z.string().max(256).optional().meta({ description: 'CamelCase reason for the phase.' }),
     message: z.string().max(LIMITS.messageLength).optional().meta({ description: 'Human readable detail of the phase.' }),
     progress: z.int().min(0).max(100).optional().meta({ description: 'Progress in percent, as last reported by the agent.' }),
-    nodeName: z.string().max(63).optional().meta({ description: 'The AgentNode the Agent is bound to.' }),
+    nodeName: z.string().max(63).optional().meta({ description: 'The AgentNode the Agent is bound to: a copy of the orchestrator.dev/node label, the binding the controller records (a different value written here is put back, never followed).' }),
     sessionName: z.string().max(128).optional().meta({ description: 'The tmux session running the agent on its node.' }),
     scheduledTime: timestamp('When the Agent was bound to a node.').optional(),
     startTime: timestamp('When the agent\'s session started.').optional(),
@@ -286,6 +286,11 @@ export const agentStatus = z
     reportedState: z.enum(REPORTED_STATES).optional().meta({ description: 'The state the agent last reported about itself.' }),
     reportedMessage: z.string().max(LIMITS.messageLength).optional().meta({ description: 'The message the agent last reported.' }),
     launchError: z.string().max(LIMITS.messageLength).optional().meta({ description: 'Why the node could not start the agent.' }),
+    limitsNotEnforced: z
+      .array(z.enum(LIMIT_CONTROLLERS))
+      .max(LIMIT_CONTROLLERS.length)
+      .optional()
+      .meta({ description: "spec.resources.limits the node could not enforce (its cgroup v2 has no such controller): the agent runs without them. Written by the node; the controller records a LimitsNotEnforced Warning Event." }),
     sessionLost: z
       .string()
       .max(LIMITS.messageLength)

@@ -18,6 +18,21 @@ export const FINALIZER = `${GROUP}/cleanup`;
 /** Set at binding so each sidecar can watch only the Agents bound to its node. */
 export const NODE_LABEL = `${GROUP}/node`;
 
+/**
+ * On a Namespace: the label selector (`k=v,k2=v2`) every node its Agents run on must match, as
+ * PodNodeSelector's scheduler.alpha.kubernetes.io/node-selector does for Pods.
+ */
+export const NODE_SELECTOR_ANNOTATION = `${GROUP}/node-selector`;
+
+/**
+ * AgentNode labels under this prefix are set by admins only: a node cannot put itself into a tenant's
+ * node pool (as the kubelet cannot set node-restriction.kubernetes.io/ labels on its Node).
+ */
+export const NODE_RESTRICTION_PREFIX = `node-restriction.${GROUP}/`;
+
+/** The ClusterRole a namespace binds to let the node sidecars read its ConfigMaps and Secrets. */
+export const REFERENCES_CLUSTER_ROLE = 'agent-operator-references';
+
 /** Environment variables the sidecar injects into every session process. */
 export const AGENT_ENV = {
   name: 'AGENT_NAME',
@@ -30,6 +45,10 @@ export const AGENT_ENV = {
 
 /** Env names a spec may not set: they are how the platform finds and trusts a session's processes. */
 export const RESERVED_ENV_NAMES: readonly string[] = Object.values(AGENT_ENV);
+
+/** The cgroup v2 controllers spec.resources.limits are written into (cpu.max, memory.max, pids.max). */
+export const LIMIT_CONTROLLERS = ['cpu', 'memory', 'pids'] as const;
+export type LimitController = (typeof LIMIT_CONTROLLERS)[number];
 
 /** Defaults applied at runtime where the spec is silent (documented on the fields). */
 export const DEFAULTS = {

@@ -2,6 +2,7 @@
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
+import { LabelSyntaxError, parseLabelSet } from '../api/labels.js';
 import { loadKubeConfig } from '../kube/client.js';
 import { newReconcileMetrics } from '../observability/metrics.js';
 import { setupAgentCgroups } from '../sidecar/runtime/cgroup.js';
@@ -35,18 +36,13 @@ const FLAGS: FlagSpec = {
 const USAGE =
   'Usage: agent-operator sidecar --node-name NAME --root DIR [options]\n\nRuns the Agents bound to this node in tmux sessions and cleans each one up when it ends. Stopping it never stops running sessions.';
 
-const LABEL = /^([a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?\/)?[a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?$/;
-
 export function parseLabels(text: string | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const pair of (text ?? '').split(',').filter(Boolean)) {
-    const i = pair.indexOf('=');
-    const [k, v] = i < 0 ? [pair, ''] : [pair.slice(0, i), pair.slice(i + 1)];
-    if (!LABEL.test(k) || k.length > 316) throw new UsageError(`--labels: "${k}" is not a valid label key`);
-    if (v.length > 63 || !/^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$/.test(v)) throw new UsageError(`--labels: "${v}" is not a valid label value (for ${k})`);
-    out[k] = v;
+  try {
+    return parseLabelSet(text);
+  } catch (err) {
+    if (err instanceof LabelSyntaxError) throw new UsageError(`--labels: ${err.message}`);
+    throw err;
   }
-  return out;
 }
 
 export async function runSidecar(argv: string[]): Promise<number> {

@@ -8,23 +8,26 @@ import type { Logger } from 'pino';
 import type { Agent } from '../api/agent.js';
 import type { AgentNode } from '../api/agentNode.js';
 import { setCondition } from '../api/conditions.js';
-import { AGENT_KIND, AGENT_NODE_KIND, API_VERSION, FINALIZER, NODE_LABEL } from '../api/constants.js';
+import { AGENT_KIND, AGENT_NODE_KIND, API_VERSION, FINALIZER, NODE_LABEL, NODE_SELECTOR_ANNOTATION } from '../api/constants.js';
 import { isTerminalPhase, PHASES } from '../api/phase.js';
 import { rfc3339 } from '../api/time.js';
 import { isNotFound } from '../kube/errors.js';
 import { EventRecorder } from '../kube/events.js';
 import { Informer, objectKey } from '../kube/informer.js';
 import { diffStatus } from '../kube/mergePatch.js';
-import { AGENT_NODE_RESOURCE, AGENT_RESOURCE, agentClient, agentNodeClient, refOf, type ResourceClient, type KubeObject } from '../kube/resources.js';
+import { AGENT_NODE_RESOURCE, AGENT_RESOURCE, NAMESPACE_RESOURCE, agentClient, agentNodeClient, refOf, type ResourceClient, type KubeObject } from '../kube/resources.js';
 import { runWorkers, WorkQueue } from '../kube/workqueue.js';
 import { sleep } from '../kube/backoff.js';
 import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../observability/metrics.js';
 import { Gauge } from 'prom-client';
+import { bindingOf } from './binding.js';
 import { staleReadyCondition, viewNode, type NodeView } from './nodes.js';
 import { pickControllerStatus, reconcile, type Plan, type ReconcileConfig } from './reconcile.js';
+import { nodePoolOf } from './scheduler.js';
 
 type AgentObj = Agent & KubeObject;
 type NodeObj = AgentNode & KubeObject;
+type NamespaceObj = KubeObject;
 
 export interface ControllerOptions {
   kubeConfig: KubeConfig;
@@ -50,6 +53,8 @@ export const REPORTING_CONTROLLER = 'orchestrator.dev/agent-controller';
 export class AgentController {
   private readonly agents: Informer<AgentObj>;
   private readonly nodes: Informer<NodeObj>;
+  /** For each namespace's node pool (NODE_SELECTOR_ANNOTATION). */
+  private readonly namespaces: Informer<NamespaceObj>;
   private readonly queue: WorkQueue<string>;
   private readonly agentApi: ResourceClient<AgentObj>;
   private readonly nodeApi: ResourceClient<NodeObj>;
@@ -69,6 +74,7 @@ export class AgentController {
     const resync = o.resyncPeriodMs ?? 10 * 60_000;
     this.agents = new Informer<AgentObj>(o.kubeConfig, { resource: AGENT_RESOURCE, logger: this.log, resyncPeriodMs: resync });
     this.nodes = new Informer<NodeObj>(o.kubeConfig, { resource: AGENT_NODE_RESOURCE, logger: this.log, resyncPeriodMs: resync });
+    this.namespaces = new Informer<NamespaceObj>(o.kubeConfig, { resource: NAMESPACE_RESOURCE, logger: this.log, resyncPeriodMs: resync });
     const m = o.metrics;
     this.queue = new WorkQueue<string>({ metrics: queueMetricsFor(m, CONTROLLER_NAME) });
     this.agentApi = agentClient(o.kubeConfig);
@@ -80,13 +86,14 @@ export class AgentController {
 
   /** True once both caches are filled (the readiness check). */
   hasSynced(): boolean {
-    return this.agents.hasSynced() && this.nodes.hasSynced();
+    return this.agents.hasSynced() && this.nodes.hasSynced() && this.namespaces.hasSynced();
   }
 
   /** Runs until `signal` aborts, then drains the work in hand and stops. */
   async run(signal: AbortSignal): Promise<void> {
     this.agents.start();
     this.nodes.start();
+    this.namespaces.start();
     const monitor = setInterval(() => this.monitorNodes(), this.o.nodeMonitorPeriodMs ?? 5000);
     try {
       // The informers retry forever; an API server that is down at start only delays this.
@@ -103,7 +110,7 @@ export class AgentController {
     } finally {
       clearInterval(monitor);
       this.queue.shutDown();
-      await Promise.all([this.agents.stop(), this.nodes.stop()]);
+      await Promise.all([this.agents.stop(), this.nodes.stop(), this.namespaces.stop()]);
       await this.events.flush();
     }
   }
@@ -132,16 +139,22 @@ export class AgentController {
         if (schedulingView(old) !== schedulingView(cur)) nodeChanged(cur);
       })
       .onDelete(nodeChanged);
+    // A namespace's pool changed: its Pending Agents may fit now, or no longer.
+    this.namespaces.onAdd((ns) => this.enqueuePending(ns.metadata?.name)).onUpdate((old, cur) => {
+      if (old.metadata?.annotations?.[NODE_SELECTOR_ANNOTATION] !== cur.metadata?.annotations?.[NODE_SELECTOR_ANNOTATION]) this.enqueuePending(cur.metadata?.name);
+    });
   }
 
-  private enqueuePending(): void {
+  /** Unbound active Agents (of one namespace, when given). */
+  private enqueuePending(namespace?: string): void {
     for (const a of this.agents.list()) {
-      if (!a.status?.nodeName && !isTerminalPhase(a.status?.phase)) this.queue.add(objectKey(a));
+      if (namespace !== undefined && a.metadata?.namespace !== namespace) continue;
+      if (!bindingOf(a).node && !isTerminalPhase(a.status?.phase)) this.queue.add(objectKey(a));
     }
   }
 
   private enqueueBoundTo(node: string): void {
-    for (const a of this.agents.list()) if (a.status?.nodeName === node) this.queue.add(objectKey(a));
+    for (const a of this.agents.list()) if (bindingOf(a).node === node) this.queue.add(objectKey(a));
   }
 
   private nodeViews(now: number): Map<string, NodeView> {
@@ -153,8 +166,9 @@ export class AgentController {
     const used = new Map<string, number>();
     for (const a of this.agents.list()) {
       const uid = a.metadata?.uid ?? '';
-      const node = a.status?.nodeName ?? this.assumed.get(uid);
-      if (a.status?.nodeName) this.assumed.delete(uid);
+      const bound = bindingOf(a).node;
+      const node = bound ?? this.assumed.get(uid);
+      if (bound) this.assumed.delete(uid);
       if (node && !a.status?.cleanup?.completionTime) used.set(node, (used.get(node) ?? 0) + 1);
     }
     return used;
@@ -167,16 +181,20 @@ export class AgentController {
     const uid = agent.metadata?.uid ?? '';
     // An assumed binding not yet in the cache: decide as if it were, so we never bind twice.
     const assumedNode = this.assumed.get(uid);
-    if (assumedNode && !agent.status?.nodeName) agent = { ...agent, status: { ...agent.status, nodeName: assumedNode } };
+    if (assumedNode && !bindingOf(agent).node) {
+      agent = { ...agent, metadata: { ...agent.metadata, labels: { ...agent.metadata?.labels, [NODE_LABEL]: assumedNode } }, status: { ...agent.status, nodeName: assumedNode } };
+    }
+    const namespace = agent.metadata?.namespace ?? '';
+    const pool = nodePoolOf(namespace, this.namespaces.get(namespace));
     const decide = async () => {
       const now = Date.now();
-      const plan = reconcile({ agent, nodes: this.nodeViews(now), used: this.usedSlots(), now, config: this.config });
+      const plan = reconcile({ agent, nodes: this.nodeViews(now), used: this.usedSlots(), ...(pool ? { pool } : {}), now, config: this.config });
       await this.execute(agent, plan);
       return plan;
     };
     // One binding at a time, as kube-scheduler does: concurrent workers would otherwise count the
     // same free slot twice.
-    const plan = agent.status?.nodeName ? await decide() : await this.scheduling(decide);
+    const plan = bindingOf(agent).node ? await decide() : await this.scheduling(decide);
     return plan.requeueAfterMs === undefined ? undefined : { requeueAfterMs: plan.requeueAfterMs };
   }
 
@@ -197,17 +215,19 @@ export class AgentController {
         const written = await this.agentApi.addFinalizer(current, FINALIZER);
         current = { ...written, apiVersion: API_VERSION, kind: AGENT_KIND, status: current.status };
       }
+      if (plan.bindTo) {
+        // The binding of record first, guarded by resourceVersion: a decision made on a stale read
+        // must not land, and two bindings can never both succeed. status.nodeName follows.
+        const written = await this.agentApi.patchMeta(ref, { labels: { [NODE_LABEL]: plan.bindTo } }, { resourceVersion: current.metadata?.resourceVersion });
+        current = { ...written, apiVersion: API_VERSION, kind: AGENT_KIND };
+        if (agent.metadata?.uid) this.assumed.set(agent.metadata.uid, plan.bindTo);
+      }
       const statusPatch = diffStatus(pickControllerStatus(current.status ?? {}), plan.status);
       if (statusPatch) {
         // Guarded by resourceVersion: a decision made on a stale read must not land.
         const written = await this.agentApi.patchStatus(ref, statusPatch, { resourceVersion: current.metadata?.resourceVersion });
         current = { ...written, apiVersion: API_VERSION, kind: AGENT_KIND };
-        if (statusPatch.nodeName && agent.metadata?.uid) this.assumed.set(agent.metadata.uid, String(statusPatch.nodeName));
         log.debug({ patch: statusPatch }, 'status written');
-      }
-      if (plan.setNodeLabel) {
-        const written = await this.agentApi.patchMeta(ref, { labels: { [NODE_LABEL]: plan.setNodeLabel } });
-        current = { ...written, apiVersion: API_VERSION, kind: AGENT_KIND };
       }
       for (const e of plan.events) {
         this.events.event({ ...current, apiVersion: API_VERSION, kind: AGENT_KIND }, e.type, e.reason, e.message);

@@ -3,14 +3,15 @@
  * effect layer executes the plan; nothing here talks to the API server or reads the clock.
  */
 import { validateSpec, type Agent, type AgentStatus } from '../api/agent.js';
-import { observedAt, setCondition, setConditionFamily, type ConditionInput } from '../api/conditions.js';
-import { FINALIZER, NODE_LABEL } from '../api/constants.js';
+import { findCondition, observedAt, setCondition, setConditionFamily, type ConditionInput } from '../api/conditions.js';
+import { FINALIZER } from '../api/constants.js';
 import { agentOutcome, nextTimer, type Outcome } from '../api/outcome.js';
 import { isTerminalPhase, type Phase } from '../api/phase.js';
 import { parseTime, rfc3339 } from '../api/time.js';
+import { bindingOf } from './binding.js';
 import { agentHealth, KSTATUS_CONDITION_TYPES } from './health.js';
 import type { NodeView } from './nodes.js';
-import { schedule } from './scheduler.js';
+import { poolConflict, schedule, type NodePool } from './scheduler.js';
 
 export interface ReconcileConfig {
   /** How long a bound node may stay silent before its Agents are given up as NodeLost. */
@@ -26,6 +27,8 @@ export interface Observed {
   nodes: ReadonlyMap<string, NodeView>;
   /** Slots taken per node (see scheduler.schedule). */
   used: ReadonlyMap<string, number>;
+  /** The node pool of the Agent's namespace; undefined when it has none. */
+  pool?: NodePool;
   now: number;
   config: ReconcileConfig;
 }
@@ -55,8 +58,8 @@ export const CONTROLLER_STATUS_FIELDS = [
 
 export interface Plan {
   addFinalizer: boolean;
-  /** Label value to set for NODE_LABEL (binding or repair). */
-  setNodeLabel?: string;
+  /** The node to bind to: NODE_LABEL is set (the binding of record) before status is written. */
+  bindTo?: string;
   status: ControllerStatus;
   events: EventSpec[];
   removeFinalizer: boolean;
@@ -100,7 +103,20 @@ export function reconcile(o: Observed): Plan {
     plan.status.message = message;
   };
 
-  const nodeName = status.nodeName;
+  const binding = bindingOf(agent);
+  const nodeName = binding.node;
+  // The copy in status follows the binding: a forged or stale one is overwritten, never followed.
+  plan.status.nodeName = nodeName;
+  if (binding.mismatch) events.push({ type: 'Warning', reason: 'BindingMismatch', message: binding.mismatch });
+  // The node reports the limits it could not enforce; the Agent's Events are the controller's to write
+  // (a node may record Events only about its own AgentNode). Once: the condition remembers it was said.
+  const notEnforced = status.limitsNotEnforced ?? [];
+  if (nodeName && notEnforced.length > 0) {
+    const which = notEnforced.join(', ');
+    const message = `${which} limit(s) not enforced on node ${nodeName}: its cgroup v2 has no ${which} controller`;
+    if (findCondition(status.conditions, 'LimitsEnforced')?.status !== 'False') events.push({ type: 'Warning', reason: 'LimitsNotEnforced', message });
+    cond({ type: 'LimitsEnforced', status: 'False', reason: 'LimitsNotEnforced', message });
+  }
   const node = nodeName ? o.nodes.get(nodeName) : undefined;
   /**
    * Epoch ms when the bound node is given up: a silent node after the grace period, a deleted
@@ -116,15 +132,16 @@ export function reconcile(o: Observed): Plan {
     return plan;
   };
 
-  if (nodeName && agent.metadata?.labels?.[NODE_LABEL] !== nodeName) plan.setNodeLabel = nodeName;
-
   // Finished, or being deleted: record the end, then wait for the node's cleanup record.
   const valid = validateSpec(agent.spec);
+  const conflict = valid.ok && !nodeName ? poolConflict(valid.value, [...o.nodes.values()], o.pool) : undefined;
   let outcome: Outcome | undefined;
   if (isTerminalPhase(status.phase)) {
     outcome = undefined; // terminal phases are sticky
   } else if (!valid.ok) {
     outcome = { phase: 'Failed', reason: 'InvalidSpec', message: valid.message };
+  } else if (conflict) {
+    outcome = { phase: 'Failed', reason: 'NodePoolConflict', message: conflict };
   } else {
     outcome = agentOutcome(agent, now);
     if (!outcome && nodeLostAt !== undefined) {
@@ -206,9 +223,9 @@ export function reconcile(o: Observed): Plan {
   // Active.
   if (!hasFinalizer) plan.addFinalizer = true;
   if (!nodeName) {
-    const result = schedule(agent.spec, [...o.nodes.values()], o.used);
+    const result = schedule(agent.spec, [...o.nodes.values()], o.used, o.pool);
     if ('node' in result) {
-      plan.setNodeLabel = result.node;
+      plan.bindTo = result.node;
       plan.status.nodeName = result.node;
       plan.status.scheduledTime = nowTime;
       transition('Scheduled', 'Scheduled', `bound to node ${result.node}`);
@@ -220,7 +237,7 @@ export function reconcile(o: Observed): Plan {
       requeue(o.config.unschedulableRetryMs);
     }
   } else {
-    const [p, reason, message] = activePhase(status);
+    const [p, reason, message] = activePhase(status, nodeName);
     transition(p, reason, message);
     cond({ type: 'Scheduled', status: 'True', reason: 'Scheduled', message: `bound to node ${nodeName}` });
     if (p !== 'Scheduled') cond({ type: 'Running', status: 'True', reason, message: 'the agent session is running' });
@@ -229,8 +246,8 @@ export function reconcile(o: Observed): Plan {
   return finish();
 }
 
-function activePhase(status: AgentStatus): [Phase, string, string] {
-  if (!status.startTime) return ['Scheduled', 'Scheduled', `bound to node ${status.nodeName}, waiting for the session to start`];
+function activePhase(status: AgentStatus, nodeName: string): [Phase, string, string] {
+  if (!status.startTime) return ['Scheduled', 'Scheduled', `bound to node ${nodeName}, waiting for the session to start`];
   switch (status.reportedState) {
     case 'working':
       return ['Working', 'AgentWorking', status.reportedMessage || 'the agent reported progress'];

@@ -46,8 +46,20 @@ export interface ControlPlaneClient {
   kubectl(args: string[], opts?: KubectlOptions): Promise<KubectlResult>;
   /** A client-certificate user (CN=user, O=groups); returns a kubeconfig path. */
   userKubeconfig(user: string, groups: string[]): Promise<string>;
-  /** A ServiceAccount's token from the TokenRequest API (the account is created when missing); returns a kubeconfig path. */
-  serviceAccountKubeconfig(namespace: string, name: string, opts?: { expirationSeconds?: number }): Promise<string>;
+  /**
+   * A ServiceAccount's token from the TokenRequest API (the account is created when missing); returns
+   * a kubeconfig path. Bound to an object (`kubectl create token --bound-object-kind`), the token is
+   * valid only while that object exists, and a Node (or a Pod) puts the node's name and uid in the
+   * user's extra info (authentication.kubernetes.io/node-name, node-uid).
+   */
+  serviceAccountKubeconfig(namespace: string, name: string, opts?: { expirationSeconds?: number; boundTo?: BoundObject }): Promise<string>;
+}
+
+/** What a token can be bound to (TokenRequest's boundObjectRef). */
+export interface BoundObject {
+  kind: 'Node' | 'Pod' | 'Secret';
+  name: string;
+  uid: string;
 }
 
 export interface ControlPlane extends ControlPlaneClient {
@@ -369,11 +381,17 @@ function clientFor(stateDir: string, state: StateFile): ControlPlaneClient {
       const tr = await core.createNamespacedServiceAccountToken({
         namespace,
         name,
-        body: { spec: { audiences: [], expirationSeconds: o.expirationSeconds ?? 3600 } },
+        body: {
+          spec: {
+            audiences: [],
+            expirationSeconds: o.expirationSeconds ?? 3600,
+            ...(o.boundTo ? { boundObjectRef: { apiVersion: 'v1', kind: o.boundTo.kind, name: o.boundTo.name, uid: o.boundTo.uid } } : {}),
+          },
+        },
       });
       const token = tr.status?.token;
       if (!token) throw new Error(`TokenRequest for ${namespace}/${name} returned no token`);
-      return writeKubeconfig(newKubeconfigPath(`sa-${namespace}-${name}`), {
+      return writeKubeconfig(newKubeconfigPath(`sa-${namespace}-${name}${o.boundTo ? `-${o.boundTo.name}` : ''}`), {
         server: state.server,
         caFile: pki.ca.cert,
         user: `system:serviceaccount:${namespace}:${name}`,

@@ -15,7 +15,7 @@ import { loadKubeConfig } from '../kube/client.js';
 import { agentClient, type KubeObject } from '../kube/resources.js';
 import { stderrLogger } from './logger.js';
 import { PACKAGE_ROOT } from './paths.js';
-import { Stack } from './stack.js';
+import { optInReferences, Stack } from './stack.js';
 
 const EXPECT = 'orchestrator.dev/demo-expect';
 const NAMESPACE = 'demo';
@@ -63,6 +63,8 @@ export async function runDemo(argv: string[]): Promise<number> {
     stack = await Stack.start({ stateDir, logger, nodes: 2 });
     const kubectl = stack.controlPlane.kubectl.bind(stack.controlPlane);
     await kubectl(['create', 'namespace', NAMESPACE]);
+    // The examples read ConfigMaps and Secrets: the namespace opts in, as the README shows.
+    await optInReferences(loadKubeConfig(stack.controlPlane.kubeconfigPath), NAMESPACE);
     const examples = await demoAgents();
     const applied = await kubectl(['apply', '-f', '-'], { input: examples.map((e) => JSON.stringify(e)).join('\n') });
     if (applied.exitCode !== 0) throw new Error(`applying the examples failed: ${applied.stderr}`);

@@ -1,28 +1,34 @@
 /**
- * The local stack: a real control plane, the CRDs and RBAC from deploy/, the controller (leader-
- * elected) and N node sidecars, each a real process running under the ServiceAccount deploy/ gives
- * it, each sidecar with its own root directory and tmux socket (a simulated node). Used by
+ * The local stack: a real control plane, the CRDs, RBAC and admission policies from deploy/, the
+ * controller (leader-elected) and N node sidecars, each a real process running under the
+ * ServiceAccount deploy/ gives it, each sidecar with its own root directory and tmux socket (a
+ * simulated node). Each simulated node is a core/v1 Node object too, and its sidecar's token is bound
+ * to it (TokenRequest with a Node boundObjectRef), so the token names the node as a pod-bound token
+ * on a real node does, and the policies hold each sidecar to its own node. Used by
  * `agent-operator dev`, `npm run demo` and the integration tests.
  */
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { CoreV1Api, KubeConfig, RbacAuthorizationV1Api } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import type { Logger } from 'pino';
+import { CONTROLLER_SERVICE_ACCOUNT, OPERATOR_NAMESPACE, referencesRoleBinding, SIDECAR_SERVICE_ACCOUNT } from '../api/references.js';
 import { CRASH_FILE_ENV } from '../sidecar/runtime/crashPoint.js';
 import { agentCgroupDir, removeAgentCgroups } from '../sidecar/runtime/cgroup.js';
 import { groupByAgent, listProcesses, sendSignal } from '../sidecar/runtime/procfs.js';
 import { killServer } from '../sidecar/runtime/tmux.js';
-import { startControlPlane, type ControlPlane, type ControlPlaneClient } from './controlPlane.js';
+import { apiErrorCode } from './apiErrors.js';
+import { startControlPlane, type BoundObject, type ControlPlane, type ControlPlaneClient } from './controlPlane.js';
 import { envFileLines } from './controlPlaneCommand.js';
 import { PACKAGE_ROOT } from './paths.js';
 import { freePorts } from './ports.js';
 import { startProcess, type ManagedProcess } from './processes.js';
 
-export const OPERATOR_NAMESPACE = 'agent-operator-system';
-export const CONTROLLER_SERVICE_ACCOUNT = 'agent-operator-controller';
-export const SIDECAR_SERVICE_ACCOUNT = 'agent-operator-sidecar';
+export { CONTROLLER_SERVICE_ACCOUNT, OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT } from '../api/references.js';
 const CLI = join(PACKAGE_ROOT, 'dist', 'src', 'cli.js');
+/** On the core/v1 Nodes the stack creates for its simulated nodes. */
+const SIMULATED_NODE_LABEL = 'agent-operator.dev/simulated';
 /** What the stack takes from deploy/: everything that is not a workload (there is no kubelet here). */
 const INSTALLED_KINDS = new Set([
   'Namespace',
@@ -58,8 +64,6 @@ export interface StackOptions {
   /** How old an orphan must be before the sweeper takes it (sidecar default: 60). */
   sweepMinAgeSeconds?: number;
   logLevel?: string;
-  /** Run components as the admin instead of deploy/'s ServiceAccounts (only for debugging RBAC). */
-  asAdmin?: boolean;
 }
 
 export interface Component {
@@ -74,6 +78,8 @@ export interface NodeHandle extends Component {
   readonly archiveDir: string;
   /** With StackOptions.crashPoints: the file whose content names the step this node's sidecar dies right after. */
   readonly crashFile?: string;
+  /** The sidecar's kubeconfig: its ServiceAccount token, bound to this node's core/v1 Node. */
+  readonly kubeconfig: string;
 }
 
 interface Spec {
@@ -88,7 +94,7 @@ interface Spec {
 export class Stack {
   readonly envPath: string;
   private readonly controllers: Spec[] = [];
-  private readonly sidecars = new Map<string, Spec & { root: string; archiveDir: string; crashFile?: string }>();
+  private readonly sidecars = new Map<string, Spec & { root: string; archiveDir: string; kubeconfig: string; crashFile?: string }>();
   private stopping: Promise<void> | undefined;
 
   private constructor(
@@ -184,14 +190,17 @@ export class Stack {
   /**
    * On a control plane that outlives the stack, its simulated nodes leave the cluster with it: their
    * heartbeats stay fresh for a while, and the next stack's scheduler must not bind Agents to them.
+   * Their Node objects go too (which also ends their sidecars' tokens).
    */
   private async removeNodes(): Promise<void> {
     const names = [...this.sidecars.keys()];
     if (names.length === 0) return;
-    const r = await this.controlPlane
-      .kubectl(['delete', 'agentnodes', ...names, '--ignore-not-found', '--wait=false'], { timeoutMs: 30_000 })
-      .catch((err: unknown) => ({ exitCode: 1, stderr: String(err) }));
-    if (r.exitCode !== 0) this.o.logger.warn({ nodes: names, stderr: r.stderr }, 'removing the AgentNodes failed');
+    for (const kind of ['agentnodes', 'nodes']) {
+      const r = await this.controlPlane
+        .kubectl(['delete', kind, ...names, '--ignore-not-found', '--wait=false'], { timeoutMs: 30_000 })
+        .catch((err: unknown) => ({ exitCode: 1, stderr: String(err) }));
+      if (r.exitCode !== 0) this.o.logger.warn({ nodes: names, kind, stderr: r.stderr }, 'removing the nodes failed');
+    }
   }
 
   private handle<S extends Spec>(s: S): S extends { root: string } ? NodeHandle : Component {
@@ -201,7 +210,7 @@ export class Stack {
       metricsUrl: s.metricsUrl,
       healthUrl: s.healthUrl,
       process: () => s.proc,
-      ...(node ? { root: node.root, archiveDir: node.archiveDir, ...(node.crashFile ? { crashFile: node.crashFile } : {}) } : {}),
+      ...(node ? { root: node.root, archiveDir: node.archiveDir, kubeconfig: node.kubeconfig, ...(node.crashFile ? { crashFile: node.crashFile } : {}) } : {}),
     } as never;
   }
 
@@ -225,9 +234,27 @@ export class Stack {
     if (established.exitCode !== 0) throw new Error(`CRDs not established: ${established.stderr}`);
   }
 
-  private async kubeconfigFor(serviceAccount: string): Promise<string> {
-    if (this.o.asAdmin) return this.controlPlane.kubeconfigPath;
-    return this.controlPlane.serviceAccountKubeconfig(OPERATOR_NAMESPACE, serviceAccount, { expirationSeconds: 7 * 24 * 3600 });
+  private async kubeconfigFor(serviceAccount: string, boundTo?: BoundObject): Promise<string> {
+    return this.controlPlane.serviceAccountKubeconfig(OPERATOR_NAMESPACE, serviceAccount, { expirationSeconds: 7 * 24 * 3600, ...(boundTo ? { boundTo } : {}) });
+  }
+
+  /** The core/v1 Node a simulated node's token is bound to (kept if it exists: its uid is in tokens). */
+  private async ensureNode(name: string): Promise<BoundObject> {
+    const core = this.adminConfig().makeApiClient(CoreV1Api);
+    try {
+      const created = await core.createNode({ body: { metadata: { name, labels: { [SIMULATED_NODE_LABEL]: 'true' } } } });
+      return { kind: 'Node', name, uid: created.metadata!.uid! };
+    } catch (err) {
+      if (apiErrorCode(err) !== 409) throw err;
+      const existing = await core.readNode({ name });
+      return { kind: 'Node', name, uid: existing.metadata!.uid! };
+    }
+  }
+
+  private adminConfig(): KubeConfig {
+    const kc = new KubeConfig();
+    kc.loadFromFile(this.controlPlane.kubeconfigPath);
+    return kc;
   }
 
   private async prepare(): Promise<void> {
@@ -258,9 +285,10 @@ export class Stack {
         ],
       });
     }
-    const sidecarKc = await this.kubeconfigFor(SIDECAR_SERVICE_ACCOUNT);
     const uidBase = 1_000_000 + (process.pid % 4096) * 4096;
-    names.forEach((node, i) => {
+    for (const [i, node] of names.entries()) {
+      // Each node its own credential, naming it (authentication.kubernetes.io/node-name).
+      const sidecarKc = await this.kubeconfigFor(SIDECAR_SERVICE_ACCOUNT, await this.ensureNode(node));
       const root = join(o.stateDir, 'nodes', node);
       const archiveDir = join(root, 'archive');
       const labels = o.nodeLabels?.(node, i) ?? {};
@@ -270,6 +298,7 @@ export class Stack {
         name: node,
         root,
         archiveDir,
+        kubeconfig: sidecarKc,
         ...(crashFile ? { crashFile, env: { [CRASH_FILE_ENV]: crashFile } } : {}),
         metricsUrl: `http://${m}`,
         healthUrl: `http://${h}`,
@@ -294,7 +323,7 @@ export class Stack {
           ...logLevel,
         ],
       });
-    });
+    }
   }
 
   private async launch(spec: Spec): Promise<void> {
@@ -327,6 +356,18 @@ export class Stack {
       ...(c ? [`export CONTROLLER_METRICS_URL=${q(`${c.metricsUrl}/metrics`)}`, `export CONTROLLER_HEALTH_URL=${q(c.healthUrl)}`] : []),
     ];
     await writeFile(this.envPath, `${lines.join('\n')}\n`);
+  }
+}
+
+/**
+ * Opts a namespace in to the sidecars' reads of its ConfigMaps and Secrets (the RoleBinding the
+ * README's one command creates); already opted in is fine.
+ */
+export async function optInReferences(kc: KubeConfig, namespace: string): Promise<void> {
+  try {
+    await kc.makeApiClient(RbacAuthorizationV1Api).createNamespacedRoleBinding({ namespace, body: referencesRoleBinding(namespace) });
+  } catch (err) {
+    if (apiErrorCode(err) !== 409) throw err;
   }
 }
 

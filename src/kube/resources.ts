@@ -56,6 +56,9 @@ export const AGENT_NODE_RESOURCE: ResourceKind = {
   namespaced: false,
 };
 
+/** Core Namespaces: the controller reads their node-pool annotation. */
+export const NAMESPACE_RESOURCE: ResourceKind = { group: '', version: 'v1', plural: 'namespaces', kind: 'Namespace', namespaced: false };
+
 export const apiVersionOf = (r: ResourceKind): string => (r.group ? `${r.group}/${r.version}` : r.version);
 
 /** The REST path of a collection (namespace undefined: across all namespaces) or of one object. */

@@ -4,6 +4,7 @@
  * code, a final report) counts at once, before the controller's phase comes back round.
  */
 import type { Agent, AgentStatus, CleanupRecord } from '../api/agent.js';
+import type { LimitController } from '../api/constants.js';
 import { agentOutcome } from '../api/outcome.js';
 import { isTerminalPhase, type ReportedState } from '../api/phase.js';
 import { parseTime, rfc3339 } from '../api/time.js';
@@ -21,6 +22,8 @@ export interface LocalFacts {
   sessionAlive: boolean;
   exitCode?: number;
   launchError?: string;
+  /** The spec's limits its cgroup could not enforce (no such controller on this node). */
+  limitsNotEnforced?: LimitController[];
   /** The session vanished while its command ran: what was seen. */
   sessionLost?: string;
   /** Last output seen (epoch ms), from the output log. */
@@ -49,6 +52,7 @@ export const SIDECAR_STATUS_FIELDS = [
   'startTime',
   'exitCode',
   'launchError',
+  'limitsNotEnforced',
   'sessionLost',
   'lastOutputTime',
   'lastReportTime',
@@ -104,6 +108,7 @@ function desiredStatus(agent: Agent, local: LocalFacts, now: number): Partial<Ag
   const ours = (reasons: readonly string[]) => local.cleanupBegun !== undefined && !reasons.includes(local.cleanupBegun);
   if (local.exitCode !== undefined && !ours(['Exited', 'ExitedNonZero'])) d.exitCode = local.exitCode;
   if (local.launchError && !ours(['LaunchFailed'])) d.launchError = local.launchError;
+  if (local.limitsNotEnforced) d.limitsNotEnforced = local.limitsNotEnforced;
   if (local.sessionLost && !ours(['SessionLost'])) d.sessionLost = local.sessionLost;
   if (local.report) {
     d.reportedState = local.report.state;

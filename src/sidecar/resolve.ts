@@ -5,6 +5,7 @@
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { AgentSpec, EnvVar } from '../api/agent.js';
 import type { KeySelector } from '../api/fields.js';
+import { optInCommand, REFERENCES_ROLE_BINDING } from '../api/references.js';
 import { callOptions } from '../kube/client.js';
 import { isNotFound, statusCode } from '../kube/errors.js';
 import type { EnvEntry } from './runtime/index.js';
@@ -82,8 +83,12 @@ export class SpecResolver {
         if (optional) return undefined;
         throw new ResolveError(`${r.field}: ${r.kind} "${name}" not found in namespace ${namespace}`);
       }
-      // Retrying a refusal only hides it: the node's RBAC does not cover this object.
-      if (statusCode(err) === 403) throw new ResolveError(`${r.field}: the node sidecar is not allowed to read ${r.kind} "${name}" in namespace ${namespace}`);
+      // Retrying a refusal only hides it: the namespace did not opt in to the sidecars' reads.
+      if (statusCode(err) === 403) {
+        throw new ResolveError(
+          `${r.field}: the node sidecar may not read ${r.kind} "${name}": namespace ${namespace} has not opted in; create the RoleBinding ${REFERENCES_ROLE_BINDING} there: ${optInCommand(namespace)}`,
+        );
+      }
       throw err;
     }
   }

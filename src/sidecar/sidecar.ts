@@ -12,7 +12,7 @@ import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Agent, CleanupRecord } from '../api/agent.js';
 import { bytesOf, milliCpuOf } from '../api/quantity.js';
 import type { Limits } from './runtime/cgroup.js';
-import { AGENT_ENV, API_VERSION, AGENT_KIND, DEFAULTS, NODE_LABEL } from '../api/constants.js';
+import { AGENT_ENV, API_VERSION, AGENT_KIND, DEFAULTS, NODE_LABEL, type LimitController } from '../api/constants.js';
 import { sleep } from '../kube/backoff.js';
 import { describeError } from '../kube/errors.js';
 import { EventRecorder } from '../kube/events.js';
@@ -96,6 +96,7 @@ export class NodeSidecar {
   private readonly tokens = new Map<string, string>();
   private readonly keys = new Map<string, string>();
   private readonly launchErrors = new Map<string, string>();
+  private readonly limitsNotEnforced = new Map<string, LimitController[]>();
   private readonly cleaning = new Set<string>();
   private readonly cleaned = new Map<string, CleanupRecord>();
   private readonly cleanupSeconds: Histogram;
@@ -171,7 +172,7 @@ export class NodeSidecar {
       .onDelete((a) => {
         const uid = a.metadata?.uid ?? '';
         this.exits.unwatch(uid);
-        for (const m of [this.reports, this.findings, this.keys, this.launchErrors, this.cleaned, this.unfinished]) m.delete(uid);
+        for (const m of [this.reports, this.findings, this.keys, this.launchErrors, this.limitsNotEnforced, this.cleaned, this.unfinished]) m.delete(uid);
       });
   }
 
@@ -361,7 +362,7 @@ export class NodeSidecar {
   private async reconcile(key: string): Promise<void> {
     const agent = this.agents.get(key);
     const uid = agent?.metadata?.uid;
-    // The binding is the label (what we watch) and status.nodeName (the controller's record); act on both only.
+    // The binding is the label (the controller's record, what we watch) and status.nodeName (its copy); act when both name this node.
     if (!agent || !uid || agent.status?.nodeName !== this.o.nodeName) return;
     if (!isAgentUid(uid)) {
       this.log.error({ key, uid }, 'Agent UID is not a UUID; not touching it');
@@ -410,6 +411,7 @@ export class NodeSidecar {
       sessionAlive: obs.sessionAlive,
       ...(obs.exited && obs.exitCode !== undefined && !launchError ? { exitCode: obs.exitCode } : {}),
       ...(launchError ? { launchError } : {}),
+      ...(this.limitsNotEnforced.has(uid) ? { limitsNotEnforced: this.limitsNotEnforced.get(uid)! } : {}),
       ...(sessionLost ? { sessionLost } : {}),
       ...(obs.lastOutputAt ? { lastOutputAt: Date.parse(obs.lastOutputAt) } : {}),
       ...(this.reports.has(uid) ? { report: this.reports.get(uid)! } : {}),
@@ -456,9 +458,9 @@ export class NodeSidecar {
       });
       if (result.cleanedUp) await this.recoverFromArchive(uid);
       if (result.limitsNotEnforced) {
-        const which = result.limitsNotEnforced.join(', ');
+        // Into the Agent's status; the controller records the Warning Event (a node's Events are about its AgentNode only).
         log.warn({ limitsNotEnforced: result.limitsNotEnforced }, 'limits not enforced on this node');
-        this.events.event(agent, 'Warning', 'LimitsNotEnforced', `${which} limit(s) not enforced on node ${this.o.nodeName}: its cgroup v2 has no ${which} controller`);
+        this.limitsNotEnforced.set(uid, result.limitsNotEnforced);
       }
       if (result.started) {
         this.unfinished.delete(uid);

@@ -101,6 +101,8 @@ const ALLOWED: Record<Identity, Record<string, string[]>> = {
     agentnodes: ['get', 'list', 'watch'],
     'agentnodes/status': ['patch'],
     'events (events.k8s.io)': ['create', 'patch'],
+    // Each namespace's node pool (annotation orchestrator.dev/node-selector).
+    namespaces: ['list', 'watch'],
     // Create cannot be limited by name; reading and renewing can, to the controller's own Lease.
     [`leases in ${OPERATOR_NS}`]: ['create'],
     [`lease ${LEASE}`]: ['get', 'create', 'update'],
@@ -112,13 +114,31 @@ const ALLOWED: Record<Identity, Record<string, string[]>> = {
     agentnodes: ['get', 'create', 'patch'],
     'agentnodes/status': ['patch'],
     'events (events.k8s.io)': ['create', 'patch'],
-    configmaps: ['get'],
-    secrets: ['get'],
+    // No ConfigMaps or Secrets: a namespace opts in with a RoleBinding to agent-operator-references.
   },
 };
 
 const saKubeconfigs = new Map<Identity, KubeConfig>();
 const saKubeconfigPaths = new Map<Identity, string>();
+
+/**
+ * The sidecar identity as a node's sidecar holds it: a token bound to a core/v1 Node (created here,
+ * deleted after the test), so it names the node (authentication.kubernetes.io/node-name) and the
+ * admission policies let it act for that node.
+ */
+async function sidecarOfNode(t: TestContext, node: string): Promise<{ kc: KubeConfig; path: string }> {
+  const core = kubeConfig().makeApiClient(CoreV1Api);
+  const created = await core.createNode({ body: { metadata: { name: node } } });
+  t.after(() => core.deleteNode({ name: node }).catch((err: unknown) => assert.equal(apiErrorCode(err), 404)));
+  const path = await (await controlPlane()).serviceAccountKubeconfig(OPERATOR_NS, SIDECAR.serviceAccount, {
+    expirationSeconds: 1800,
+    boundTo: { kind: 'Node', name: node, uid: created.metadata!.uid! },
+  });
+  const kc = new KubeConfig();
+  kc.loadFromFile(path);
+  t.after(() => closeConnections(kc));
+  return { kc: shareConnections(kc), path };
+}
 function as(identity: Identity): KubeConfig {
   const kc = saKubeconfigs.get(identity);
   assert.ok(kc, `no kubeconfig for ${identity}`);
@@ -182,7 +202,7 @@ interface RunningWorkload {
  * dir under `dir`, the listeners on free loopback ports, and its ServiceAccount's token instead of
  * the in-cluster config. Killed after the test.
  */
-async function runWorkload(t: TestContext, workload: Workload, identity: Identity, dir: string, nodeName: string): Promise<RunningWorkload> {
+async function runWorkload(t: TestContext, workload: Workload, identity: Identity, dir: string, nodeName: string, kubeconfigPath = saKubeconfigPaths.get(identity)): Promise<RunningWorkload> {
   const container = workload.spec.template.spec.containers[0]!;
   const volumes: Record<string, string> = {};
   const mounts: [string, string][] = [];
@@ -204,7 +224,7 @@ async function runWorkload(t: TestContext, workload: Workload, identity: Identit
     .map((a) => a.replace(/^(--metrics-bind-address=).*/, (_, flag: string) => `${flag}127.0.0.1:${metricsPort}`))
     .map((a) => a.replace(/^(--health-probe-bind-address=).*/, (_, flag: string) => `${flag}127.0.0.1:${probePort}`))
     .map((a) => a.replace(/^(--[\w-]+=)(\/.*)$/, (_, flag: string, path: string) => flag + onHost(path)));
-  const child = execa(process.execPath, [CLI, ...args, `--kubeconfig=${saKubeconfigPaths.get(identity)}`], {
+  const child = execa(process.execPath, [CLI, ...args, `--kubeconfig=${kubeconfigPath}`], {
     env: { ...env, PATH: process.env.PATH ?? '' },
     extendEnv: false,
     all: true,
@@ -405,7 +425,8 @@ describe('deploy/ on a real API server', () => {
     const nodeName = `deploy-node-${uniqueSuffix()}`;
     const workload = (kind: string) => rendered.find((o) => o.kind === kind) as Workload;
     const controller = await runWorkload(t, workload(CONTROLLER.kind), 'controller', join(scratch, 'controller'), nodeName);
-    const sidecar = await runWorkload(t, workload(SIDECAR.kind), 'sidecar', join(scratch, 'sidecar'), nodeName);
+    // As on a real node: the pod's token names its node (here, a token bound to a Node object).
+    const sidecar = await runWorkload(t, workload(SIDECAR.kind), 'sidecar', join(scratch, 'sidecar'), nodeName, (await sidecarOfNode(t, nodeName)).path);
     const admin = kubeConfig();
 
     await waitFor(async () => (await admin.makeApiClient(CoordinationV1Api).readNamespacedLease({ namespace: OPERATOR_NS, name: LEASE })).spec?.holderIdentity, {
@@ -427,8 +448,9 @@ describe('deploy/ on a real API server', () => {
       assert.equal((await fetch(`http://127.0.0.1:${w.metricsPort}/metrics`)).status, 200, `${w.identity} /metrics`);
     }
 
-    // An Agent whose prompt comes from a Secret and whose env comes from a ConfigMap (the sidecar's
-    // cluster-wide get), finished with a TTL (the controller's delete).
+    // An Agent whose prompt comes from a Secret and whose env comes from a ConfigMap (the namespace
+    // opted in: createTestNamespace binds agent-operator-references), finished with a TTL (the
+    // controller's delete).
     const ns = await createTestNamespace(t, 'deploy-e2e');
     const core = admin.makeApiClient(CoreV1Api);
     await core.createNamespacedSecret({ namespace: ns, body: { metadata: { name: 'prompt' }, stringData: { text: 'prompt-from-a-secret' } } });
@@ -481,58 +503,78 @@ describe('deploy/ on a real API server', () => {
     }
   });
 
-  it('really lets the sidecar register an AgentNode and read a Secret by name, but not delete nodes or list secrets', async (t) => {
+  it("really lets a node's sidecar register its own AgentNode only, and read a Secret by name only where the namespace opted in", async (t) => {
     const ns = await createTestNamespace(t, 'deploy-sidecar');
+    const closed = await createTestNamespace(t, 'deploy-closed', { optIn: false });
     const admin = kubeConfig();
-    await admin.makeApiClient(CoreV1Api).createNamespacedSecret({ namespace: ns, body: { metadata: { name: 'prompt' }, stringData: { prompt: 'hello' } } });
-    const core = as('sidecar').makeApiClient(CoreV1Api);
+    for (const namespace of [ns, closed]) {
+      await admin.makeApiClient(CoreV1Api).createNamespacedSecret({ namespace, body: { metadata: { name: 'prompt' }, stringData: { prompt: 'hello' } } });
+    }
+    const node = `deploy-test-${uniqueSuffix()}`;
+    const { kc } = await sidecarOfNode(t, node);
+    const core = kc.makeApiClient(CoreV1Api);
     const secret = await core.readNamespacedSecret({ namespace: ns, name: 'prompt' });
     assert.equal(Buffer.from(secret.data?.prompt ?? '', 'base64').toString(), 'hello');
     assert.equal(await statusOf(() => core.listNamespacedSecret({ namespace: ns })), 403);
+    assert.equal(await statusOf(() => core.readNamespacedSecret({ namespace: closed, name: 'prompt' })), 403, 'a namespace that did not opt in');
 
-    const nodes = as('sidecar').makeApiClient(CustomObjectsApi);
-    const name = `deploy-test-${uniqueSuffix()}`;
+    const nodes = kc.makeApiClient(CustomObjectsApi);
+    const where = (name: string) => ({ group: GROUP, version: VERSION, plural: AGENT_NODE_PLURAL, name });
     t.after(async () => {
       await admin
         .makeApiClient(CustomObjectsApi)
-        .deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: AGENT_NODE_PLURAL, name })
+        .deleteClusterCustomObject(where(node))
         .catch((err: unknown) => assert.equal(apiErrorCode(err), 404));
     });
-    const created = await nodes.createClusterCustomObject({ group: GROUP, version: VERSION, plural: AGENT_NODE_PLURAL, body: { apiVersion: API_VERSION, kind: 'AgentNode', metadata: { name } } });
-    assert.equal((created as KubeObject).metadata.name, name);
-    assert.equal(await statusOf(() => nodes.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: AGENT_NODE_PLURAL, name })), 403);
+    const register = (name: string) => nodes.createClusterCustomObject({ ...where(name), body: { apiVersion: API_VERSION, kind: 'AgentNode', metadata: { name } } });
+    assert.equal(((await register(node)) as KubeObject).metadata.name, node);
+    assert.equal(await statusOf(() => register(`${node}-other`)), 403, 'an AgentNode not named for its node');
+    assert.equal(await statusOf(() => nodes.deleteClusterCustomObject(where(node))), 403);
   });
 
-  it('shows both identities\' events.k8s.io Events in `kubectl describe agent`, series included (no core Events permission needed)', async (t) => {
+  it("shows both identities' events.k8s.io Events in `kubectl describe`, series included: the controller's on an Agent, a node's on its AgentNode", async (t) => {
     const ns = await createTestNamespace(t, 'deploy-events');
-    const agentApi = kubeConfig().makeApiClient(CustomObjectsApi);
-    const agent = (await agentApi.createNamespacedCustomObject({
+    const admin = kubeConfig().makeApiClient(CustomObjectsApi);
+    const agent = (await admin.createNamespacedCustomObject({
       group: GROUP,
       version: VERSION,
       namespace: ns,
       plural: AGENT_PLURAL,
       body: { apiVersion: API_VERSION, kind: AGENT_KIND, metadata: { name: 'describe-me' }, spec: { prompt: 'p', command: ['true'] } },
     })) as EventSubject;
+    const node = `deploy-events-${uniqueSuffix()}`;
+    const sidecar = await sidecarOfNode(t, node);
+    const nodeWhere = { group: GROUP, version: VERSION, plural: AGENT_NODE_PLURAL, name: node };
+    const agentNode = (await sidecar.kc
+      .makeApiClient(CustomObjectsApi)
+      .createClusterCustomObject({ ...nodeWhere, body: { apiVersion: API_VERSION, kind: 'AgentNode', metadata: { name: node } } })) as EventSubject;
+    t.after(() => admin.deleteClusterCustomObject(nodeWhere).catch((err: unknown) => assert.equal(apiErrorCode(err), 404)));
 
     // Warnings the recorder logs (it never throws) are failures here: a 403 would only be logged.
     const warnings: string[] = [];
     const logger = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _enc, done) => (warnings.push(chunk.toString()), done()) }));
     const reason = (identity: Identity) => `From${identity[0]!.toUpperCase()}${identity.slice(1)}`;
+    const writers = {
+      controller: { kc: as('controller'), subject: agent, instance: 'deploy-test', describe: ['agent', 'describe-me', '-n', ns], namespace: ns },
+      // A node reports as itself (reportingInstance), about its own AgentNode (agent-operator-node-events).
+      sidecar: { kc: sidecar.kc, subject: agentNode, instance: node, describe: ['agentnode', node], namespace: 'default' },
+    };
     for (const identity of IDENTITIES) {
-      const recorder = new EventRecorder(as(identity), { logger, reportingController: `orchestrator.dev/${identity}`, reportingInstance: 'deploy-test' });
-      recorder.normal(agent, reason(identity), `written by the ${identity} identity`);
+      const w = writers[identity];
+      const recorder = new EventRecorder(w.kc, { logger, reportingController: `orchestrator.dev/${identity}`, reportingInstance: w.instance });
+      recorder.normal(w.subject, reason(identity), `written by the ${identity} identity`);
       await recorder.flush();
-      recorder.normal(agent, reason(identity), `written by the ${identity} identity`); // the repeat patches the series
+      recorder.normal(w.subject, reason(identity), `written by the ${identity} identity`); // the repeat patches the series
       await recorder.flush();
     }
     assert.deepEqual(warnings, []);
 
-    const events = await kubeConfig().makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: ns });
-    const described = await mustSucceed(['describe', 'agent', 'describe-me', '-n', ns]);
     for (const identity of IDENTITIES) {
-      const e = events.items.find((x) => x.reason === reason(identity));
+      const w = writers[identity];
+      const events = await kubeConfig().makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: w.namespace });
+      const e = events.items.find((x) => x.reason === reason(identity) && x.regarding?.name === w.subject.metadata?.name);
       assert.equal(e?.series?.count, 2, `${identity}: the repeated event was patched into a series`);
-      assert.match(described, new RegExp(`${reason(identity)}\\s.*written by the ${identity} identity`));
+      assert.match(await mustSucceed(['describe', ...w.describe]), new RegExp(`${reason(identity)}\\s.*written by the ${identity} identity`));
     }
   });
 });

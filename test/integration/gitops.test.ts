@@ -60,6 +60,9 @@ function assertObserved(a: AgentObj): void {
   for (const c of a.status?.conditions ?? []) assert.equal(c.observedGeneration, g, `${a.metadata?.name}: condition ${c.type}`);
 }
 
+/** The node recorded its cleanup and the controller acted on it (its CleanedUp condition): what kstatus and Argo CD judge is then final. */
+const controllerSawCleanup = (a: AgentObj) => !!a.status?.cleanup?.completionTime && !!a.status.conditions?.some((c) => c.type === 'CleanedUp' && c.status === 'True');
+
 const isActive = (phase: string) => (a: AgentObj) => a.status?.phase === phase;
 
 describe('GitOps: kstatus, the Argo CD health check, the TTL warning', () => {
@@ -85,7 +88,8 @@ describe('GitOps: kstatus, the Argo CD health check, the TTL warning', () => {
     } finally {
       await stack().startComponent(controller.name);
     }
-    const done = await waitForCleanedUp(ns, 'fresh');
+    // The verdict is the controller's: judged once it has acted on the node's cleanup record.
+    const done = await waitForAgent(ns, 'fresh', controllerSawCleanup, 'to be cleaned up, as the controller records it', 90_000);
     assertVerdicts('fresh, finished', await judge(done), { kstatus: ['Current', /Resource is Ready/], argo: ['Healthy', /^Completed \(Exited\)/] });
   });
 
@@ -95,19 +99,19 @@ describe('GitOps: kstatus, the Argo CD health check, the TTL warning', () => {
       {
         name: 'completed',
         spec: { command: ['sh', '-c', 'agent-operator report --status completed --message "all tests pass"'] },
-        settled: (a) => !!a.status?.cleanup?.completionTime,
+        settled: controllerSawCleanup,
         want: { kstatus: ['Current', /Resource is Ready/], argo: ['Healthy', /^Completed \(AgentCompleted\): all tests pass$/] },
       },
       {
         name: 'failed',
         spec: { command: ['sh', '-c', 'exit 3'] },
-        settled: (a) => !!a.status?.cleanup?.completionTime,
+        settled: controllerSawCleanup,
         want: { kstatus: ['Failed', /^the command exited with code 3$/], argo: ['Degraded', /^Failed \(ExitedNonZero\): the command exited with code 3$/] },
       },
       {
         name: 'errored',
         spec: { command: ['gitops-no-such-binary'] },
-        settled: (a) => !!a.status?.cleanup?.completionTime,
+        settled: controllerSawCleanup,
         want: { kstatus: ['Failed', /^command not found: gitops-no-such-binary/], argo: ['Degraded', /^Error \(LaunchFailed\): command not found: gitops-no-such-binary/] },
       },
       {
@@ -178,7 +182,7 @@ describe('GitOps: kstatus, the Argo CD health check, the TTL warning', () => {
 
     // Stopped (generation 2): Terminated is a stall; its slot goes to the queued Agent, which completes.
     await patchSpec(ns, 'blocker', { stop: true, stopReason: 'superseded by a newer run' });
-    await waitForCleanedUp(ns, 'blocker');
+    await waitForAgent(ns, 'blocker', controllerSawCleanup, 'to be cleaned up, as the controller records it', 90_000);
     const stopped = await getAgent(ns, 'blocker');
     assert.equal(stopped.metadata?.generation, 2);
     assertObserved(stopped);
@@ -186,7 +190,7 @@ describe('GitOps: kstatus, the Argo CD health check, the TTL warning', () => {
       kstatus: ['Failed', /^superseded by a newer run$/],
       argo: ['Degraded', /^Terminated \(Stopped\): superseded by a newer run$/],
     });
-    await waitForCleanedUp(ns, 'queued');
+    await waitForAgent(ns, 'queued', controllerSawCleanup, 'to be cleaned up, as the controller records it', 90_000);
     assertVerdicts('queued, then run', await judge(await getAgent(ns, 'queued')), { kstatus: ['Current', /Ready/], argo: ['Healthy', /^Completed \(Exited\)/] });
 
     for (const c of active.filter((c) => c.name !== 'blocker')) await patchSpec(ns, c.name, { stop: true });

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { REPORTING_CONTROLLER } from '../../src/controller/controller.js';
 import { cgroup2Mount, ownCgroup } from '../../src/sidecar/runtime/cgroup.js';
 import { environValue } from '../../src/sidecar/runtime/procfs.js';
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
@@ -187,8 +188,17 @@ describe('hostile agents on one node', () => {
     assert.equal(a.status?.progress, 50);
     assert.equal(a.status?.cleanup?.verifiedNoProcesses, true);
     assert.ok(a.status?.cleanup?.cpuMilliseconds !== undefined, 'CPU time recorded');
-    const warned = (await eventsAbout(ns, a.metadata!.uid!)).find((e) => e.reason === 'LimitsNotEnforced');
-    if (missing.length === 0) assert.equal(warned, undefined);
-    else assert.match(warned?.note ?? '', new RegExp(`^${missing.join(', ')} limit\\(s\\) not enforced`), `missing: ${missing.join(', ')}`);
+    // The node says which in status (its Events are about its AgentNode only); the controller records the Warning.
+    const limitsEvent = async () => (await eventsAbout(ns, a.metadata!.uid!)).find((e) => e.reason === 'LimitsNotEnforced');
+    const warned = missing.length === 0 ? await limitsEvent() : await waitFor(limitsEvent, { timeoutMs: 20_000, what: 'the LimitsNotEnforced Event' });
+    const condition = a.status?.conditions?.find((c) => c.type === 'LimitsEnforced');
+    if (missing.length === 0) assert.deepEqual([warned, a.status?.limitsNotEnforced, condition], [undefined, undefined, undefined]);
+    else {
+      assert.deepEqual(a.status?.limitsNotEnforced, missing);
+      assert.equal(warned?.type, 'Warning');
+      assert.equal(warned?.reportingController, REPORTING_CONTROLLER);
+      assert.match(warned?.note ?? '', new RegExp(`^${missing.join(', ')} limit\\(s\\) not enforced on node ${node.name}`), `missing: ${missing.join(', ')}`);
+      assert.equal(condition?.status, 'False');
+    }
   });
 });

@@ -9,6 +9,7 @@ import type { TestContext } from 'node:test';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { execa } from 'execa';
 import { apiErrorCode } from '../../src/dev/apiErrors.js';
+import { optInReferences } from '../../src/dev/stack.js';
 import { openControlPlane, type ControlPlaneClient, type KubectlResult } from '../../src/dev/controlPlane.js';
 
 function requiredEnv(name: string): string {
@@ -35,17 +36,19 @@ export function uniqueSuffix(): string {
 
 /**
  * Creates a namespace named `<prefix>-<random>` and deletes it after the test. Deletion is not
- * awaited unless `waitForDeletion` is set (namespace termination takes seconds).
+ * awaited unless `waitForDeletion` is set (namespace termination takes seconds). The namespace opts
+ * in to the node sidecars' reads of its ConfigMaps and Secrets (the README's RoleBinding) unless
+ * `optIn` is false.
  */
 export async function createTestNamespace(
   t: TestContext,
   prefix: string,
-  opts: { waitForDeletion?: boolean; timeoutMs?: number } = {},
+  opts: { waitForDeletion?: boolean; timeoutMs?: number; optIn?: boolean; annotations?: Record<string, string> } = {},
 ): Promise<string> {
   const base = prefix.toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 50) || 'test';
   const name = `${base}-${uniqueSuffix()}`;
   const core = kubeConfig().makeApiClient(CoreV1Api);
-  await core.createNamespace({ body: { metadata: { name, labels: { 'agent-operator.test/namespace': 'true' } } } });
+  await core.createNamespace({ body: { metadata: { name, labels: { 'agent-operator.test/namespace': 'true' }, ...(opts.annotations ? { annotations: opts.annotations } : {}) } } });
   t.after(async () => {
     try {
       await core.deleteNamespace({ name });
@@ -67,6 +70,7 @@ export async function createTestNamespace(
       );
     }
   });
+  if (opts.optIn !== false) await optInReferences(kubeConfig(), name);
   return name;
 }
 

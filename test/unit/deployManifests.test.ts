@@ -12,6 +12,9 @@ import { describe, it } from 'node:test';
 import { isMap, isScalar, isSeq, type Document } from 'yaml';
 import { CRD_FILES } from '../../src/api/crd.js';
 import { DEFAULTS } from '../../src/api/constants.js';
+import { agentStatus } from '../../src/api/agent.js';
+import { CONTROLLER_STATUS_FIELDS } from '../../src/controller/reconcile.js';
+import { SIDECAR_STATUS_FIELDS } from '../../src/sidecar/decide.js';
 import { CRDS_DIR, PACKAGE_ROOT } from '../../src/dev/paths.js';
 import {
   BASE_DIR,
@@ -131,9 +134,46 @@ describe('kustomizations in deploy/', () => {
 
   it('sets the one image, tagged with the package version, for every workload', () => {
     const k = readKustomization(BASE_DIR);
-    assert.equal(k.namespace, 'agent-operator-system');
     assert.deepEqual(k.images, [{ name: 'agent-operator', newName: 'ghcr.io/agent-operator/agent-operator', newTag: `v${pkg.version}` }]);
     for (const w of [controller, sidecar]) assert.equal(containerOf(w).image, 'agent-operator', `${w.metadata.name}: the name kustomize's images: rewrites`);
+  });
+});
+
+describe('the node policies in deploy/admission', () => {
+  const admission = resourceFiles(join(DEPLOY_DIR, 'admission')).flatMap((f) => readDocuments(f).map((d) => d.toJS() as KubeObject));
+  /** The policies that hold the nodes to their own node and keep the binding the controller's (not the GitOps warning). */
+  const NODE_POLICIES = ['agent-operator-binding', 'agent-operator-agentnode-registration', 'agent-operator-node-agents', 'agent-operator-node-agentnodes', 'agent-operator-node-events'];
+  const policies = admission.filter((o) => o.kind === 'ValidatingAdmissionPolicy' && NODE_POLICIES.includes(o.metadata.name)) as (KubeObject & { spec: Record<string, unknown> })[];
+  const objects = [...baseObjects(), ...admission];
+  const text = (o: unknown) => JSON.stringify(o);
+
+  it('binds every one, with Deny, failing closed', () => {
+    assert.deepEqual(policies.map((p) => p.metadata.name).sort(), [...NODE_POLICIES].sort());
+    const bindings = objects.filter((o) => o.kind === 'ValidatingAdmissionPolicyBinding') as (KubeObject & { spec: { policyName: string; validationActions: string[] } })[];
+    for (const p of policies) {
+      assert.equal(p.spec.failurePolicy, 'Fail', p.metadata.name);
+      const b = bindings.find((x) => x.spec.policyName === p.metadata.name);
+      assert.deepEqual(b?.spec.validationActions, ['Deny'], `${p.metadata.name} is bound with Deny`);
+    }
+  });
+
+  it("names the identities as deploy/ creates them: the ServiceAccounts' usernames", () => {
+    const namespace = readKustomization(BASE_DIR).namespace;
+    const sas = new Set(objects.filter((o) => o.kind === 'ServiceAccount').map((o) => `system:serviceaccount:${namespace}:${o.metadata.name}`));
+    for (const p of policies) {
+      const named = text(p.spec).match(/system:serviceaccount:[a-z0-9-]+:[a-z0-9-]+/g) ?? [];
+      assert.ok(named.length > 0, `${p.metadata.name} names an identity`);
+      for (const n of named) assert.ok(sas.has(n), `${p.metadata.name} names ${n}, which deploy/ does not create`);
+    }
+  });
+
+  it("keeps a node sidecar off exactly the controller's status fields, and every other field is the node's", () => {
+    const p = policies.find((x) => x.metadata.name === 'agent-operator-node-agents');
+    assert.ok(p);
+    const guarded = [...new Set([...text(p.spec).matchAll(/object\.\?status\.\?(\w+) == oldObject/g)].map((m) => m[1]))].sort();
+    assert.deepEqual(guarded, [...CONTROLLER_STATUS_FIELDS].sort());
+    const all = Object.keys(agentStatus.shape).sort();
+    assert.deepEqual([...CONTROLLER_STATUS_FIELDS, ...SIDECAR_STATUS_FIELDS].sort(), all, 'each status field has one writer');
   });
 });
 

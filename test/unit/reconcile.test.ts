@@ -50,7 +50,7 @@ describe('reconcile', () => {
       over: { used: new Map([['node-1', 1]]) },
       expect: (p) => {
         assert.equal(p.addFinalizer, true);
-        assert.equal(p.setNodeLabel, 'node-2');
+        assert.equal(p.bindTo, 'node-2');
         assert.equal(p.status.nodeName, 'node-2');
         assert.equal(p.status.phase, 'Scheduled');
         assert.equal(p.status.conditions?.find((c) => c.type === 'Scheduled')?.status, 'True');
@@ -77,7 +77,7 @@ describe('reconcile', () => {
         assert.equal(p.status.reason, 'InvalidSpec');
         assert.match(p.status.message ?? '', /spec\.workingDir/);
         assert.equal(p.addFinalizer, false);
-        assert.equal(p.setNodeLabel, undefined);
+        assert.equal(p.bindTo, undefined);
         assert.equal(p.events[0]?.type, 'Warning');
       },
     },
@@ -305,9 +305,78 @@ describe('reconcile', () => {
       },
     },
     {
-      name: 'binding label missing after a crash between the two writes: repaired',
-      agent: agent({ status: bound({ startTime: at(90) }) }),
-      expect: (p) => assert.equal(p.setNodeLabel, 'node-1'),
+      name: 'label written, status not yet (a crash between the two writes): status.nodeName follows the label, no new binding',
+      agent: agent({ status: { phase: 'Pending' }, meta: boundMeta }),
+      expect: (p) => {
+        assert.equal(p.bindTo, undefined);
+        assert.equal(p.status.nodeName, 'node-1');
+        assert.equal(p.status.phase, 'Scheduled');
+        assert.deepEqual(p.events.map((e) => e.reason), ['Scheduled']);
+      },
+    },
+    {
+      name: "forged status.nodeName on a bound Agent: a Warning, the label's node restored, never a move",
+      agent: agent({ status: bound({ nodeName: 'node-2', startTime: at(90) }), meta: boundMeta }),
+      expect: (p) => {
+        assert.equal(p.bindTo, undefined);
+        assert.equal(p.status.nodeName, 'node-1');
+        assert.equal(p.status.phase, 'Running');
+        const e = p.events.find((x) => x.reason === 'BindingMismatch');
+        assert.equal(e?.type, 'Warning');
+        assert.match(e?.message ?? '', /status\.nodeName says node-2, but the Agent is bound to node-1/);
+      },
+    },
+    {
+      name: 'forged status.nodeName on an unbound Agent: a Warning, cleared, and scheduled as if it were absent',
+      agent: agent({ spec: { nodeSelector: { gpu: 'yes' } }, status: { nodeName: 'node-1', phase: 'Pending' } }),
+      expect: (p) => {
+        assert.equal(p.bindTo, undefined);
+        assert.equal(p.status.nodeName, undefined);
+        assert.equal(p.status.reason, 'Unschedulable');
+        assert.match(p.events.find((x) => x.reason === 'BindingMismatch')?.message ?? '', /never bound/);
+      },
+    },
+    {
+      name: "node pool: bound only inside the namespace's pool, however loaded the rest",
+      agent: agent(),
+      over: {
+        nodes: new Map([['node-1', node('node-1', { labels: { pool: 'a' } })], ['node-2', node('node-2', { labels: { pool: 'b' } })]]),
+        used: new Map([['node-1', 1]]),
+        pool: { namespace: 'ns', annotation: 'pool=a', selector: { pool: 'a' } },
+      },
+      expect: (p) => assert.equal(p.bindTo, 'node-1'),
+    },
+    {
+      name: 'node pool: a nodeSelector contradicting it is Failed (NodePoolConflict), naming the annotation, never bound',
+      agent: agent({ spec: { nodeSelector: { pool: 'b' } }, meta: { finalizers: [] } }),
+      over: { pool: { namespace: 'ns', annotation: 'pool=a', selector: { pool: 'a' } } },
+      expect: (p) => {
+        assert.deepEqual([p.status.phase, p.status.reason], ['Failed', 'NodePoolConflict']);
+        assert.match(p.status.message ?? '', /orchestrator\.dev\/node-selector="pool=a" on namespace ns requires pool=a/);
+        assert.equal(p.bindTo, undefined);
+        assert.equal(p.addFinalizer, false);
+      },
+    },
+    {
+      name: 'node pool: a nodeName outside it is Failed (NodePoolConflict)',
+      agent: agent({ spec: { nodeName: 'node-2' } }),
+      over: {
+        nodes: new Map([['node-1', node('node-1', { labels: { pool: 'a' } })], ['node-2', node('node-2', { labels: { pool: 'b' } })]]),
+        pool: { namespace: 'ns', annotation: 'pool=a', selector: { pool: 'a' } },
+      },
+      expect: (p) => {
+        assert.deepEqual([p.status.phase, p.status.reason], ['Failed', 'NodePoolConflict']);
+        assert.match(p.status.message ?? '', /spec\.nodeName node-2 is outside the node pool/);
+      },
+    },
+    {
+      name: 'node pool: one that cannot be known keeps the Agent Pending, bound nowhere',
+      agent: agent(),
+      over: { pool: { namespace: 'ns', annotation: 'pool=', blocked: 'the reason' } },
+      expect: (p) => {
+        assert.deepEqual([p.status.phase, p.status.reason, p.status.message], ['Pending', 'Unschedulable', 'the reason']);
+        assert.equal(p.bindTo, undefined);
+      },
     },
     {
       name: 'steady state: no events, same status',
@@ -317,12 +386,30 @@ describe('reconcile', () => {
       }),
       expect: (p) => {
         assert.deepEqual(p.events, []);
-        assert.equal(p.setNodeLabel, undefined);
+        assert.equal(p.bindTo, undefined);
         assert.equal(p.status.phase, 'Running');
       },
     },
   ];
   for (const c of cases) it(c.name, () => c.expect(observe(c.agent, c.over)));
+
+  it("limits the node could not enforce: a Warning Event and LimitsEnforced=False, the Event once", () => {
+    const limited = (status: Agent['status']) => agent({ spec: { resources: { limits: { memory: '1Gi', pids: 10 } } }, status, meta: boundMeta });
+    const first = observe(limited(bound({ phase: 'Scheduled', startTime: at(90), sessionName: 's', limitsNotEnforced: ['memory'] })));
+    const warning = first.events.find((e) => e.reason === 'LimitsNotEnforced');
+    assert.equal(warning?.type, 'Warning');
+    assert.equal(warning?.message, 'memory limit(s) not enforced on node node-1: its cgroup v2 has no memory controller');
+    const c = first.status.conditions?.find((x) => x.type === 'LimitsEnforced');
+    assert.deepEqual([c?.status, c?.reason, c?.message], ['False', 'LimitsNotEnforced', warning?.message]);
+    const again = observe(limited({ ...bound({ startTime: at(90), sessionName: 's', limitsNotEnforced: ['memory'] }), ...first.status }), { now: T0 + 200_000 });
+    assert.equal(again.events.find((e) => e.reason === 'LimitsNotEnforced'), undefined, 'said once');
+    assert.deepEqual(again.status.conditions?.find((x) => x.type === 'LimitsEnforced'), c);
+    // Finished before the controller saw it run: still said, with the end.
+    const ended = observe(limited(bound({ phase: 'Scheduled', startTime: at(90), exitCode: 0, limitsNotEnforced: ['cpu', 'pids'] })));
+    assert.deepEqual(ended.events.map((e) => e.reason).sort(), ['Exited', 'LimitsNotEnforced']);
+    // Enforced everywhere: no such condition.
+    assert.equal(observe(limited(bound({ startTime: at(90) }))).status.conditions?.find((x) => x.type === 'LimitsEnforced'), undefined);
+  });
 
   it('keeps lastTransitionTime when a condition does not change', () => {
     const first = observe(agent({ status: bound({ phase: 'Scheduled', startTime: at(90) }), meta: boundMeta }));

@@ -90,6 +90,20 @@ describe('decideNode', () => {
       action: 'none',
       patch: { sessionName: 'agent-u', startTime: iso(1) },
     },
+    {
+      name: 'launched with limits the node cannot enforce: said in status with the start, for the controller to record',
+      agent: agent(),
+      local: { ...running, limitsNotEnforced: ['memory', 'pids'] },
+      action: 'none',
+      patch: { sessionName: 'agent-u', startTime: iso(1), limitsNotEnforced: ['memory', 'pids'] },
+    },
+    {
+      name: 'limits not enforced already in status: no write',
+      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1), limitsNotEnforced: ['memory'] }),
+      local: { ...running, limitsNotEnforced: ['memory'] },
+      action: 'none',
+      patch: undefined,
+    },
     { name: 'facts already in status: no write', agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }), local: running, action: 'none', patch: undefined },
     {
       name: 'exit seen locally: cleanup at once, exit code written',

@@ -17,13 +17,12 @@
  */
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { LIMIT_CONTROLLERS, type LimitController } from '../../api/constants.js';
 import { errnoOf, exists } from './files.js';
 import { waitFor } from './wait.js';
 import { assertAgentUid } from './workspace.js';
 
 const SIDECAR_LEAF = 'sidecar';
-export const LIMIT_CONTROLLERS = ['cpu', 'memory', 'pids'] as const;
-export type LimitController = (typeof LIMIT_CONTROLLERS)[number];
 
 /** Where the agents' leaves go, and which controllers they have. */
 export interface AgentCgroups {

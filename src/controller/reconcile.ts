@@ -9,6 +9,8 @@ import { agentOutcome, nextTimer, type Outcome } from '../api/outcome.js';
 import { isTerminalPhase, type Phase } from '../api/phase.js';
 import { parseTime, rfc3339 } from '../api/time.js';
 import { agentHealth, KSTATUS_CONDITION_TYPES } from './health.js';
+import { parentOutcome, planChildren, type AgentWithOwners } from './children.js';
+import { completionVerified } from './completion.js';
 import type { NodeView } from './nodes.js';
 import { schedule } from './scheduler.js';
 
@@ -22,7 +24,13 @@ export interface ReconcileConfig {
 }
 
 export interface Observed {
-  agent: Agent;
+  agent: AgentWithOwners;
+  /** The Agent's controlling owner as cached, when it is a child (undefined: none, or gone). */
+  parent?: AgentWithOwners;
+  /** Agents whose controlling owner is this one. */
+  children?: readonly AgentWithOwners[];
+  /** Names of the other Agents in the namespace (spawn requests for them are refused). */
+  taken?: ReadonlySet<string>;
   nodes: ReadonlyMap<string, NodeView>;
   /** Slots taken per node (see scheduler.schedule). */
   used: ReadonlyMap<string, number>;
@@ -39,7 +47,7 @@ export interface EventSpec {
 /** Controller-owned status fields: the executor diffs these against what it observed. */
 export type ControllerStatus = Pick<
   AgentStatus,
-  'phase' | 'reason' | 'message' | 'nodeName' | 'scheduledTime' | 'completionTime' | 'conditions' | 'observedGeneration'
+  'phase' | 'reason' | 'message' | 'nodeName' | 'scheduledTime' | 'completionTime' | 'conditions' | 'observedGeneration' | 'children'
 >;
 
 export const CONTROLLER_STATUS_FIELDS = [
@@ -51,6 +59,7 @@ export const CONTROLLER_STATUS_FIELDS = [
   'completionTime',
   'conditions',
   'observedGeneration',
+  'children',
 ] as const satisfies readonly (keyof ControllerStatus)[];
 
 export interface Plan {
@@ -61,6 +70,10 @@ export interface Plan {
   events: EventSpec[];
   removeFinalizer: boolean;
   deleteAgent: boolean;
+  /** Child Agents to create (after the status, which records them, is written). */
+  createChildren: AgentWithOwners[];
+  /** Children whose spec.stop to set. */
+  stopChildren: { name: string; reason: string }[];
   requeueAfterMs?: number;
 }
 
@@ -80,8 +93,15 @@ export function reconcile(o: Observed): Plan {
     events,
     removeFinalizer: false,
     deleteAgent: false,
+    createChildren: [],
+    stopChildren: [],
   };
   plan.status.observedGeneration = generation;
+  const children = planChildren({ parent: agent, children: o.children ?? [], taken: o.taken ?? new Set() });
+  if (children.status) plan.status.children = children.status;
+  plan.createChildren = children.create;
+  plan.stopChildren = children.stop;
+  events.push(...children.events);
   let conditions = status.conditions;
   const cond = (c: ConditionInput) => {
     conditions = setCondition(conditions, c, nowTime, generation);
@@ -126,7 +146,7 @@ export function reconcile(o: Observed): Plan {
   } else if (!valid.ok) {
     outcome = { phase: 'Failed', reason: 'InvalidSpec', message: valid.message };
   } else {
-    outcome = agentOutcome(agent, now);
+    outcome = agentOutcome(agent, now) ?? parentOutcome(agent, o.parent);
     if (!outcome && nodeLostAt !== undefined) {
       if (now >= nodeLostAt) {
         outcome = { phase: 'Error', reason: 'NodeLost', message: node ? `node ${nodeName} stopped reporting (${node.notReadyReason ?? 'not ready'})` : `node ${nodeName} no longer exists` };
@@ -155,8 +175,15 @@ export function reconcile(o: Observed): Plan {
     const reason = plan.status.reason ?? phase;
     const message = plan.status.message ?? '';
     cond({ type: 'Running', status: 'False', reason, message });
-    if (phase === 'Completed') cond({ type: 'Complete', status: 'True', reason, message });
-    else cond({ type: 'Failed', status: 'True', reason, message });
+    if (phase === 'Completed') {
+      cond({ type: 'Complete', status: 'True', reason, message });
+      // Judged once, when the completion is decided; the condition stays as judged.
+      const verified = outcome ? completionVerified(agent, plan.status) : undefined;
+      if (verified) {
+        if (verified.status === 'False') events.push({ type: 'Warning', reason: verified.reason, message: verified.message });
+        cond(verified);
+      }
+    } else cond({ type: 'Failed', status: 'True', reason, message });
     if (cleanedUp) {
       const errors = status.cleanup?.errors ?? [];
       const wasClean = !conditions?.some((c) => c.type === 'CleanedUp' && c.status === 'True');

@@ -43,6 +43,12 @@ class ToolError extends Error {}
 
 const channel = (path: string, body: unknown, o: Required<McpOptions>) => callReportChannel(path, body, { env: o.env });
 
+/** A report (status or finding): recorded by the node, answered with when. */
+async function record(path: string, input: unknown, o: Required<McpOptions>): Promise<string> {
+  const a = acceptedResponseSchema.safeParse(await channel(path, input, o));
+  return a.success ? `recorded at ${a.data.at}` : 'recorded';
+}
+
 async function spawn(input: z.infer<typeof CALL_SCHEMAS.spawn>, o: Required<McpOptions>): Promise<unknown> {
   const asked = (await channel(CALL_PATHS.spawn, input, o)) as SpawnAnswer;
   const deadline = Date.now() + o.spawnTimeoutMs;
@@ -66,19 +72,13 @@ export const TOOLS: readonly Tool[] = [
     name: 'update_agent_progress',
     description: "Report how this agent is doing: status working or blocked with progress (0-100) and a message; completed, failed or error end the agent (its session is stopped and cleaned up).",
     schema: statusReportSchema,
-    call: async (input, o) => {
-      const a = acceptedResponseSchema.safeParse(await channel(REPORT_PATHS.status, input, o));
-      return a.success ? `recorded at ${a.data.at}` : 'recorded';
-    },
+    call: (input, o) => record(REPORT_PATHS.status, input, o),
   },
   {
     name: 'report_agent_finding',
     description: 'Record a finding (type, severity, message, optional JSON data); it is counted on the Agent and archived with its logs.',
     schema: findingSchema,
-    call: async (input, o) => {
-      const a = acceptedResponseSchema.safeParse(await channel(REPORT_PATHS.finding, input, o));
-      return a.success ? `recorded at ${a.data.at}` : 'recorded';
-    },
+    call: (input, o) => record(REPORT_PATHS.finding, input, o),
   },
   {
     name: 'spawn_child_agent',

@@ -8,7 +8,6 @@ import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Agent } from '../api/agent.js';
-import { rfc3339 } from '../api/time.js';
 import { isConflict } from '../kube/errors.js';
 import { refOf, type KubeObject, type ResourceClient } from '../kube/resources.js';
 import { type CallInput, type CallKind, type OutputAnswer, type SpawnAnswer, type StopAnswer } from '../report/protocol.js';
@@ -52,9 +51,10 @@ export class ChildCalls {
     throw new CallRefused(404, `no such call: ${String(kind)}`);
   }
 
+  // Request times in milliseconds: a refused spawn asked again within the same second is a new request.
   private async spawn(cached: AgentObj, input: CallInput<'spawn'>): Promise<SpawnAnswer> {
     return this.write(cached, (parent) => {
-      const r = intakeSpawn(parent, input, rfc3339(new Date()));
+      const r = intakeSpawn(parent, input, new Date().toISOString());
       if ('refused' in r) return r;
       return { answer: { name: r.name, requestTime: r.requestTime }, ...(r.write ? { patch: { spawnRequests: r.write } } : {}) };
     });
@@ -62,7 +62,7 @@ export class ChildCalls {
 
   private async stop(cached: AgentObj, input: CallInput<'stop'>): Promise<StopAnswer> {
     return this.write(cached, (parent) => {
-      const r = intakeStop(parent, input, rfc3339(new Date()));
+      const r = intakeStop(parent, input, new Date().toISOString());
       if ('refused' in r) return r;
       return { answer: { name: r.name, stopRequested: true as const }, ...(r.write ? { patch: { stopRequests: r.write } } : {}) };
     });

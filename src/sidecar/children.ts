@@ -41,9 +41,11 @@ export function intakeSpawn(parent: Agent, input: SpawnChild, now: string): Spaw
     const created = status.children?.agents?.some((a) => a.name === name);
     const refusedNow = status.children?.refused?.some((r) => r.name === name && r.requestTime === existing.requestTime);
     // Refused before: asking again is a new request, judged afresh (a slot may have freed up).
-    if (!created && refusedNow && existing.requestTime !== now) {
-      const renewed = { ...existing, requestTime: now };
-      return { name, requestTime: now, write: requests.map((r) => (r.name === name ? renewed : r)) };
+    if (!created && refusedNow) {
+      // Strictly later than the refused one, or the refusal would answer the new request too.
+      const requestTime = Date.parse(now) > Date.parse(existing.requestTime) ? now : new Date(Date.parse(existing.requestTime) + 1).toISOString();
+      const renewed = { ...existing, requestTime };
+      return { name, requestTime, write: requests.map((r) => (r.name === name ? renewed : r)) };
     }
     return { name, requestTime: existing.requestTime };
   }

@@ -78,6 +78,7 @@ describe('child agents through MCP', () => {
     const all = answers(out);
     assert.match(out, /<<< tools update_agent_progress,report_agent_finding,spawn_child_agent,get_child_agents,get_agent_output,stop_child_agent/);
 
+    for (const waited of ['list-a-working', 'output-a', 'list-b-stopped', 'output-c']) assert.equal(result(all, waited).isError, false, waited);
     assert.equal(result(all, 'spawn-a').isError, false, result(all, 'spawn-a').text);
     assert.match(result(all, 'spawn-a').text, /"name": "lead-a"/);
     assert.equal(result(all, 'spawn-b').isError, false);

@@ -51,6 +51,15 @@ describe('intakeSpawn', () => {
       expect: (r) => assert.deepEqual(r, { name: 'lead-a', requestTime: T2, write: [asked('lead-a', T2)] }),
     },
     {
+      name: 'asked again after a refusal within the same instant: still a later request time',
+      parent: parent({
+        spawnRequests: [asked('lead-a', T2)],
+        children: { active: 0, succeeded: 0, failed: 0, refused: [{ name: 'lead-a', requestTime: T2, field: 'spec.children.maxConcurrent', message: 'm' }] },
+      }),
+      input: ask('a'),
+      expect: (r) => assert.deepEqual(r, { name: 'lead-a', requestTime: '2026-11-25T10:00:02.001Z', write: [asked('lead-a', '2026-11-25T10:00:02.001Z')] }),
+    },
+    {
       name: 'the same name with another spec: refused, naming name',
       parent: parent({ spawnRequests: [asked('lead-a')] }),
       input: ask('a', 'something else'),

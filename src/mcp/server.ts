@@ -27,9 +27,12 @@ export interface McpOptions {
   env?: NodeJS.ProcessEnv;
   /** How long spawn_child_agent waits for the controller's answer. */
   spawnTimeoutMs?: number;
-  /** How often it looks. */
+  /** How soon it looks first; each later look waits twice as long, at most SPAWN_POLL_MAX_MS. */
   spawnPollMs?: number;
 }
+
+/** The longest pause between looks: a minute's wait costs the node's report channel a few dozen calls. */
+const SPAWN_POLL_MAX_MS = 2_000;
 
 interface Tool {
   name: string;
@@ -52,7 +55,7 @@ async function record(path: string, input: unknown, o: Required<McpOptions>): Pr
 async function spawn(input: z.infer<typeof CALL_SCHEMAS.spawn>, o: Required<McpOptions>): Promise<unknown> {
   const asked = (await channel(CALL_PATHS.spawn, input, o)) as SpawnAnswer;
   const deadline = Date.now() + o.spawnTimeoutMs;
-  for (;;) {
+  for (let pause = o.spawnPollMs; ; pause = Math.min(pause * 2, SPAWN_POLL_MAX_MS)) {
     const now = (await channel(CALL_PATHS.list, {}, o)) as ChildrenAnswer;
     const child = now.children.find((c) => c.name === asked.name);
     if (child) return { name: asked.name, phase: child.phase ?? 'Pending', message: `child Agent ${asked.name} created` };
@@ -63,7 +66,7 @@ async function spawn(input: z.infer<typeof CALL_SCHEMAS.spawn>, o: Required<McpO
         `the controller has not answered the request for ${asked.name} within ${Math.round(o.spawnTimeoutMs / 1000)}s; it stands: see get_child_agents, or call spawn_child_agent again with the same name (that never makes a second child)`,
       );
     }
-    await sleep(o.spawnPollMs);
+    await sleep(Math.min(pause, Math.max(0, deadline - Date.now())));
   }
 }
 
@@ -156,8 +159,8 @@ export const MCP_HELP = `Usage: agent-operator mcp
 
 An MCP server on stdio (newline-delimited JSON-RPC) for the agent in an agent-operator session. Tools:
 ${TOOLS.map((t) => `  ${t.name}`).join('\n')}
-It talks to this session's report channel (AGENT_REPORT_URL, AGENT_REPORT_TOKEN), so it works only
-inside a session. Wiring for Claude Code, Codex and Gemini CLI: docs/mcp.md.`;
+It talks to this session's report channel, which the platform sets up in every session (the agent's
+sandbox included), so it works only inside a session. Wiring for Claude Code, Codex and Gemini CLI: docs/mcp.md.`;
 
 export async function runMcp(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {

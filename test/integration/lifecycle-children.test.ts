@@ -5,15 +5,45 @@
  * controller, within spec.children, and everything it started ends and is cleaned up.
  */
 import assert from 'node:assert/strict';
+import { readFile, readlink, stat } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import type { Agent } from '../../src/api/agent.js';
 import { PARENT_LABEL, ROOT_LABEL } from '../../src/api/constants.js';
+import { ownCgroup } from '../../src/sidecar/runtime/cgroup.js';
+import { findMarkerProcesses } from '../../src/sidecar/runtime/procfs.js';
+import { readSandboxUid } from '../../src/sidecar/runtime/uids.js';
+import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { createTestNamespace, kubectl, waitFor } from '../support/cluster.js';
 import type { Step, ToolResult } from '../support/mcpScript.js';
 import { agents, archivedOutput, assertNodeClean, assertNothingLeft, createAgent, patchSpec, useStack, waitForAgent, waitForCleanedUp, type AgentObj } from '../support/stack.js';
 
 const SCRIPT = fileURLToPath(new URL('../support/mcpScript.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+
+const exists = (p: string) => stat(p).then(() => true, () => false);
+
+/**
+ * The agent's `agent-operator mcp` process as the host sees it (judged from outside, as root):
+ * its real uid, its cgroup, its namespaces, and whether paths exist in its view of the filesystem.
+ */
+async function mcpServerOf(root: string, agentUid: string) {
+  for (const p of await findMarkerProcesses(root, agentUid)) {
+    const argv = (await readFile(`/proc/${p.pid}/cmdline`, 'utf8').catch(() => '')).split('\0').filter(Boolean);
+    if (argv.at(-1) !== 'mcp' || argv.at(-2) !== CLI) continue;
+    const status = await readFile(`/proc/${p.pid}/status`, 'utf8');
+    const ns = async (kind: string) => [await readlink(`/proc/${p.pid}/ns/${kind}`), await readlink(`/proc/self/ns/${kind}`)];
+    return {
+      pid: p.pid,
+      uid: Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]),
+      cgroup: ownCgroup(await readFile(`/proc/${p.pid}/cgroup`, 'utf8')),
+      user: await ns('user'),
+      mnt: await ns('mnt'),
+      sees: (path: string) => exists(`/proc/${p.pid}/root${path}`),
+    };
+  }
+  return undefined;
+}
 
 /** An Agent whose command is the scripted MCP client following `plan`. */
 const scripted = (plan: Step[], spec: Partial<Agent['spec']> = {}): Partial<Agent['spec']> => ({
@@ -102,7 +132,7 @@ describe('child agents through MCP', () => {
     for (const label of ['spawn-c', 'spawn-d', 'bad-spawn', 'bad-output', 'not-a-child', 'bad-tool']) assert.equal(result(all, label).isError, true, label);
 
     // The parent completed; what it started is gone, each as any Agent.
-    assert.equal(lead.status?.phase, 'Completed');
+    assert.deepEqual([lead.status?.phase, lead.status?.reason], ['Completed', 'AgentCompleted'], 'its children ending (c completed, b stopped) ended nothing of it');
     assert.equal(lead.status?.conditions?.find((c) => c.type === 'CompletionVerified')?.status, 'True');
     const kids = (await agents().list({ namespace: ns, labelSelector: `${PARENT_LABEL}=lead` })).items.map((a) => a.metadata!.name!).sort();
     assert.deepEqual(kids, ['lead-a', 'lead-b', 'lead-c'], 'bad input and refusals created nothing');
@@ -167,6 +197,22 @@ describe('child agents through MCP', () => {
     const plan: Step[] = [{ tool: 'spawn_child_agent', label: 'spawn-w', args: { name: 'w', prompt: 'wait', command: sleeper('w-up'), cleanup: { gracePeriodSeconds: 2 } } }];
     await createAgent(ns, 'boss', scripted(plan, { children: { maxTotal: 1, maxConcurrent: 1, maxDepth: 1 }, cleanup: { gracePeriodSeconds: 2 } }));
     const w = await waitForAgent(ns, 'boss-w', (a) => a.status?.reportedState === 'working', 'to run', 120_000);
+
+    // The spawn went through the parent's MCP server, which runs in the parent's sandbox as the stack
+    // gives it: its own uid, its cgroup leaf, its own user and mount namespaces, the installation
+    // visible and the node's archive not.
+    const boss = await waitForAgent(ns, 'boss', (a) => a.status?.phase === 'Running' || a.status?.phase === 'Working', 'to run');
+    const node = stack().nodes.find((n) => n.name === boss.status?.nodeName)!;
+    const bossUid = boss.metadata!.uid!;
+    const server = await waitFor(() => mcpServerOf(node.root, bossUid), { timeoutMs: 10_000, what: "the parent's agent-operator mcp process", intervalMs: 200 });
+    const sandboxUid = await readSandboxUid(workspacePaths(node.root, bossUid));
+    assert.ok(sandboxUid !== undefined && sandboxUid > 0 && sandboxUid !== process.getuid?.(), `sandbox uid ${sandboxUid}`);
+    assert.equal(server.uid, sandboxUid, 'the MCP server runs as the agent\'s own uid');
+    assert.match(server.cgroup ?? '', new RegExp(`/agent-operator-${node.name}/${bossUid}$`), 'in the agent\'s cgroup leaf');
+    assert.notEqual(server.user[0], server.user[1], 'in its own user namespace');
+    assert.notEqual(server.mnt[0], server.mnt[1], 'in its own mount namespace');
+    assert.equal(await server.sees(CLI), true, 'the installation is visible to it');
+    assert.equal(await server.sees(node.archiveDir), false, 'the node\'s archive is not');
     const r = await kubectl(['-n', ns, 'delete', 'agent', 'boss', '--wait=false']);
     assert.equal(r.exitCode, 0, r.stderr);
     await waitFor(async () => (await agents().find({ namespace: ns, name: 'boss-w' })) === undefined, { timeoutMs: 120_000, what: 'the child to be deleted by the garbage collector', intervalMs: 200 });

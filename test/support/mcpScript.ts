@@ -5,7 +5,8 @@
  * prints every answer to its output, where tests read it (`<<< <step> <result JSON>`).
  *
  * A plan is a JSON list of steps: `{ "tool": name, "args": {...}, "until": "text", "timeoutMs": n }`
- * (with `until`: repeated every 300 ms until the result's text contains it) or `{ "sleepMs": n }`.
+ * (with `until`: repeated every second until the result's text contains it) or `{ "sleepMs": n }`.
+ * After the plan it keeps its server, as an agent CLI does for its whole session, until cleanup ends both.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -19,6 +20,8 @@ export interface ToolResult {
 }
 
 const MAX_WAIT_MS = 90_000;
+/** Between repeats of an `until` step: gentle on the node's report channel, as a polling agent should be. */
+const REPEAT_MS = 1_000;
 
 async function main(): Promise<void> {
   const plan = JSON.parse(readFileSync(process.env.AGENT_PROMPT_FILE ?? '', 'utf8')) as Step[];
@@ -66,14 +69,15 @@ async function main(): Promise<void> {
         console.log(`<<< ${label} TIMEOUT waiting for ${JSON.stringify(step.until)}; last: ${JSON.stringify(result)}`);
         break;
       }
-      await new Promise((r) => setTimeout(r, 300));
+      await new Promise((r) => setTimeout(r, REPEAT_MS));
     }
   }
   console.log('PLAN DONE');
-  server.stdin.end();
-  await new Promise((r) => server.once('exit', r));
-  // Whatever the plan's last step did, stay until cleanup stops the session (as a real agent would).
+  // Whatever the plan's last step did, stay with the server until cleanup stops the session (as a real
+  // agent would); a server that dies before that is a failure the output shows.
+  server.once('exit', (code, signal) => console.log(`MCP SERVER EXITED ${code ?? signal}`));
   await new Promise((r) => setTimeout(r, MAX_WAIT_MS));
+  server.stdin.end();
 }
 
 main().catch((err: unknown) => {

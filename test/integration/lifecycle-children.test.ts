@@ -220,6 +220,27 @@ describe('child agents through MCP', () => {
     await assertNodeClean(stack(), w.metadata!.uid!);
   });
 
+  it('a parent past its deadline stops its child (ParentStopped); an Agent without spec.children may spawn none', async (t) => {
+    const ns = await createTestNamespace(t, 'kids-deadline');
+    const plan: Step[] = [{ tool: 'spawn_child_agent', label: 'spawn-w', args: { name: 'w', prompt: 'wait', command: sleeper('w-up'), cleanup: { gracePeriodSeconds: 2 } } }];
+    const loner: Step[] = [{ tool: 'spawn_child_agent', label: 'spawn-x', args: { name: 'x', prompt: 'x', command: ['true'] } }];
+    const deadline = { activeDeadlineSeconds: 20, cleanup: { gracePeriodSeconds: 2 } };
+    await createAgent(ns, 'timed', scripted(plan, { children: { maxTotal: 1, maxConcurrent: 1, maxDepth: 1 }, ...deadline }));
+    await createAgent(ns, 'loner', scripted(loner, deadline));
+    // Created before its parent's deadline (started or not, it is stopped with it).
+    await waitFor(() => agents().find({ namespace: ns, name: 'timed-w' }), { timeoutMs: 60_000, what: 'the child to be created', intervalMs: 200 });
+    const [timed, w, alone] = [await waitForCleanedUp(ns, 'timed', 120_000), await waitForCleanedUp(ns, 'timed-w', 120_000), await waitForCleanedUp(ns, 'loner', 120_000)];
+    assert.deepEqual([timed.status?.phase, timed.status?.reason], ['Terminated', 'DeadlineExceeded']);
+    assert.deepEqual([w.status?.phase, w.status?.reason], ['Terminated', 'ParentStopped']);
+    assert.match(w.status?.message ?? '', /parent timed ended \(Terminated, DeadlineExceeded\)/);
+    const refused = result(answers(await archivedOutput(alone)), 'spawn-x');
+    assert.equal(refused.isError, true);
+    assert.match(refused.text, /refused: spec\.children: loner has no spec\.children: it may not spawn children/);
+    assert.equal(alone.status?.children?.refused?.[0]?.field, 'spec.children');
+    assert.deepEqual((await agents().list({ namespace: ns, labelSelector: `${PARENT_LABEL}=loner` })).items, []);
+    for (const a of [timed, w, alone]) await assertNothingLeft(stack(), a);
+  });
+
   it('completion checks: a completion reported at once and without progress is flagged, the outcome stays Completed', async (t) => {
     const ns = await createTestNamespace(t, 'kids-checks');
     await createAgent(ns, 'hasty', { command: ['sh', '-c', 'agent-operator report --status completed --message "done already"; sleep 30'] });

@@ -190,6 +190,8 @@ describe('parentOutcome', () => {
   const cases: { name: string; parent: AgentWithOwners | undefined; expect: string | undefined }[] = [
     { name: 'parent running: nothing', parent: parent(), expect: undefined },
     { name: 'parent ended: ParentStopped', parent: parent({ status: { phase: 'Terminated', reason: 'Stopped' } }), expect: 'parent lead ended (Terminated, Stopped)' },
+    { name: 'parent past its deadline: ParentStopped', parent: parent({ status: { phase: 'Terminated', reason: 'DeadlineExceeded' } }), expect: 'parent lead ended (Terminated, DeadlineExceeded)' },
+    { name: 'parent completed: ParentStopped', parent: parent({ status: { phase: 'Completed', reason: 'AgentCompleted' } }), expect: 'parent lead ended (Completed, AgentCompleted)' },
     { name: 'parent being deleted: ParentStopped', parent: parent({ meta: { deletionTimestamp: at(0) } }), expect: 'parent lead is being deleted' },
     { name: 'parent gone: ParentStopped', parent: undefined, expect: 'parent lead no longer exists' },
     { name: 'another Agent with the parent\'s name (new UID): ParentStopped', parent: parent({ meta: { uid: 'other' } }), expect: 'parent lead no longer exists' },

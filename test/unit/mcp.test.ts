@@ -29,6 +29,8 @@ describe('MCP tools', () => {
     { tool: 'update_agent_progress', args: { status: 'done' }, error: /^invalid input for update_agent_progress: status: must be one of working, blocked, completed, failed, error$/ },
     { tool: 'report_agent_finding', args: { type: 'x', severity: 'high', message: 'm', extra: 1 }, error: /unknown field 'extra'/ },
     { tool: 'spawn_child_agent', args: { name: 'a', prompt: 'p', command: ['x'], nodeName: 'elsewhere' }, error: /unknown field 'nodeName'/ },
+    // A child cannot widen its limits: the platform sets them, the tool has no such field.
+    { tool: 'spawn_child_agent', args: { name: 'a', prompt: 'p', command: ['x'], children: { maxTotal: 32, maxConcurrent: 32, maxDepth: 8 } }, error: /unknown field 'children'/ },
     { tool: 'spawn_child_agent', args: { name: 'a', prompt: 'p', command: ['x'], env: [{ name: 'S', valueFrom: { secretKeyRef: { name: 's', key: 'k' } } }] }, error: /unknown field 'valueFrom'/ },
     { tool: 'spawn_child_agent', args: { name: 'a', prompt: 'p'.repeat(20_000), command: ['x'] }, error: /prompt: Too big/ },
     { tool: 'get_agent_output', args: { name: 'a', tail: 5000 }, error: /tail: must be an integer from 1 to 1000/ },

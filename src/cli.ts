@@ -41,6 +41,10 @@ const commands: Record<string, Command> = {
     summary: 'report progress or a finding from inside an agent session',
     run: async (argv) => (await import('./report/cli.js')).runReport(argv),
   },
+  mcp: {
+    summary: 'MCP server on stdio for the agent in a session: progress, findings and child agents',
+    run: async (argv) => (await import('./mcp/server.js')).runMcp(argv),
+  },
 };
 
 function usage(): string {

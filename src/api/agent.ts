@@ -4,7 +4,7 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
-import { LIMIT_CONTROLLERS, LIMITS, RESERVED_ENV_NAMES } from './constants.js';
+import { DEFAULTS, LIMIT_CONTROLLERS, LIMITS, RESERVED_ENV_NAMES } from './constants.js';
 import { QUANTITY_PATTERN } from './quantity.js';
 import { conditions, keySelector, objectMeta, timestamp, uniqueBy } from './fields.js';
 import { PHASES, REPORTED_STATES } from './phase.js';
@@ -36,25 +36,29 @@ const keyRefSource = (description: string) =>
 
 const envVarSource = keyRefSource('Source for the value of an environment variable: a ConfigMap or Secret key.');
 
+const envName = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(ENV_NAME)
+  .meta({ description: 'Name of the environment variable: letters, digits and underscores, not starting with a digit.' });
+const envValue = z
+  .string()
+  .max(LIMITS.envValueLength)
+  .optional()
+  .meta({
+    description: 'Literal value. $(VAR) references to variables defined earlier in the list are expanded; $$ escapes a $.',
+  });
+const notReservedEnv = {
+  rule: `!(self.name in ${celList(RESERVED_ENV_NAMES)})`,
+  message: `name must not be one of the variables the platform sets: ${RESERVED_ENV_NAMES.join(', ')}`,
+  fieldPath: '.name',
+  check: (v: { name: string }) => !RESERVED_ENV_NAMES.includes(v.name),
+};
+
 const envVar = withRules(
   z
-    .object({
-      name: z
-        .string()
-        .min(1)
-        .max(256)
-        .regex(ENV_NAME)
-        .meta({ description: 'Name of the environment variable: letters, digits and underscores, not starting with a digit.' }),
-      value: z
-        .string()
-        .max(LIMITS.envValueLength)
-        .optional()
-        .meta({
-          description:
-            'Literal value. $(VAR) references to variables defined earlier in the list are expanded; $$ escapes a $.',
-        }),
-      valueFrom: envVarSource.optional(),
-    })
+    .object({ name: envName, value: envValue, valueFrom: envVarSource.optional() })
     .strict()
     .meta({ description: 'An environment variable for the agent process (the Kubernetes EnvVar shape).' }),
   [
@@ -63,14 +67,57 @@ const envVar = withRules(
       message: 'value and valueFrom are mutually exclusive',
       check: (v) => !(has(v, 'value') && has(v, 'valueFrom')),
     },
-    {
-      rule: `!(self.name in ${celList(RESERVED_ENV_NAMES)})`,
-      message: `name must not be one of the variables the platform sets: ${RESERVED_ENV_NAMES.join(', ')}`,
-      fieldPath: '.name',
-      check: (v) => !RESERVED_ENV_NAMES.includes(v.name),
-    },
+    notReservedEnv,
   ],
 );
+
+/** A child's env: literal values only, so an agent cannot name a Secret for its child to read. */
+const childEnvVar = withRules(
+  z.object({ name: envName, value: envValue }).strict().meta({ description: 'An environment variable with a literal value.' }),
+  [notReservedEnv],
+);
+
+const childLimits = z
+  .object({
+    maxTotal: z
+      .int()
+      .min(0)
+      .max(LIMITS.childrenMaxTotal)
+      .meta({ description: `Children this Agent may create over its whole run, finished ones included (at most ${LIMITS.childrenMaxTotal}).` }),
+    maxConcurrent: z.int().min(0).max(LIMITS.childrenMaxTotal).meta({ description: 'Children of this Agent that may be active at once.' }),
+    maxDepth: z
+      .int()
+      .min(0)
+      .max(LIMITS.childrenMaxDepth)
+      .meta({
+        description:
+          'Generations below this Agent: 1 allows children but no grandchildren. A child gets maxDepth - 1; 0 allows no children.',
+      }),
+  })
+  .strict()
+  .meta({
+    description:
+      "How many child Agents this agent may spawn from its session (the MCP tool spawn_child_agent). Absent: none. A child inherits maxTotal and maxConcurrent and one less maxDepth, and cannot widen them.",
+  });
+
+const completionChecks = z
+  .object({
+    minDurationSeconds: z
+      .int()
+      .min(0)
+      .optional()
+      .meta({ description: `A reported completion sooner than this after the session started is flagged. Default ${DEFAULTS.minDurationSeconds}.` }),
+    minProgressReports: z
+      .int()
+      .min(0)
+      .optional()
+      .meta({ description: `A reported completion with fewer progress reports (working or blocked) before it is flagged. Default ${DEFAULTS.minProgressReports}.` }),
+  })
+  .strict()
+  .meta({
+    description:
+      'Plausibility checks on a completion the agent reports: a failed check sets the condition CompletionVerified=False and a Warning Event; the phase stays Completed.',
+  });
 
 export const promptSource = keyRefSource("Reads the prompt from a ConfigMap or Secret key in the Agent's namespace.");
 
@@ -177,6 +224,8 @@ const agentSpecObject = z
       .meta({ description: 'Delete the Agent this many seconds after it finished and was cleaned up. Unset: keep it.' }),
     cleanup: cleanupPolicy.optional(),
     resources: resources.optional(),
+    children: childLimits.optional(),
+    completionChecks: completionChecks.optional(),
     stop: z
       .boolean()
       .optional()
@@ -189,6 +238,109 @@ const agentSpecObject = z
   })
   .strict()
   .meta({ description: 'The desired agent run. Immutable once the Agent is scheduled, except stop and stopReason.' });
+
+/**
+ * What an agent may set for a child it spawns: the prompt, the command and the safe part of a spec.
+ * The platform sets the rest (node, limits, owner); env takes literal values only.
+ */
+export const childSpec = agentSpecObject
+  .pick({ command: true, workingDir: true, activeDeadlineSeconds: true, idleTimeoutSeconds: true, ttlSecondsAfterFinished: true, cleanup: true })
+  .extend({
+    prompt: z
+      .string()
+      .min(1)
+      .max(LIMITS.childPromptLength)
+      .meta({ description: `The child's prompt (at most ${LIMITS.childPromptLength} characters).` }),
+    env: z
+      .array(childEnvVar)
+      .max(LIMITS.childEnvItems)
+      .superRefine(uniqueBy('name'))
+      .optional()
+      .meta({
+        description: "Environment variables for the child (literal values only).",
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['name'],
+      }),
+  })
+  .strict()
+  .meta({ description: 'The part of a spec an agent may set for a child.' });
+export type ChildSpec = z.infer<typeof childSpec>;
+
+/** A child Agent's name: a DNS label, so it can also be a label value (the parent and root labels). */
+export const childAgentName = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/)
+  .meta({ description: 'Name of the child Agent (at most 63 characters: it is also a label value on its own children).' });
+
+const spawnRequest = z
+  .object({
+    name: childAgentName,
+    requestTime: timestamp('When the agent asked (again: a retried refused request is judged afresh).'),
+    spec: childSpec,
+  })
+  .strict()
+  .meta({ description: 'A child the agent asked for through its node; the controller creates it or records a refusal.' });
+export type SpawnRequest = z.infer<typeof spawnRequest>;
+
+const stopRequest = z
+  .object({
+    name: childAgentName,
+    reason: z.string().max(1024).optional().meta({ description: "Why; becomes the child's spec.stopReason." }),
+    requestTime: timestamp('When the agent asked.'),
+  })
+  .strict()
+  .meta({ description: 'A child the agent asked to stop; the controller sets its spec.stop.' });
+export type StopRequest = z.infer<typeof stopRequest>;
+
+const childSummary = z
+  .object({
+    name: childAgentName,
+    uid: z.string().max(64).optional().meta({ description: 'UID of the child once the controller has seen it created; absent while its creation is in flight.' }),
+    nodeName: z.string().max(63).optional().meta({ description: 'The AgentNode the child is bound to.' }),
+    phase: z.enum(PHASES).optional().meta({ description: "The child's phase." }),
+    reason: z.string().max(256).optional().meta({ description: "The child's reason." }),
+    message: z.string().max(LIMITS.childMessageLength).optional().meta({ description: "The child's message (truncated)." }),
+    progress: z.int().min(0).max(100).optional().meta({ description: "The child's last reported progress." }),
+    findings: z.int().min(0).optional().meta({ description: 'Findings the child reported.' }),
+  })
+  .strict()
+  .meta({ description: "A child Agent's summary, mirrored from its status." });
+export type ChildSummary = z.infer<typeof childSummary>;
+
+const childRefusal = z
+  .object({
+    name: childAgentName,
+    requestTime: timestamp('The request this refusal answers.'),
+    field: z.string().max(128).meta({ description: 'The limit or field that refused it, e.g. spec.children.maxConcurrent.' }),
+    message: z.string().max(1024).meta({ description: 'Why the child was not created.' }),
+  })
+  .strict()
+  .meta({ description: 'A spawn request the controller refused.' });
+export type ChildRefusal = z.infer<typeof childRefusal>;
+
+const childrenStatus = z
+  .object({
+    active: z.int().min(0).meta({ description: 'Children not finished (as a Job counts active Pods).' }),
+    succeeded: z.int().min(0).meta({ description: 'Children that ended Completed.' }),
+    failed: z.int().min(0).meta({ description: 'Children that ended Failed, Error or Terminated.' }),
+    agents: z
+      .array(childSummary)
+      .max(LIMITS.childrenMaxTotal)
+      .superRefine(uniqueBy('name'))
+      .optional()
+      .meta({ description: 'Every child created, finished and deleted ones included.', 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] }),
+    refused: z
+      .array(childRefusal)
+      .max(LIMITS.spawnRequests)
+      .superRefine(uniqueBy('name'))
+      .optional()
+      .meta({ description: 'Spawn requests refused, the latest per name.', 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] }),
+  })
+  .strict()
+  .meta({ description: "This agent's children, as the controller last saw them." });
+export type ChildrenStatus = z.infer<typeof childrenStatus>;
 
 /** Spec fields an admin may still change after scheduling. */
 export const MUTABLE_SPEC_FIELDS = ['stop', 'stopReason'] as const;
@@ -306,6 +458,32 @@ export const agentStatus = z
       .optional()
       .meta({ description: 'Summary of the findings the agent reported.' }),
     cleanup: cleanupRecord.optional(),
+    progressReports: z
+      .int()
+      .min(0)
+      .optional()
+      .meta({ description: 'Progress reports (working or blocked) the agent made; spec.completionChecks counts them.' }),
+    spawnRequests: z
+      .array(spawnRequest)
+      .max(LIMITS.spawnRequests)
+      .superRefine(uniqueBy('name'))
+      .optional()
+      .meta({
+        description: 'Children the agent asked its node for (written by the node; the controller acts on them).',
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['name'],
+      }),
+    stopRequests: z
+      .array(stopRequest)
+      .max(LIMITS.childrenMaxTotal)
+      .superRefine(uniqueBy('name'))
+      .optional()
+      .meta({
+        description: 'Children the agent asked its node to stop (written by the node; the controller acts on them).',
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['name'],
+      }),
+    children: childrenStatus.optional(),
     conditions,
     observedGeneration: z
       .int()

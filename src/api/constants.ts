@@ -33,6 +33,10 @@ export const NODE_RESTRICTION_PREFIX = `node-restriction.${GROUP}/`;
 /** The ClusterRole a namespace binds to let the node sidecars read its ConfigMaps and Secrets. */
 export const REFERENCES_CLUSTER_ROLE = 'agent-operator-references';
 
+/** On a child Agent: its parent's name, and the name of the Agent at the top of its tree. */
+export const PARENT_LABEL = `${GROUP}/parent`;
+export const ROOT_LABEL = `${GROUP}/root`;
+
 /** Environment variables the sidecar injects into every session process. */
 export const AGENT_ENV = {
   name: 'AGENT_NAME',
@@ -54,6 +58,10 @@ export type LimitController = (typeof LIMIT_CONTROLLERS)[number];
 export const DEFAULTS = {
   gracePeriodSeconds: 10,
   keepLogs: true,
+  /** spec.completionChecks: a real task takes longer than this... */
+  minDurationSeconds: 10,
+  /** ...and reports progress at least once before it is done. */
+  minProgressReports: 1,
 } as const;
 
 /** Upper bounds that keep objects well below etcd's 1.5 MiB limit and CEL cost budgets small. */
@@ -68,4 +76,14 @@ export const LIMITS = {
   recentFindings: 10,
   cleanupErrors: 32,
   archivedFiles: 64,
+  /**
+   * Children: spawn requests live in the parent's status until it is deleted, so they are bounded
+   * (48 requests of at most ~24 KiB each stay well under etcd's limit).
+   */
+  childrenMaxTotal: 32,
+  childrenMaxDepth: 8,
+  spawnRequests: 48,
+  childPromptLength: 16 * 1024,
+  childEnvItems: 32,
+  childMessageLength: 512,
 } as const;

@@ -24,5 +24,5 @@ export function isFinalReport(state: string | undefined): boolean {
  * Condition types: Job-like so `kubectl wait --for=condition=Complete` works, and kstatus' Ready,
  * Reconciling and Stalled for GitOps tools (src/controller/health.ts).
  */
-export const CONDITION_TYPES = ['Scheduled', 'Running', 'Complete', 'Failed', 'CleanedUp', 'Ready', 'Reconciling', 'Stalled'] as const;
+export const CONDITION_TYPES = ['Scheduled', 'Running', 'Complete', 'Failed', 'CleanedUp', 'Ready', 'Reconciling', 'Stalled', 'CompletionVerified'] as const;
 export type ConditionType = (typeof CONDITION_TYPES)[number];

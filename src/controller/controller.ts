@@ -11,7 +11,7 @@ import { setCondition } from '../api/conditions.js';
 import { AGENT_KIND, AGENT_NODE_KIND, API_VERSION, FINALIZER, NODE_LABEL, NODE_SELECTOR_ANNOTATION } from '../api/constants.js';
 import { isTerminalPhase, PHASES } from '../api/phase.js';
 import { rfc3339 } from '../api/time.js';
-import { isNotFound } from '../kube/errors.js';
+import { isConflict, isNotFound } from '../kube/errors.js';
 import { EventRecorder } from '../kube/events.js';
 import { Informer, objectKey } from '../kube/informer.js';
 import { diffStatus } from '../kube/mergePatch.js';
@@ -22,7 +22,8 @@ import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../ob
 import { Gauge } from 'prom-client';
 import { bindingOf } from './binding.js';
 import { staleReadyCondition, viewNode, type NodeView } from './nodes.js';
-import { pickControllerStatus, reconcile, type Plan, type ReconcileConfig } from './reconcile.js';
+import { controllerOf } from './children.js';
+import { pickControllerStatus, reconcile, type Observed, type Plan, type ReconcileConfig } from './reconcile.js';
 import { nodePoolOf } from './scheduler.js';
 
 type AgentObj = Agent & KubeObject;
@@ -116,7 +117,13 @@ export class AgentController {
   }
 
   private wireHandlers(): void {
-    const enqueue = (a: AgentObj) => this.queue.add(objectKey(a));
+    // A child's change is its parent's (the mirror); a parent's end is its children's (the cascade).
+    const enqueue = (a: AgentObj) => {
+      this.queue.add(objectKey(a));
+      const owner = controllerOf(a);
+      if (owner) this.queue.add(`${a.metadata?.namespace}/${owner.name}`);
+      for (const c of this.childrenOf(a)) this.queue.add(objectKey(c));
+    };
     this.agents
       .onAdd(enqueue)
       .onUpdate((old, cur) => {
@@ -126,6 +133,7 @@ export class AgentController {
       })
       .onDelete((a) => {
         if (a.metadata?.uid) this.assumed.delete(a.metadata.uid);
+        enqueue(a);
         this.enqueuePending();
       });
     const nodeChanged = (n: NodeObj) => {
@@ -143,6 +151,29 @@ export class AgentController {
     this.namespaces.onAdd((ns) => this.enqueuePending(ns.metadata?.name)).onUpdate((old, cur) => {
       if (old.metadata?.annotations?.[NODE_SELECTOR_ANNOTATION] !== cur.metadata?.annotations?.[NODE_SELECTOR_ANNOTATION]) this.enqueuePending(cur.metadata?.name);
     });
+  }
+
+  /** Agents whose controlling owner is `parent` (by UID). */
+  private childrenOf(parent: AgentObj): AgentObj[] {
+    const uid = parent.metadata?.uid;
+    const ns = parent.metadata?.namespace;
+    return uid ? this.agents.list().filter((a) => a.metadata?.namespace === ns && controllerOf(a)?.uid === uid) : [];
+  }
+
+  /** What the child decisions need: the owner, the children and the names taken in the namespace. */
+  private family(agent: AgentObj): Pick<Observed, 'parent' | 'children' | 'taken'> {
+    const ns = agent.metadata?.namespace;
+    const owner = controllerOf(agent);
+    const parent = owner ? this.agents.get(`${ns}/${owner.name}`) : undefined;
+    const children = this.childrenOf(agent);
+    const mine = new Set(children.map((c) => c.metadata?.name));
+    const taken = new Set(
+      this.agents
+        .list()
+        .filter((a) => a.metadata?.namespace === ns && !mine.has(a.metadata?.name))
+        .map((a) => a.metadata?.name ?? ''),
+    );
+    return { ...(parent ? { parent } : {}), children, taken };
   }
 
   /** Unbound active Agents (of one namespace, when given). */
@@ -188,7 +219,7 @@ export class AgentController {
     const pool = nodePoolOf(namespace, this.namespaces.get(namespace));
     const decide = async () => {
       const now = Date.now();
-      const plan = reconcile({ agent, nodes: this.nodeViews(now), used: this.usedSlots(), ...(pool ? { pool } : {}), now, config: this.config });
+      const plan = reconcile({ agent, ...this.family(agent), nodes: this.nodeViews(now), used: this.usedSlots(), ...(pool ? { pool } : {}), now, config: this.config });
       await this.execute(agent, plan);
       return plan;
     };
@@ -232,6 +263,19 @@ export class AgentController {
       for (const e of plan.events) {
         this.events.event({ ...current, apiVersion: API_VERSION, kind: AGENT_KIND }, e.type, e.reason, e.message);
         log.info({ event: e.reason, type: e.type }, e.message);
+      }
+      // After the status that records them: a child is created only once its place is committed.
+      for (const child of plan.createChildren) {
+        try {
+          await this.agentApi.create(child as AgentObj);
+          log.info({ child: child.metadata?.name }, 'child created');
+        } catch (err) {
+          if (!isConflict(err)) throw err; // 409 AlreadyExists: created before (a retry), or taken (refused next pass)
+        }
+      }
+      for (const s of plan.stopChildren) {
+        await this.agentApi.patch({ namespace: ref.namespace, name: s.name }, { spec: { stop: true, stopReason: s.reason } });
+        log.info({ child: s.name }, 'child stopped at its parent\'s request');
       }
       if (plan.removeFinalizer) {
         await this.agentApi.removeFinalizer(current, FINALIZER);

@@ -10,6 +10,8 @@ import { isTerminalPhase, type Phase } from '../api/phase.js';
 import { parseTime, rfc3339 } from '../api/time.js';
 import { bindingOf } from './binding.js';
 import { agentHealth, KSTATUS_CONDITION_TYPES } from './health.js';
+import { parentOutcome, planChildren, type AgentWithOwners } from './children.js';
+import { completionVerified } from './completion.js';
 import type { NodeView } from './nodes.js';
 import { poolConflict, schedule, type NodePool } from './scheduler.js';
 
@@ -23,7 +25,13 @@ export interface ReconcileConfig {
 }
 
 export interface Observed {
-  agent: Agent;
+  agent: AgentWithOwners;
+  /** The Agent's controlling owner as cached, when it is a child (undefined: none, or gone). */
+  parent?: AgentWithOwners;
+  /** Agents whose controlling owner is this one. */
+  children?: readonly AgentWithOwners[];
+  /** Names of the other Agents in the namespace (spawn requests for them are refused). */
+  taken?: ReadonlySet<string>;
   nodes: ReadonlyMap<string, NodeView>;
   /** Slots taken per node (see scheduler.schedule). */
   used: ReadonlyMap<string, number>;
@@ -42,7 +50,7 @@ export interface EventSpec {
 /** Controller-owned status fields: the executor diffs these against what it observed. */
 export type ControllerStatus = Pick<
   AgentStatus,
-  'phase' | 'reason' | 'message' | 'nodeName' | 'scheduledTime' | 'completionTime' | 'conditions' | 'observedGeneration'
+  'phase' | 'reason' | 'message' | 'nodeName' | 'scheduledTime' | 'completionTime' | 'conditions' | 'observedGeneration' | 'children'
 >;
 
 export const CONTROLLER_STATUS_FIELDS = [
@@ -54,6 +62,7 @@ export const CONTROLLER_STATUS_FIELDS = [
   'completionTime',
   'conditions',
   'observedGeneration',
+  'children',
 ] as const satisfies readonly (keyof ControllerStatus)[];
 
 export interface Plan {
@@ -64,6 +73,10 @@ export interface Plan {
   events: EventSpec[];
   removeFinalizer: boolean;
   deleteAgent: boolean;
+  /** Child Agents to create (after the status, which records them, is written). */
+  createChildren: AgentWithOwners[];
+  /** Children whose spec.stop to set. */
+  stopChildren: { name: string; reason: string }[];
   requeueAfterMs?: number;
 }
 
@@ -83,8 +96,15 @@ export function reconcile(o: Observed): Plan {
     events,
     removeFinalizer: false,
     deleteAgent: false,
+    createChildren: [],
+    stopChildren: [],
   };
   plan.status.observedGeneration = generation;
+  const children = planChildren({ parent: agent, children: o.children ?? [], taken: o.taken ?? new Set() });
+  if (children.status) plan.status.children = children.status;
+  plan.createChildren = children.create;
+  plan.stopChildren = children.stop;
+  events.push(...children.events);
   let conditions = status.conditions;
   const cond = (c: ConditionInput) => {
     conditions = setCondition(conditions, c, nowTime, generation);
@@ -143,7 +163,7 @@ export function reconcile(o: Observed): Plan {
   } else if (conflict) {
     outcome = { phase: 'Failed', reason: 'NodePoolConflict', message: conflict };
   } else {
-    outcome = agentOutcome(agent, now);
+    outcome = agentOutcome(agent, now) ?? parentOutcome(agent, o.parent);
     if (!outcome && nodeLostAt !== undefined) {
       if (now >= nodeLostAt) {
         outcome = { phase: 'Error', reason: 'NodeLost', message: node ? `node ${nodeName} stopped reporting (${node.notReadyReason ?? 'not ready'})` : `node ${nodeName} no longer exists` };
@@ -172,8 +192,15 @@ export function reconcile(o: Observed): Plan {
     const reason = plan.status.reason ?? phase;
     const message = plan.status.message ?? '';
     cond({ type: 'Running', status: 'False', reason, message });
-    if (phase === 'Completed') cond({ type: 'Complete', status: 'True', reason, message });
-    else cond({ type: 'Failed', status: 'True', reason, message });
+    if (phase === 'Completed') {
+      cond({ type: 'Complete', status: 'True', reason, message });
+      // Judged once, when the completion is decided; the condition stays as judged.
+      const verified = outcome ? completionVerified(agent, plan.status) : undefined;
+      if (verified) {
+        if (verified.status === 'False') events.push({ type: 'Warning', reason: verified.reason, message: verified.message });
+        cond(verified);
+      }
+    } else cond({ type: 'Failed', status: 'True', reason, message });
     if (cleanedUp) {
       const errors = status.cleanup?.errors ?? [];
       const wasClean = !conditions?.some((c) => c.type === 'CleanedUp' && c.status === 'True');

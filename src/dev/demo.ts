@@ -1,7 +1,8 @@
 /**
  * `npm run demo`: the local stack, the example Agents applied, their progress shown live, each
  * one's final status and cleanup record printed, and everything stopped again. Exits 0 when every
- * example ended as its `orchestrator.dev/demo-expect` annotation says and was cleaned up.
+ * example ended as its `orchestrator.dev/demo-expect` annotation says and was cleaned up, and the
+ * children they spawned (shown with them) were cleaned up too.
  */
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,6 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseAllDocuments, stringify } from 'yaml';
 import type { Agent } from '../api/agent.js';
+import { PARENT_LABEL } from '../api/constants.js';
 import { isTerminalPhase } from '../api/phase.js';
 import { helpText, intFlag, parseFlags, untilSignal, type FlagSpec } from '../cmd/flags.js';
 import { loadKubeConfig } from '../kube/client.js';
@@ -72,6 +74,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     const api = agentClient(loadKubeConfig(stack.controlPlane.kubeconfigPath));
     const shown = new Map<string, string>();
     const deadline = Date.now() + timeoutMs;
+    const names = examples.map((e) => e.metadata?.name);
     let finished: AgentObj[] = [];
     for (;;) {
       const list = (await api.list({ namespace: NAMESPACE })).items;
@@ -81,7 +84,8 @@ export async function runDemo(argv: string[]): Promise<number> {
         shown.set(a.metadata?.name ?? '', l);
       }
       finished = list.filter((a) => isTerminalPhase(a.status?.phase) && a.status?.cleanup?.completionTime);
-      if (finished.length === examples.length) break;
+      // Every example, and every child an example spawned, finished and cleaned up.
+      if (names.every((n) => list.some((a) => a.metadata?.name === n)) && finished.length === list.length) break;
       if (Date.now() > deadline) throw new Error(`the examples did not finish within ${timeoutMs / 1000}s`);
       if (await Promise.race([sleep(250).then(() => false), signal.promise.then(() => true)])) throw new Error('interrupted');
     }
@@ -89,8 +93,9 @@ export async function runDemo(argv: string[]): Promise<number> {
     for (const a of finished.sort((x, y) => (x.metadata?.name ?? '').localeCompare(y.metadata?.name ?? ''))) {
       const s = a.status ?? {};
       const expected = a.metadata?.annotations?.[EXPECT];
-      const verdict = s.phase === expected ? 'as expected' : `EXPECTED ${expected}`;
-      if (s.phase !== expected) ok = false;
+      const parent = a.metadata?.labels?.[PARENT_LABEL];
+      const verdict = expected === undefined ? `child of ${parent ?? '?'}` : s.phase === expected ? 'as expected' : `EXPECTED ${expected}`;
+      if (expected !== undefined && s.phase !== expected) ok = false;
       console.log(`\n=== ${a.metadata?.name}: ${s.phase} (${s.reason}) ${verdict}`);
       console.log(stringify({ phase: s.phase, reason: s.reason, message: s.message, progress: s.progress, exitCode: s.exitCode, findings: s.findings?.total, cleanup: s.cleanup }).trimEnd());
     }

@@ -210,46 +210,84 @@ function describeRefusal(answer: Answer): string {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Why a call on the report channel did not get a 2xx answer. */
+export class ChannelError extends Error {
+  constructor(
+    /** usage: not in a session (environment); refused: the node answered with an error; unreachable: no answer after retries. */
+    readonly kind: 'usage' | 'refused' | 'unreachable',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface ChannelCallOptions {
+  env?: NodeJS.ProcessEnv;
+  timeoutMs?: number;
+  retryDelaysMs?: readonly number[];
+  /** Told before each retry. */
+  onRetry?: (message: string) => void;
+}
+
+/**
+ * One call on this session's report channel: the node's answer (parsed JSON) to `body` sent to
+ * `path`. The one place that knows the channel's transport; `report` and `mcp` both go through it.
+ * Retried only when no answer came (a sidecar restarting), never when the node answered.
+ */
+export async function callReportChannel(path: string, body: unknown, options: ChannelCallOptions = {}): Promise<unknown> {
+  const retryDelaysMs = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  let target: { url: URL; token: string };
+  try {
+    target = endpointFrom(options.env ?? process.env, path);
+  } catch (e) {
+    if (e instanceof UsageError) throw new ChannelError('usage', e.message);
+    throw e;
+  }
+  const payload = JSON.stringify(body);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const answer = await postOnce(target.url, target.token, payload, timeoutMs);
+      if (answer.status >= 200 && answer.status < 300) return safeJson(answer.text);
+      throw new ChannelError('refused', describeRefusal(answer));
+    } catch (e) {
+      if (!(e instanceof Unreachable)) throw e;
+      const delay = retryDelaysMs[attempt];
+      if (delay === undefined) throw new ChannelError('unreachable', `cannot reach ${target.url.origin} (${e.message}) after ${attempt + 1} attempts`);
+      options.onRetry?.(`cannot reach ${target.url.origin} (${e.message}); retrying in ${delay} ms`);
+      await sleep(delay);
+    }
+  }
+}
+
 export async function runReport(argv: string[], options: ReportCliOptions = {}): Promise<number> {
   const out = options.out ?? ((line: string) => console.log(line));
   const err = options.err ?? ((line: string) => console.error(line));
-  const retryDelaysMs = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
 
-  let target: { url: URL; token: string; body: string };
+  let report: { path: string; body: unknown } | undefined;
   try {
-    const report = reportFromArgs(argv);
-    if (!report) {
-      out(REPORT_HELP);
-      return EXIT.ok;
-    }
-    const { url, token } = endpointFrom(options.env ?? process.env, report.path);
-    target = { url, token, body: JSON.stringify(report.body) };
+    report = reportFromArgs(argv);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
     err(`${PROG}: ${e.message}\nRun '${PROG} --help' for usage.`);
     return EXIT.usage;
   }
-
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const answer = await postOnce(target.url, target.token, target.body, timeoutMs);
-      if (answer.status >= 200 && answer.status < 300) {
-        const accepted = acceptedResponseSchema.safeParse(safeJson(answer.text));
-        out(accepted.success ? `recorded at ${accepted.data.at}` : 'recorded');
-        return EXIT.ok;
-      }
-      err(`${PROG}: ${describeRefusal(answer)}`);
-      return EXIT.refused;
-    } catch (e) {
-      if (!(e instanceof Unreachable)) throw e;
-      const delay = retryDelaysMs[attempt];
-      if (delay === undefined) {
-        err(`${PROG}: cannot reach ${target.url.origin} (${e.message}) after ${attempt + 1} attempts`);
-        return EXIT.unreachable;
-      }
-      err(`${PROG}: cannot reach ${target.url.origin} (${e.message}); retrying in ${delay} ms`);
-      await sleep(delay);
+  if (!report) {
+    out(REPORT_HELP);
+    return EXIT.ok;
+  }
+  try {
+    const answer = await callReportChannel(report.path, report.body, { ...options, onRetry: (m) => err(`${PROG}: ${m}`) });
+    const accepted = acceptedResponseSchema.safeParse(answer);
+    out(accepted.success ? `recorded at ${accepted.data.at}` : 'recorded');
+    return EXIT.ok;
+  } catch (e) {
+    if (!(e instanceof ChannelError)) throw e;
+    if (e.kind === 'usage') {
+      err(`${PROG}: ${e.message}\nRun '${PROG} --help' for usage.`);
+      return EXIT.usage;
     }
+    err(`${PROG}: ${e.message}`);
+    return e.kind === 'refused' ? EXIT.refused : EXIT.unreachable;
   }
 }

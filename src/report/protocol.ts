@@ -4,6 +4,7 @@
  * reject the same input with the same message.
  */
 import { z } from 'zod';
+import { childSpec, type ChildRefusal, type ChildSummary } from '../api/agent.js';
 import { LIMITS } from '../api/constants.js';
 import { REPORTED_STATES } from '../api/phase.js';
 
@@ -11,6 +12,15 @@ export const SEVERITIES = ['info', 'low', 'medium', 'high', 'critical'] as const
 export type Severity = (typeof SEVERITIES)[number];
 
 export const REPORT_PATHS = { status: '/v1/report', finding: '/v1/findings', health: '/healthz' } as const;
+
+/** Calls on the channel that ask the platform something (answered with 200 and a JSON body). */
+export const CALL_PATHS = {
+  spawn: '/v1/children/spawn',
+  list: '/v1/children/list',
+  output: '/v1/children/output',
+  stop: '/v1/children/stop',
+} as const;
+export type CallKind = keyof typeof CALL_PATHS;
 export const RECORD_FILES = { status: 'reports.jsonl', finding: 'findings.jsonl' } as const;
 
 export const MAX_FINDING_TYPE_LENGTH = 128;
@@ -124,7 +134,7 @@ export function describeIssues(issues: readonly z.core.$ZodIssue[], name: FieldN
         return `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
       }
       const field = issue.path.map(String).join('.');
-      if (!field) return `body: must be a JSON object (${issue.message})`;
+      if (!field) return issue.code === 'invalid_type' ? `body: must be a JSON object (${issue.message})` : `request: ${issue.message}`;
       return `${name(field)}: ${issue.message}`;
     })
     .join('; ');
@@ -138,3 +148,86 @@ function validate<T>(schema: z.ZodType<T>, input: unknown, name: FieldNamer): Va
 export const validateStatusReport = (input: unknown, name: FieldNamer = asIs): Validated<StatusReport> =>
   validate(statusReportSchema, input, name);
 export const validateFinding = (input: unknown, name: FieldNamer = asIs): Validated<Finding> => validate(findingSchema, input, name);
+
+/** A child's name as its parent's agent gives it; the Agent is named `<parent>-<name>`. */
+const childName = z
+  .string({ error: 'must be a string' })
+  .min(1, { error: 'must not be empty' })
+  .max(63, { error: 'must be at most 63 characters' })
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, { error: 'must be lower case letters, digits and -, starting and ending with a letter or digit' })
+  .meta({ description: "The child's name: its Agent is named <this agent's name>-<name> (or <name> when it already starts with that prefix)." });
+
+/** A spawn request's bound, serialised, so a parent's status stays far below etcd's limit. */
+export const MAX_SPAWN_BYTES = 24 * 1024;
+
+export const spawnChildSchema = childSpec
+  .extend({ name: childName })
+  .superRefine((v, ctx) => {
+    const bytes = Buffer.byteLength(JSON.stringify(v));
+    if (bytes > MAX_SPAWN_BYTES) ctx.addIssue({ code: 'custom', message: `the request is ${bytes} bytes as JSON, over the ${MAX_SPAWN_BYTES} byte limit`, path: [] });
+  });
+export type SpawnChild = z.infer<typeof spawnChildSchema>;
+
+export const listChildrenSchema = z.object({}).strict();
+
+export const MAX_OUTPUT_LINES = 1000;
+export const childOutputSchema = z
+  .object({
+    name: childName,
+    tail: z
+      .int({ error: `must be an integer from 1 to ${MAX_OUTPUT_LINES}` })
+      .min(1, { error: `must be an integer from 1 to ${MAX_OUTPUT_LINES}` })
+      .max(MAX_OUTPUT_LINES, { error: `must be an integer from 1 to ${MAX_OUTPUT_LINES}` })
+      .optional()
+      .meta({ description: 'How many of the last lines to return (default 100).' }),
+    grep: text(1, 256).optional().meta({ description: 'Only lines containing this text (plain text, not a pattern).' }),
+  })
+  .strict();
+export type ChildOutputQuery = z.infer<typeof childOutputSchema>;
+
+export const stopChildSchema = z
+  .object({
+    name: childName,
+    reason: text(0, 1024).optional().meta({ description: "Why; recorded as the child's stop reason." }),
+  })
+  .strict();
+export type StopChild = z.infer<typeof stopChildSchema>;
+
+export const CALL_SCHEMAS = {
+  spawn: spawnChildSchema,
+  list: listChildrenSchema,
+  output: childOutputSchema,
+  stop: stopChildSchema,
+} as const satisfies Record<CallKind, z.ZodType>;
+export type CallInput<K extends CallKind> = z.infer<(typeof CALL_SCHEMAS)[K]>;
+
+/** Answers. */
+export interface SpawnAnswer {
+  /** The child's Agent name. */
+  name: string;
+  /** The request this answers: a refusal for an older request time does not answer it. */
+  requestTime: string;
+}
+export interface ChildrenAnswer {
+  active: number;
+  succeeded: number;
+  failed: number;
+  children: ChildSummary[];
+  refused: ChildRefusal[];
+  /** Spawn requests the controller has not answered yet. */
+  pending: string[];
+}
+export interface OutputAnswer {
+  name: string;
+  /** Where the lines come from: the running child's output log, or its archive. */
+  source: 'running' | 'archive';
+  lines: string[];
+}
+export interface StopAnswer {
+  name: string;
+  stopRequested: true;
+}
+
+export function validateCall<K extends CallKind>(kind: K, input: unknown, name: FieldNamer = asIs): Validated<CallInput<K>> {
+  return validate(CALL_SCHEMAS[kind] as unknown as z.ZodType<CallInput<K>>, input, name);
+}

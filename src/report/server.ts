@@ -16,7 +16,11 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import {
+  CALL_PATHS,
   MAX_BODY_BYTES,
+  validateCall,
+  type CallInput,
+  type CallKind,
   RECORD_FILES,
   REPORT_PATHS,
   validateFinding,
@@ -49,6 +53,11 @@ export interface ReportServerOptions<C extends AgentContext = AgentContext> {
   authenticate: (token: string) => C | undefined;
   onStatus: (ctx: C, report: StatusReport, at: Date) => Promise<void>;
   onFinding: (ctx: C, finding: Finding, at: Date) => Promise<void>;
+  /**
+   * Answers a call (spawn, list, output, stop) with a JSON body; throws CallRefused for an answer
+   * that is an error. Absent: calls get 404.
+   */
+  onCall?: <K extends CallKind>(ctx: C, kind: K, input: CallInput<K>) => Promise<object>;
   /** How long a 202 waits for the callback before going out anyway. */
   callbackTimeoutMs?: number;
   /** A client must have sent its headers within this time... */
@@ -83,6 +92,16 @@ const TIMEOUT_CHECK_INTERVAL_MS = 250;
 const LINGER_MS = 500;
 const JSON_MEDIA_TYPE = 'application/json';
 
+/** A call's refusal: the status and a message that says what is wrong. */
+export class CallRefused extends Error {
+  constructor(
+    readonly status: 404 | 409 | 422 | 503,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 class HttpError extends Error {
   constructor(
     readonly status: number,
@@ -104,6 +123,7 @@ const ROUTES: Record<string, Route> = {
   [REPORT_PATHS.status]: { kind: 'status', validate: validateStatusReport },
   [REPORT_PATHS.finding]: { kind: 'finding', validate: validateFinding },
 };
+const CALLS = new Map<string, CallKind>(Object.entries(CALL_PATHS).map(([kind, path]) => [path, kind as CallKind]));
 
 function bearerToken(req: IncomingMessage): string {
   const header = req.headers.authorization;
@@ -205,7 +225,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-function send(res: ServerResponse, status: number, body: AcceptedResponse | ErrorResponse | { ok: true }, headers: Record<string, string> = {}): void {
+function send(res: ServerResponse, status: number, body: AcceptedResponse | ErrorResponse | object, headers: Record<string, string> = {}): void {
   const payload = JSON.stringify(body);
   res.writeHead(status, {
     ...headers,
@@ -265,13 +285,19 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
       return;
     }
     const route = ROUTES[path];
-    if (!route) throw new HttpError(404, `no such endpoint: ${path} (use POST ${REPORT_PATHS.status} or POST ${REPORT_PATHS.finding})`);
+    const call = CALLS.get(path);
+    if (!route && !(call && options.onCall)) throw new HttpError(404, `no such endpoint: ${path} (use POST ${REPORT_PATHS.status} or POST ${REPORT_PATHS.finding})`);
     if (req.method !== 'POST') throw new HttpError(405, `${req.method} not allowed on ${path}: use POST`, { Allow: 'POST' });
     const token = bearerToken(req);
     const ctx = authenticate(token);
     if (!ctx) throw new HttpError(401, 'invalid report token', { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
     checkContentType(req);
-    const validated = route.validate(parseJson(await readBody(req, res)));
+    const body = parseJson(await readBody(req, res));
+    if (!route) {
+      await answerCall(ctx, call!, body, res);
+      return;
+    }
+    const validated = route.validate(body);
     if (!validated.ok) throw new HttpError(400, validated.error);
 
     // Checked and enqueued in one synchronous step: whoever flips acceptingReports and then awaits
@@ -295,6 +321,19 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
     }
     log.debug({ uid: ctx.uid, kind: route.kind }, 'report recorded');
     send(res, 202, { accepted: true, at: at.toISOString() });
+  }
+
+  /** A call: validated like a report, refused once the agent has ended, answered by onCall. */
+  async function answerCall(ctx: C, kind: CallKind, body: unknown, res: ServerResponse): Promise<void> {
+    const validated = validateCall(kind, body);
+    if (!validated.ok) throw new HttpError(400, validated.error);
+    if (!ctx.acceptingReports) throw new HttpError(409, `agent ${ctx.uid} has ended and can no longer call ${kind}`);
+    try {
+      send(res, 200, await options.onCall!(ctx, kind, validated.value));
+    } catch (err) {
+      if (err instanceof CallRefused) throw new HttpError(err.status, err.message);
+      throw err;
+    }
   }
 
   function refuse(req: IncomingMessage, res: ServerResponse, err: unknown): void {

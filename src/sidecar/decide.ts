@@ -28,7 +28,7 @@ export interface LocalFacts {
   sessionLost?: string;
   /** Last output seen (epoch ms), from the output log. */
   lastOutputAt?: number;
-  report?: { state: ReportedState; progress?: number; message?: string; time: string };
+  report?: { state: ReportedState; progress?: number; message?: string; time: string; progressReports: number };
   findings?: AgentStatus['findings'];
   /** The record of a finished cleanup (this run's, or recovered from the archive). */
   cleanup?: CleanupRecord;
@@ -61,6 +61,7 @@ export const SIDECAR_STATUS_FIELDS = [
   'progress',
   'findings',
   'cleanup',
+  'progressReports',
 ] as const satisfies readonly (keyof AgentStatus)[];
 
 /** How often lastOutputTime may move: often enough for the idle timeout, rarely enough to spare the API server. */
@@ -115,6 +116,7 @@ function desiredStatus(agent: Agent, local: LocalFacts, now: number): Partial<Ag
     d.lastReportTime = local.report.time;
     if (local.report.message !== undefined) d.reportedMessage = local.report.message;
     if (local.report.progress !== undefined) d.progress = local.report.progress;
+    d.progressReports = local.report.progressReports;
   }
   if (local.findings) d.findings = plain(local.findings);
   if (local.cleanup) d.cleanup = plain(local.cleanup);
@@ -144,6 +146,6 @@ function diffFields(observed: AgentStatus, desired: Partial<AgentStatus>): Parti
 }
 
 /** As it will come back from the API server: no undefined-valued keys. */
-function plain<T>(v: T): T {
+export function plain<T>(v: T): T {
   return JSON.parse(JSON.stringify(v)) as T;
 }

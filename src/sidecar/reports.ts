@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import type { AgentStatus } from '../api/agent.js';
 import { LIMITS } from '../api/constants.js';
+import { isFinalReport } from '../api/phase.js';
 import { rfc3339 } from '../api/time.js';
 import { findingRecordSchema, statusRecordSchema, type Finding, type StatusReport } from '../report/protocol.js';
 import type { LocalFacts } from './decide.js';
@@ -18,6 +19,8 @@ const MESSAGE_MAX = 1024;
 export function latestReport(report: StatusReport, at: Date, previous?: LatestReport): LatestReport {
   return {
     state: report.status,
+    // What spec.completionChecks counts: reports of work in progress, not the final one.
+    progressReports: (previous?.progressReports ?? 0) + (isFinalReport(report.status) ? 0 : 1),
     // A report without progress keeps the last known progress.
     ...(report.progress !== undefined ? { progress: report.progress } : previous?.progress !== undefined ? { progress: previous.progress } : {}),
     ...(report.message !== undefined ? { message: report.message } : {}),

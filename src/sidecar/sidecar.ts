@@ -23,6 +23,7 @@ import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../ob
 import { startReportServer, type AgentContext, type ReportServer } from '../report/server.js';
 import { decideNode, outputTimeResolutionMs, RESUMABLE_STEPS, workersFor, type LocalFacts, type ResumableStep } from './decide.js';
 import { relistWants, type Glimpse } from './relist.js';
+import { ChildCalls } from './childCalls.js';
 import { ExitWatches } from './exitWatch.js';
 import { Heartbeat, registerNode } from './registration.js';
 import { addFinding, latestReport, replayReports, type FindingsSummary, type LatestReport } from './reports.js';
@@ -106,6 +107,7 @@ export class NodeSidecar {
   /** Launches decided and not yet seen through (started, or given up for a cleanup), by UID. */
   private readonly unfinished = new Map<string, { since: number; step: ResumableStep | 'none' }>();
   private readonly exits: ExitWatches;
+  private readonly childCalls: ChildCalls;
   private readonly events: EventRecorder;
   /** This node's AgentNode once registered: what the node's own Events are about. */
   private node: KubeObject | undefined;
@@ -136,6 +138,7 @@ export class NodeSidecar {
     this.queue = new WorkQueue<string>({ metrics: queueMetricsFor(m, CONTROLLER_NAME) });
     this.agentApi = agentClient(o.kubeConfig);
     this.resolver = new SpecResolver(o.kubeConfig);
+    this.childCalls = new ChildCalls({ nodeName: o.nodeName, root: o.root, archiveDir: o.archiveDir, api: this.agentApi, cached: (key) => this.agents.get(key) });
     this.heartbeat = new Heartbeat({ api: agentNodeClient(o.kubeConfig), nodeName: o.nodeName, labels: o.labels, capacity: o.capacity, version: o.version, logger: this.log });
     this.cleanupSeconds = new Histogram({
       name: 'agent_operator_cleanup_duration_seconds',
@@ -303,6 +306,7 @@ export class NodeSidecar {
         this.findings.set(ctx.uid, addFinding(this.findings.get(ctx.uid), finding, at));
         this.queue.add(ctx.key);
       },
+      onCall: (ctx, kind, input) => this.childCalls.answer(ctx.key, kind, input),
     });
     await writeFile(statePath, `${JSON.stringify({ reportPort: server.port })}\n`);
     return server;

@@ -67,6 +67,7 @@ const RBAC = 'rbac.authorization.k8s.io';
 const TARGETS: Target[] = [
   { label: 'agents', group: GROUP, resource: AGENT_PLURAL, namespaces: everywhere },
   { label: 'agents/status', group: GROUP, resource: AGENT_PLURAL, subresource: 'status', namespaces: everywhere },
+  { label: 'agents/finalizers', group: GROUP, resource: AGENT_PLURAL, subresource: 'finalizers', namespaces: everywhere },
   { label: 'agentnodes', group: GROUP, resource: AGENT_NODE_PLURAL },
   { label: 'agentnodes/status', group: GROUP, resource: AGENT_NODE_PLURAL, subresource: 'status' },
   { label: 'events (events.k8s.io)', group: 'events.k8s.io', resource: 'events', namespaces: everywhere },
@@ -96,8 +97,10 @@ const TARGETS: Target[] = [
 /** THE least-privilege contract: exactly these are allowed, in every namespace the row names. */
 const ALLOWED: Record<Identity, Record<string, string[]>> = {
   controller: {
-    agents: ['get', 'list', 'watch', 'patch', 'delete'],
+    // create: child Agents; agents/finalizers update: their ownerReference's blockOwnerDeletion.
+    agents: ['get', 'list', 'watch', 'patch', 'delete', 'create'],
     'agents/status': ['patch'],
+    'agents/finalizers': ['update'],
     agentnodes: ['get', 'list', 'watch'],
     'agentnodes/status': ['patch'],
     'events (events.k8s.io)': ['create', 'patch'],

@@ -233,7 +233,8 @@ describe('agent lifecycle', () => {
       createAgent(ns, 'chatty', { command: ['sh', '-c', chatty], idleTimeoutSeconds: 4, cleanup: { gracePeriodSeconds: 1 } }),
       createAgent(ns, 'reporter', { command: ['sh', '-c', reporter], idleTimeoutSeconds: 4, cleanup: { gracePeriodSeconds: 1 } }),
     ]);
-    const [silent, talker, reporting] = await Promise.all(['silent', 'chatty', 'reporter'].map((n) => waitForCleanedUp(ns, n, 30_000)));
+    // 90 s: the reporter starts node 18 times, over a second each on a loaded machine (load 28 on 2 cores took it past 30 s).
+    const [silent, talker, reporting] = await Promise.all(['silent', 'chatty', 'reporter'].map((n) => waitForCleanedUp(ns, n, 90_000)));
     assert.ok(silent && talker && reporting);
     assert.equal(silent.status?.phase, 'Terminated');
     assert.equal(silent.status?.reason, 'IdleTimeout');

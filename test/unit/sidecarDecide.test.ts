@@ -115,16 +115,16 @@ describe('decideNode', () => {
     {
       name: 'final report seen locally: cleanup at once',
       agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
-      local: { ...running, report: { state: 'failed', message: 'tests fail', time: iso(5) } },
+      local: { ...running, report: { state: 'failed', message: 'tests fail', time: iso(5), progressReports: 0 } },
       action: 'cleanup:AgentFailed',
-      patch: { reportedState: 'failed', reportedMessage: 'tests fail', lastReportTime: iso(5) },
+      patch: { reportedState: 'failed', reportedMessage: 'tests fail', lastReportTime: iso(5), progressReports: 0 },
     },
     {
       name: 'working report: status reflects it, keeps running',
       agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
-      local: { ...running, report: { state: 'working', progress: 40, message: 'half', time: iso(5) } },
+      local: { ...running, report: { state: 'working', progress: 40, message: 'half', time: iso(5), progressReports: 1 } },
       action: 'none',
-      patch: { reportedState: 'working', progress: 40, reportedMessage: 'half', lastReportTime: iso(5) },
+      patch: { reportedState: 'working', progress: 40, reportedMessage: 'half', lastReportTime: iso(5), progressReports: 1 },
     },
     {
       name: 'session vanished while running: cleanup at once as SessionLost, what was seen written',

@@ -6,14 +6,19 @@
  * API. And the positive side.
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
+import { environValue } from '../../src/sidecar/runtime/procfs.js';
+import { readSandboxUid } from '../../src/sidecar/runtime/uids.js';
+import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { controlPlane, createTestNamespace, uniqueSuffix, waitFor } from '../support/cluster.js';
-import { startSidecarContainer, type SidecarContainer } from '../support/sidecarContainer.js';
-import { createAgent, useStack, waitForCleanedUp } from '../support/stack.js';
+import { assertAttackGotNothing, attackScript, environOf, pidsOfUser, plantedPaths } from '../support/hostile.js';
+import { SERVICE_ACCOUNT_DIR, startSidecarContainer, type SidecarContainer } from '../support/sidecarContainer.js';
+import { agents, createAgent, useStack, waitForAgent, waitForCleanedUp } from '../support/stack.js';
 
+const exists = (p: string) => stat(p).then(() => true, () => false);
 const logger = pino({ level: process.env.LOG_LEVEL ?? 'warn' }, pino.destination(2));
 
 /** Fields of /proc/<pid>/status. */
@@ -95,4 +100,77 @@ describe("the sidecar in the DaemonSet's container (runc)", () => {
     assert.equal(a.status?.cleanup?.verifiedNoProcesses, true);
     assert.equal(a.status?.cleanup?.cgroupRemoved, true);
   });
+
+  it('an attacker in the container reaches nothing of the victim, the node or the sidecar; the victim and the node carry on', async (t) => {
+    const ns = await createTestNamespace(t, 'oci-hostile');
+    const n = node();
+    const secret = `victim-secret-${Date.now()}`;
+    const promptSecret = `victim-prompt-${Date.now()}`;
+    await createAgent(ns, 'victim', {
+      command: ['sh', '-c', 'echo victim-output-secret; sleep 600'],
+      env: [{ name: 'VICTIM_SECRET', value: secret }],
+      prompt: promptSecret,
+      nodeName: n.nodeName,
+    });
+    const victim = await waitForAgent(ns, 'victim', (a) => a.status?.phase === 'Running', 'to run', 120_000);
+    const vuid = victim.metadata!.uid!;
+    const inside = workspacePaths(n.paths.root, vuid);
+    const outside = workspacePaths(n.onHost(n.paths.root), vuid);
+    await waitFor(async () => ((await readFile(outside.output, 'utf8').catch(() => '')).includes('victim-output-secret') ? true : undefined), { timeoutMs: 30_000, what: 'the victim output' });
+    const victimToken = environValue(await environOf(vuid), 'AGENT_REPORT_TOKEN');
+    assert.ok(victimToken, 'the victim has a report token');
+    const sidecarToken = (await readFile(n.tokenFile, 'utf8')).trim();
+    const shim = join(n.onHost(n.paths.root), 'bin', 'agent-operator');
+    const shimBefore = await readFile(shim);
+
+    const attack = attackScript({ root: n.paths.root, victim: inside, victimUid: vuid, credentials: [`${SERVICE_ACCOUNT_DIR}/token`] });
+    await createAgent(ns, 'attacker', { command: ['sh', '-c', attack], nodeName: n.nodeName });
+    const attacker = await waitForCleanedUp(ns, 'attacker', 120_000);
+    const out = await readFile(join(n.onHost(attacker.status!.cleanup!.archivePath!), 'output.log'), 'utf8');
+    t.diagnostic(out.split('\n').filter((l) => !l.startsWith('ENV: ')).slice(0, 40).join('\n'));
+    assertAttackGotNothing(out, { 'victim env': secret, 'victim prompt': promptSecret, 'victim output': 'victim-output-secret', 'victim report token': victimToken, 'sidecar token': sidecarToken });
+
+    // From outside: the victim runs on untouched, as its own uid; the node's files are intact.
+    await waitForAgent(ns, 'victim', (a) => a.status?.phase === 'Running', 'to still run');
+    assert.equal(await exists(outside.exitCode), false, 'the victim has an exit code while it runs');
+    assert.equal((await stat(outside.agentJson)).isFile(), true);
+    assert.equal(await readFile(outside.prompt, 'utf8'), promptSecret);
+    for (const f of plantedPaths(n.paths.root, inside).filter((p) => !p.endsWith('/bin/agent-operator'))) {
+      const host = f.startsWith(`${n.paths.root}/`) ? n.onHost(f) : f;
+      assert.equal(await exists(host), false, `${f} (${host})`);
+    }
+    assert.deepEqual(await readFile(shim), shimBefore);
+    const vid = await readSandboxUid(outside);
+    assert.ok(vid !== undefined && vid > 0 && vid < 65_536, `the victim runs as its own uid of the pod (${vid})`);
+    assert.ok((await pidsOfUser(n.hostRoot + vid)).length > 0, 'the victim runs as the host uid its pod uid maps to');
+    assert.equal(attacker.status?.cleanup?.verifiedNoProcesses, true);
+    assert.equal(attacker.status?.cleanup?.cgroupRemoved, true);
+    // kill -9 -1 and `tmux kill-server` reached neither the sidecar nor the container.
+    assert.ok(n.ctr.runc.running());
+    assert.equal((await fetch(`${n.healthUrl}/healthz`, { signal: AbortSignal.timeout(2000) })).status, 200);
+
+    // Stopped from outside, the victim is cleaned up: no process of its uid is left.
+    assert.equal(await agents().delete({ namespace: ns, name: 'victim' }), true);
+    await waitFor(async () => ((await exists(outside.dir)) ? undefined : true), { timeoutMs: 90_000, what: 'the victim to be cleaned up' });
+    assert.deepEqual(await pidsOfUser(n.hostRoot + vid), []);
+  });
+
+  it("an escape with env -i, setsid and a double fork is killed, and verifiedNoProcesses is the kernel's word", async (t) => {
+    const ns = await createTestNamespace(t, 'oci-escape');
+    const n = node();
+    await createAgent(ns, 'escaper', {
+      command: ['sh', '-c', "env -i setsid sh -c '(exec sleep 1000 &)'; env -i setsid sh -c 'trap \"\" TERM HUP; while :; do sleep 1; done' & echo escaped; sleep 3"],
+      nodeName: n.nodeName,
+    });
+    const running = await waitForAgent(ns, 'escaper', (a) => a.status?.phase === 'Running', 'to run', 120_000);
+    const paths = workspacePaths(n.onHost(n.paths.root), running.metadata!.uid!);
+    await waitFor(async () => ((await readFile(paths.output, 'utf8').catch(() => '')).includes('escaped') ? true : undefined), { timeoutMs: 30_000, what: 'the escape' });
+    const id = await readSandboxUid(paths);
+    assert.ok(id !== undefined);
+    assert.ok((await pidsOfUser(n.hostRoot + id)).length >= 3, 'the escaped processes run as the agent uid');
+    const done = await waitForCleanedUp(ns, 'escaper', 120_000);
+    assert.equal(done.status?.cleanup?.verifiedNoProcesses, true, JSON.stringify(done.status?.cleanup));
+    assert.deepEqual(await pidsOfUser(n.hostRoot + id), [], 'a process of the agent outlived its cleanup');
+  });
 });
+

@@ -32,7 +32,7 @@ import { freePorts } from '../../src/dev/ports.js';
 import { startContainer, type RunningContainer } from '../../src/dev/runc.js';
 import { OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT } from '../../src/dev/stack.js';
 import { cgroup2Mount, removeAgentCgroups } from '../../src/sidecar/runtime/cgroup.js';
-import { baseObjects, findObject, type Workload } from './deployManifests.js';
+import { baseObjects, findObject, withLoopbackPorts, type Workload } from './deployManifests.js';
 
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 /** The kubelet's seccomp root, laid out as deploy/ ships it (`<root>/<localhostProfile>`). */
@@ -59,18 +59,6 @@ export interface SidecarContainer {
   /** Where a path of the container's hostPath volumes lies on this machine. */
   onHost(containerPath: string): string;
   remove(): Promise<void>;
-}
-
-/** The DaemonSet's --flag value in its args. */
-export function flagValue(args: readonly string[], flag: string): string | undefined {
-  return args.find((a) => a.startsWith(`--${flag}=`))?.slice(flag.length + 3);
-}
-
-/** Moves the metrics and probe bind addresses onto the given loopback ports (host network). */
-export function withLoopbackPorts(args: readonly string[], metricsPort: number, probePort: number): string[] {
-  return args.map((a) =>
-    a.startsWith('--metrics-bind-address=') ? `--metrics-bind-address=127.0.0.1:${metricsPort}` : a.startsWith('--health-probe-bind-address=') ? `--health-probe-bind-address=127.0.0.1:${probePort}` : a,
-  );
 }
 
 /** Creates `dir` (and what is missing above it) and returns the topmost directory created, to remove later. */

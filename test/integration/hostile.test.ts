@@ -14,7 +14,7 @@ import { listSessions } from '../../src/sidecar/runtime/observe.js';
 import { readSandboxUid } from '../../src/sidecar/runtime/uids.js';
 import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { createTestNamespace, waitFor } from '../support/cluster.js';
-import { assertAttackGotNothing, attackScript, environOf, pidsOfUser, plantedPaths } from '../support/hostile.js';
+import { assertAttackGotNothing, assertNormalAgentOutput, attackScript, environOf, normalAgentScript, pidsOfUser, plantedPaths } from '../support/hostile.js';
 import { eventsAbout } from '../support/telemetry.js';
 import { agents, archivedOutput, assertNodeClean, createAgent, useStack, waitForAgent, waitForCleanedUp, waitForOutput } from '../support/stack.js';
 
@@ -100,17 +100,7 @@ describe('hostile agents on one node', () => {
 
   it('a normal agent: its own uid, HOME, workspace and /tmp writable, prompt readable, the report endpoint reachable', async (t) => {
     const ns = await createTestNamespace(t, 'hostile-positive');
-    const script = [
-      'set -e',
-      'test "$(id -u)" -ne 0',
-      'echo home > "$HOME/h" && cat "$HOME/h"',
-      'echo ws > ws && cat ws',
-      'echo tmp > /tmp/t && cat /tmp/t',
-      'printf "prompt=%s\\n" "$(cat "$AGENT_PROMPT_FILE")"',
-      'agent-operator report --status working --progress 50 --message from-the-sandbox',
-      'echo all-good',
-      'sleep 3',
-    ].join('\n');
+    const script = normalAgentScript(['sleep 3']);
     await createAgent(ns, 'normal', { command: ['sh', '-c', script], prompt: 'read me', resources: { limits: { memory: '256Mi', cpu: '500m', pids: 200 } } });
     // Its limits: in its cgroup where the node's cgroup v2 has the controller, else a Warning Event.
     const node = stack().nodes[0]!;
@@ -125,8 +115,7 @@ describe('hostile agents on one node', () => {
     const a = await waitForCleanedUp(ns, 'normal');
     const out = await archivedOutput(a);
     assert.equal(a.status?.phase, 'Completed', `${a.status?.reason}: ${a.status?.message}\n${out}`);
-    assert.match(out, /home\r\nws\r\ntmp\r\nprompt=read me\r\n/);
-    assert.match(out, /all-good/);
+    assertNormalAgentOutput(out);
     assert.equal(a.status?.progress, 50);
     assert.equal(a.status?.cleanup?.verifiedNoProcesses, true);
     assert.ok(a.status?.cleanup?.cpuMilliseconds !== undefined, 'CPU time recorded');

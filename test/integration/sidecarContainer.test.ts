@@ -14,7 +14,7 @@ import { environValue } from '../../src/sidecar/runtime/procfs.js';
 import { readSandboxUid } from '../../src/sidecar/runtime/uids.js';
 import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { controlPlane, createTestNamespace, uniqueSuffix, waitFor } from '../support/cluster.js';
-import { assertAttackGotNothing, attackScript, environOf, pidsOfUser, plantedPaths } from '../support/hostile.js';
+import { assertAttackGotNothing, assertNormalAgentOutput, attackScript, environOf, normalAgentScript, pidsOfUser, plantedPaths } from '../support/hostile.js';
 import { SERVICE_ACCOUNT_DIR, startSidecarContainer, type SidecarContainer } from '../support/sidecarContainer.js';
 import { agents, createAgent, useStack, waitForAgent, waitForCleanedUp } from '../support/stack.js';
 
@@ -79,23 +79,13 @@ describe("the sidecar in the DaemonSet's container (runc)", () => {
 
   it('a normal agent: its own uid, HOME, workspace and /tmp writable, prompt readable, reports; cleaned up by its cgroup', async (t) => {
     const ns = await createTestNamespace(t, 'oci-positive');
-    const script = [
-      'set -e',
-      'test "$(id -u)" -ne 0',
-      'echo home > "$HOME/h" && cat "$HOME/h"',
-      'echo ws > ws && cat ws',
-      'echo tmp > /tmp/t && cat /tmp/t',
-      'printf "prompt=%s\\n" "$(cat "$AGENT_PROMPT_FILE")"',
-      'agent-operator report --status working --progress 50 --message from-the-container',
-      'echo all-good',
-    ].join('\n');
+    const script = normalAgentScript();
     await createAgent(ns, 'normal', { command: ['sh', '-c', script], prompt: 'read me', nodeName: node().nodeName });
     const a = await waitForCleanedUp(ns, 'normal', 120_000);
     const out = await readFile(join(node().onHost(a.status!.cleanup!.archivePath!), 'output.log'), 'utf8').catch(() => '');
     assert.equal(a.status?.phase, 'Completed', `${a.status?.reason}: ${a.status?.message}\n${out}\n${node().ctr.runc.logTail()}`);
     assert.equal(a.status?.nodeName, node().nodeName);
-    assert.match(out, /home\r\nws\r\ntmp\r\nprompt=read me\r\n/);
-    assert.match(out, /all-good/);
+    assertNormalAgentOutput(out);
     assert.equal(a.status?.progress, 50);
     assert.equal(a.status?.cleanup?.verifiedNoProcesses, true);
     assert.equal(a.status?.cleanup?.cgroupRemoved, true);

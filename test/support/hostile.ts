@@ -73,3 +73,25 @@ export function assertAttackGotNothing(out: string, secrets: Readonly<Record<str
   const ps = out.split('\n').filter((l) => l.startsWith('PS: ') && !l.includes('PID'));
   assert.ok(ps.length > 0 && ps.length < 8, `ps saw ${ps.length} processes:\n${ps.join('\n')}`);
 }
+
+/** The positive side: a normal agent uses its HOME, workspace, /tmp, prompt (`read me`) and reports 50%. */
+export function normalAgentScript(extra: readonly string[] = []): string {
+  return [
+    'set -e',
+    'test "$(id -u)" -ne 0',
+    'echo home > "$HOME/h" && cat "$HOME/h"',
+    'echo ws > ws && cat ws',
+    'echo tmp > /tmp/t && cat /tmp/t',
+    'printf "prompt=%s\\n" "$(cat "$AGENT_PROMPT_FILE")"',
+    'agent-operator report --status working --progress 50 --message from-the-sandbox',
+    'echo all-good',
+    ...extra,
+  ].join('\n');
+}
+
+/** What normalAgentScript printed, in its captured output. */
+export function assertNormalAgentOutput(out: string): void {
+  assert.match(out, /home\r\nws\r\ntmp\r\nprompt=read me\r\n/);
+  assert.match(out, /all-good/);
+}
+

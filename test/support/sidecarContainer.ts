@@ -61,6 +61,12 @@ export interface SidecarContainer {
   remove(): Promise<void>;
 }
 
+/** Whether something is mounted on `path` (a bind of the same filesystem included). */
+async function isMountPoint(path: string): Promise<boolean> {
+  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+  return mountinfo.split('\n').some((l) => l.split(' ')[4] === path);
+}
+
 /** Creates `dir` (and what is missing above it) and returns the topmost directory created, to remove later. */
 async function createMountPoint(dir: string): Promise<string | undefined> {
   let top: string | undefined;
@@ -81,7 +87,12 @@ export async function startSidecarContainer(o: { cp: ControlPlaneClient; nodeNam
     // Not under the test run's TMPDIR (0700): the container's root, a uid of its own, opens the
     // bundle's paths, so every directory above them must let others pass.
     const dir = await mkdtemp('/tmp/ao-sidecar-oci-');
-    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    // Never recursively into the machine's `/`: the directory is removed only once nothing is
+    // mounted on its rootfs (and that mount is read-only besides).
+    cleanups.push(async () => {
+      if (await isMountPoint(join(dir, 'rootfs'))) throw new Error(`${dir}/rootfs is still mounted; ${dir} left in place`);
+      await rm(dir, { recursive: true, force: true });
+    });
     await chmod(dir, 0o711);
     // A host range of 65536 ids of this run's own, well above every other uid on the machine.
     const hostRoot = 2_000_000_000 + (process.pid % 16_384) * USERNS_SIZE;
@@ -97,6 +108,7 @@ export async function startSidecarContainer(o: { cp: ControlPlaneClient; nodeNam
     }
     await execa('mount', ['--bind', '/', rootfs], { timeout: 30_000 });
     cleanups.push(() => execa('umount', [rootfs], { timeout: 30_000 }));
+    await execa('mount', ['-o', 'remount,bind,ro', rootfs], { timeout: 30_000 });
 
     const hostPaths: Record<string, string> = {};
     for (const v of podSpec.volumes ?? []) {

@@ -9,7 +9,7 @@
  * Agent is run end to end through them, which shows the permissions are also sufficient.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { join } from 'node:path';
@@ -425,6 +425,8 @@ describe('deploy/ on a real API server', () => {
   it('runs the real controller and sidecar with the manifests\' args under their own identities: an Agent runs, is archived and TTL-deleted, nothing refused', async (t) => {
     const scratch = await mkdtemp(join(tmpdir(), 'ao-deploy-'));
     t.after(() => rm(scratch, { recursive: true, force: true }));
+    // The sidecar runs its agents sandboxed, as their own uids: they must pass through to the node root.
+    await chmod(scratch, 0o711);
     const nodeName = `deploy-node-${uniqueSuffix()}`;
     const workload = (kind: string) => rendered.find((o) => o.kind === kind) as Workload;
     const controller = await runWorkload(t, workload(CONTROLLER.kind), 'controller', join(scratch, 'controller'), nodeName);

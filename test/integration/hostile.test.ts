@@ -5,7 +5,7 @@
  * agent has a HOME, writes its workspace and /tmp, reaches the network, reads its prompt, reports.
  */
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { REPORTING_CONTROLLER } from '../../src/controller/controller.js';
@@ -15,29 +15,9 @@ import { listSessions } from '../../src/sidecar/runtime/observe.js';
 import { readSandboxUid } from '../../src/sidecar/runtime/uids.js';
 import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { createTestNamespace, waitFor } from '../support/cluster.js';
+import { assertAttackGotNothing, assertNormalAgentOutput, attackScript, environOf, normalAgentScript, pidsOfUser, plantedPaths } from '../support/hostile.js';
 import { eventsAbout } from '../support/telemetry.js';
 import { agents, archivedOutput, assertNodeClean, createAgent, useStack, waitForAgent, waitForCleanedUp, waitForOutput } from '../support/stack.js';
-
-/** `<pid> <name>` of every live host process (zombies hold nothing) whose real uid is `uid`. */
-async function pidsOfUser(uid: number): Promise<string[]> {
-  const out: string[] = [];
-  for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
-    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-    const real = /^Uid:\s+(\d+)/m.exec(status)?.[1];
-    if (real === undefined || Number(real) !== uid || /^State:\s+Z/m.test(status)) continue;
-    out.push(`${pid} ${/^Name:\s+(.*)$/m.exec(status)?.[1]}`);
-  }
-  return out;
-}
-
-/** The environment of the agent's command, read as root from outside (its deepest marker process). */
-async function environOf(uid: string): Promise<Buffer> {
-  for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n)).sort((a, b) => Number(b) - Number(a))) {
-    const env = await readFile(`/proc/${pid}/environ`).catch(() => undefined);
-    if (env && environValue(env, 'AGENT_UID') === uid && environValue(env, 'VICTIM_SECRET') !== undefined) return env;
-  }
-  throw new Error(`no process of ${uid} found`);
-}
 
 const exists = (p: string) => stat(p).then(() => true, () => false);
 
@@ -67,49 +47,12 @@ describe('hostile agents on one node', () => {
     assert.ok(sidecarToken, 'the sidecar kubeconfig holds a token');
     const shimBefore = await readFile(join(node.root, 'bin', 'agent-operator'));
 
-    // Every attack prints what it got; the test judges the output and the node from outside.
-    const attack = [
-      'echo "TMUX=[$TMUX] TMUX_PANE=[$TMUX_PANE]"',
-      'for f in /proc/[0-9]*/environ; do tr "\\0" "\\n" < "$f"; done 2>/dev/null | sed "s/^/ENV: /"',
-      'ps -eo pid,user,args 2>&1 | sed "s/^/PS: /"',
-      `cat "${vpaths.prompt}" "${vpaths.output}" "${vpaths.agentJson}" 2>&1 | sed "s/^/VICTIM: /"`,
-      // The victim's files by its uid, and any unix socket (the node's tmux server, the sidecar's).
-      `find / -path /proc -prune -o \\( -name "*${vuid}*" -o -type s \\) -print 2>/dev/null | sed "s/^/FOUND: /"`,
-      `cat "${kubeconfigPath}" /var/run/secrets/kubernetes.io/serviceaccount/token 2>&1 | sed "s/^/CRED: /"`,
-      `tmux -S "${node.root}/tmux.sock" kill-server 2>&1 | sed "s/^/TMUX: /"; tmux kill-server 2>&1 | sed "s/^/TMUX: /"; ls /tmp/tmux-* 2>&1 | sed "s/^/TMUX: /"`,
-      `echo 0 > "${vpaths.exitCode}" 2>&1; echo 0 > "${vpaths.dir}/exit-code.tmp" 2>&1`,
-      `for p in "${vpaths.agentJson}" "${vpaths.exitCode}" "${vpaths.launchError}"; do mkfifo "$p" 2>/dev/null; ln -sf /dev/zero "$p" 2>/dev/null; ln -sf /etc/shadow "$p" 2>/dev/null; done`,
-      `for f in /usr/pwned /etc/pwned /pwned "${node.root}/pwned" "${node.root}/bin/agent-operator" "${vpaths.scratch}/pwned"; do echo pwned > "$f" 2>/dev/null; done`,
-      'mkfifo exit-code agent.json; ln -s /etc/shadow launch-error; ln -s /dev/zero output.log',
-      'cat /etc/shadow 2>&1 | head -1 | sed "s/^/SHADOW: /"',
-      'unshare -U true 2>&1 | sed "s/^/USERNS: /"',
-      'echo attack-done',
-      // Last: SIGKILL to every process it can see (in its PID namespace: its own).
-      'kill -9 -1',
-    ].join('\n');
+    const attack = attackScript({ root: node.root, victim: vpaths, victimUid: vuid, credentials: [kubeconfigPath, '/var/run/secrets/kubernetes.io/serviceaccount/token'] });
     await createAgent(ns, 'attacker', { command: ['sh', '-c', attack], env: [{ name: 'ATTACKER', value: '1' }] });
     const attacker = await waitForCleanedUp(ns, 'attacker');
     const out = await archivedOutput(attacker);
     t.diagnostic(out.split('\n').filter((l) => !l.startsWith('ENV: ')).slice(0, 40).join('\n'));
-    assert.match(out, /attack-done/);
-
-    // Nothing of the victim, the sidecar or the node reached the attacker.
-    for (const [what, value] of [
-      ['victim env', secret],
-      ['victim prompt', promptSecret],
-      ['victim output', 'victim-output-secret'],
-      ['victim report token', victimToken],
-      ['sidecar token', sidecarToken],
-    ] as const) {
-      assert.ok(!out.includes(value), `the attacker got the ${what}`);
-    }
-    assert.match(out, /TMUX=\[\] TMUX_PANE=\[\]/);
-    assert.doesNotMatch(out, /^FOUND: /m, 'node files visible in the sandbox');
-    assert.doesNotMatch(out, /^SHADOW: root:/m);
-    assert.match(out, /^USERNS: .*(No space left|Operation not permitted|denied)/m, 'nested user namespaces are disabled');
-    // In its own PID namespace it sees only itself: a handful of processes, all its own uid.
-    const ps = out.split('\n').filter((l) => l.startsWith('PS: ') && !l.includes('PID'));
-    assert.ok(ps.length > 0 && ps.length < 8, `ps saw ${ps.length} processes:\n${ps.join('\n')}`);
+    assertAttackGotNothing(out, { 'victim env': secret, 'victim prompt': promptSecret, 'victim output': 'victim-output-secret', 'victim report token': victimToken, 'sidecar token': sidecarToken });
 
     // From outside: the victim is untouched and the node is intact.
     victim = await waitForAgent(ns, 'victim', (a) => a.status?.phase === 'Running', 'to still run');
@@ -117,7 +60,7 @@ describe('hostile agents on one node', () => {
     assert.equal((await stat(vpaths.agentJson)).isFile(), true);
     assert.ok((await listSessions(node.root)).some((s) => s.uid === vuid && !s.dead), 'the victim session is alive');
     assert.equal(await readFile(vpaths.prompt, 'utf8'), promptSecret);
-    for (const f of ['/usr/pwned', '/etc/pwned', '/pwned', join(node.root, 'pwned'), join(vpaths.scratch, 'pwned')]) assert.equal(await exists(f), false, f);
+    for (const f of plantedPaths(node.root, vpaths).filter((p) => !p.endsWith('/bin/agent-operator'))) assert.equal(await exists(f), false, f);
     assert.deepEqual(await readFile(join(node.root, 'bin', 'agent-operator')), shimBefore);
     const vid = await readSandboxUid(vpaths);
     assert.ok(vid !== undefined && vid > 0, 'the victim runs as its own uid');
@@ -158,17 +101,7 @@ describe('hostile agents on one node', () => {
 
   it('a normal agent: its own uid, HOME, workspace and /tmp writable, prompt readable, the report endpoint reachable', async (t) => {
     const ns = await createTestNamespace(t, 'hostile-positive');
-    const script = [
-      'set -e',
-      'test "$(id -u)" -ne 0',
-      'echo home > "$HOME/h" && cat "$HOME/h"',
-      'echo ws > ws && cat ws',
-      'echo tmp > /tmp/t && cat /tmp/t',
-      'printf "prompt=%s\\n" "$(cat "$AGENT_PROMPT_FILE")"',
-      'agent-operator report --status working --progress 50 --message from-the-sandbox',
-      'echo all-good',
-      'sleep 3',
-    ].join('\n');
+    const script = normalAgentScript(['sleep 3']);
     await createAgent(ns, 'normal', { command: ['sh', '-c', script], prompt: 'read me', resources: { limits: { memory: '256Mi', cpu: '500m', pids: 200 } } });
     // Its limits: in its cgroup where the node's cgroup v2 has the controller, else a Warning Event.
     const node = stack().nodes[0]!;
@@ -183,8 +116,7 @@ describe('hostile agents on one node', () => {
     const a = await waitForCleanedUp(ns, 'normal');
     const out = await archivedOutput(a);
     assert.equal(a.status?.phase, 'Completed', `${a.status?.reason}: ${a.status?.message}\n${out}`);
-    assert.match(out, /home\r\nws\r\ntmp\r\nprompt=read me\r\n/);
-    assert.match(out, /all-good/);
+    assertNormalAgentOutput(out);
     assert.equal(a.status?.progress, 50);
     assert.equal(a.status?.cleanup?.verifiedNoProcesses, true);
     assert.ok(a.status?.cleanup?.cpuMilliseconds !== undefined, 'CPU time recorded');

@@ -20,7 +20,7 @@ import { freePorts } from '../../src/dev/ports.js';
 import { runContainer, startContainer } from '../../src/dev/runc.js';
 import { CONTROLLER_SERVICE_ACCOUNT, OPERATOR_NAMESPACE } from '../../src/dev/stack.js';
 import { controlPlane, createTestNamespace, kubeConfig, uniqueSuffix, waitFor } from '../support/cluster.js';
-import { CONTROLLER, baseObjects, findObject, type Workload } from '../support/deployManifests.js';
+import { CONTROLLER, baseObjects, findObject, withLoopbackPorts, type Workload } from '../support/deployManifests.js';
 import { assertProductionDependenciesOnly, entrypointOf, parseStages, workdirOf } from '../support/dockerfile.js';
 import { agents, assertNothingLeft, createAgent, useStack, waitForCleanedUp, waitForGone } from '../support/stack.js';
 
@@ -120,9 +120,7 @@ describe('the production image', () => {
     const pod = deployment.spec.template.spec;
     const container = pod.containers[0]! as unknown as V1Container;
     const [metricsPort, probePort] = await freePorts(2);
-    const args = (container.args ?? []).map((a) =>
-      a.startsWith('--metrics-bind-address=') ? `--metrics-bind-address=127.0.0.1:${metricsPort}` : a.startsWith('--health-probe-bind-address=') ? `--health-probe-bind-address=127.0.0.1:${probePort}` : a,
-    );
+    const args = withLoopbackPorts(container.args ?? [], metricsPort!, probePort!);
     assert.notDeepEqual(args, container.args, 'the Deployment sets the bind addresses this test moves to free ports');
 
     // The controller's ServiceAccount token (a self-contained kubeconfig), readable by uid 65532.

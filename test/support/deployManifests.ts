@@ -44,6 +44,7 @@ export interface Container {
     privileged?: boolean;
     allowPrivilegeEscalation?: boolean;
     readOnlyRootFilesystem?: boolean;
+    procMount?: string;
     capabilities?: { drop?: string[]; add?: string[] };
   };
   volumeMounts?: { name: string; mountPath: string }[];
@@ -52,7 +53,8 @@ export interface Container {
 export interface PodSpec {
   serviceAccountName?: string;
   terminationGracePeriodSeconds?: number;
-  securityContext?: { runAsUser?: number; runAsGroup?: number; runAsNonRoot?: boolean; seccompProfile?: { type: string } };
+  hostUsers?: boolean;
+  securityContext?: { runAsUser?: number; runAsGroup?: number; runAsNonRoot?: boolean; seccompProfile?: { type: string; localhostProfile?: string } };
   topologySpreadConstraints?: { topologyKey: string; labelSelector?: { matchLabels?: Record<string, string> } }[];
   affinity?: unknown;
   containers: Container[];
@@ -130,4 +132,11 @@ export function flagValue(args: readonly string[], flag: string): string | undef
  */
 export function isRbacRefusal(line: string): boolean {
   return /\bcannot [a-z]+ resource "/.test(line);
+}
+
+/** Moves the metrics and probe bind addresses onto the given loopback ports (host network). */
+export function withLoopbackPorts(args: readonly string[], metricsPort: number, probePort: number): string[] {
+  return args.map((a) =>
+    a.startsWith('--metrics-bind-address=') ? `--metrics-bind-address=127.0.0.1:${metricsPort}` : a.startsWith('--health-probe-bind-address=') ? `--health-probe-bind-address=127.0.0.1:${probePort}` : a,
+  );
 }

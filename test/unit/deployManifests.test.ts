@@ -277,12 +277,23 @@ describe('the sidecar DaemonSet', () => {
     assert.deepEqual((sidecar.spec as { updateStrategy?: unknown }).updateStrategy, { type: 'OnDelete' });
   });
 
-  it('runs as root, but unprivileged: no privilege escalation, no capabilities, RuntimeDefault seccomp', () => {
+  it("runs agents sandboxed, as root of its own user namespace with the sandbox's few capabilities and the shipped seccomp profile", () => {
     assert.equal(pod.securityContext?.runAsUser, 0);
-    assert.equal(pod.securityContext?.seccompProfile?.type, 'RuntimeDefault');
+    assert.equal(pod.hostUsers, false, 'root of the pod is nobody on the node');
+    const seccomp = pod.securityContext!.seccompProfile!;
+    assert.equal(seccomp.type, 'Localhost');
+    const profile = JSON.parse(readFileSync(join(DEPLOY_DIR, 'seccomp', seccomp.localhostProfile!), 'utf8')) as { defaultAction: string; syscalls: { names: string[]; action: string; includes?: object; excludes?: object }[] };
+    assert.equal(profile.defaultAction, 'SCMP_ACT_ERRNO', 'an allow-list');
+    const allowed = new Set(profile.syscalls.filter((r) => r.action === 'SCMP_ACT_ALLOW' && !Object.keys(r.includes ?? {}).length).flatMap((r) => r.names));
+    for (const call of ['unshare', 'mount', 'umount2', 'pivot_root', 'clone', 'clone3']) assert.ok(allowed.has(call), `${call} is allowed (bwrap needs it)`);
+    for (const call of ['kexec_load', 'init_module', 'bpf', 'perf_event_open']) assert.ok(!allowed.has(call), `${call} stays refused`);
     assert.equal(c.securityContext?.privileged, false);
     assert.equal(c.securityContext?.allowPrivilegeEscalation, false);
-    assert.deepEqual(c.securityContext?.capabilities, { drop: ['ALL'] });
+    assert.equal(c.securityContext?.procMount, 'Unmasked');
+    assert.deepEqual(c.securityContext?.capabilities, { drop: ['ALL'], add: ['SETUID', 'SETGID', 'CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'KILL'] });
+    assert.ok(!(c.args ?? []).some((a) => a.startsWith('--sandbox')), 'the default sandbox (bwrap), never --sandbox=none');
+    const range = (c.args ?? []).find((a) => a.startsWith('--agent-uid-range='))!.split('=')[1]!.split('-').map(Number);
+    assert.ok(range[0]! > 0 && range[1]! < 65_536, 'agent uids within the 65536 ids the kubelet maps for the pod');
   });
 
   it('accepts ingress to its metrics and probe ports only (its report endpoint is on loopback)', () => {

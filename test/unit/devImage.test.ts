@@ -1,10 +1,12 @@
 /** The decisions behind `npm run image` and the OCI spec the image test runs the controller with. */
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import type { V1Container } from '@kubernetes/client-node';
 import { BUILD_CA_PATH, BUILD_NPMRC_PATH, HOST_CA_BUNDLE, baseKey, budArgs, buildNpmrc, debianMirror, type BaseInputs } from '../../src/dev/image.js';
+import { PACKAGE_ROOT } from '../../src/dev/paths.js';
 import { missingTool, requireTool } from '../../src/dev/tools.js';
-import { DEFAULT_CAPABILITIES, capabilitiesAfter, imageUser, ociSpec, parseBytes } from '../../src/dev/ociSpec.js';
+import { DEFAULT_CAPABILITIES, capabilitiesAfter, imageUser, ociSpec, parseBytes, seccompForContainer } from '../../src/dev/ociSpec.js';
 
 test('debianMirror: the suite itself, from one-line and deb822 sources, in apt order', () => {
   const cases: { name: string; files: { path: string; text: string }[]; want: string | RegExp }[] = [
@@ -131,10 +133,79 @@ test('ociSpec: defaults and refusals as the kubelet has them', () => {
   const cases: { name: string; input: Partial<Parameters<typeof ociSpec>[0]>; error: RegExp }[] = [
     { name: 'runAsNonRoot with root', input: { image: { ...image, User: '0' }, pod: { runAsNonRoot: true } }, error: /runAsNonRoot is set but the container would run as uid 0/ },
     { name: 'unresolved valueFrom', input: { container: { name: 'c', env: [{ name: 'X', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }] } }, error: /env X: valueFrom must be resolved/ },
-    { name: 'hostPath volume', input: { container: { name: 'c', volumeMounts: [{ name: 'v', mountPath: '/v' }] }, volumes: [{ name: 'v', hostPath: { path: '/x' } }] }, error: /only emptyDir/ },
+    { name: 'hostPath without a place', input: { container: { name: 'c', volumeMounts: [{ name: 'v', mountPath: '/v' }] }, volumes: [{ name: 'v', hostPath: { path: '/x' } }] }, error: /hostPath \/x has no place on this machine/ },
+    { name: 'other volume', input: { container: { name: 'c', volumeMounts: [{ name: 'v', mountPath: '/v' }] }, volumes: [{ name: 'v', configMap: { name: 'x' } }] }, error: /only emptyDir and hostPath/ },
+    { name: 'hostUsers false without host ids', input: { hostUsers: false }, error: /needs the host ids/ },
+    { name: 'Unmasked /proc without a user namespace', input: { container: { name: 'c', securityContext: { procMount: 'Unmasked' } } }, error: /procMount: Unmasked needs hostUsers: false/ },
+    { name: 'Localhost seccomp without a root', input: { pod: { seccompProfile: { type: 'Localhost', localhostProfile: 'p.json' } } }, error: /no seccomp root given/ },
+    { name: 'Localhost seccomp outside the root', input: { seccompRoot: '/s', pod: { seccompProfile: { type: 'Localhost', localhostProfile: '../etc/p.json' } } }, error: /must be a relative path under/ },
     { name: 'missing volume', input: { container: { name: 'c', volumeMounts: [{ name: 'v', mountPath: '/v' }] } }, error: /no such volume/ },
     { name: 'privileged', input: { container: { name: 'c', securityContext: { privileged: true } } }, error: /privileged containers are not supported/ },
     { name: 'nothing to run', input: { image: {} }, error: /nothing to run/ },
   ];
   for (const c of cases) assert.throws(() => ociSpec({ image, rootfs: '/r', hostname: 'h', container: { name: 'c' }, ...c.input }), c.error, c.name);
+});
+
+test("ociSpec: the sidecar DaemonSet's shape: a user namespace, Unmasked /proc, hostPaths, a Localhost seccomp profile, $(VAR) args", () => {
+  const { spec, notApplied } = ociSpec({
+    image,
+    rootfs: '/r',
+    hostname: 'h',
+    hostUsers: false,
+    userNamespace: { hostId: 3_000_000, size: 65_536 },
+    pod: { runAsUser: 0, seccompProfile: { type: 'Localhost', localhostProfile: 'agent-operator/sidecar.json' } },
+    container: {
+      name: 'sidecar',
+      args: ['sidecar', '--node-name=$(NODE_NAME)'],
+      env: [{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }],
+      securityContext: { procMount: 'Unmasked', capabilities: { drop: ['ALL'], add: ['SETUID'] } },
+      volumeMounts: [{ name: 'root', mountPath: '/var/lib/ao' }],
+    },
+    volumes: [{ name: 'root', hostPath: { path: '/var/lib/ao', type: 'DirectoryOrCreate' } }],
+    hostPaths: { '/var/lib/ao': '/tmp/x/ao' },
+    resolvedEnv: { NODE_NAME: 'n1' },
+    seccompRoot: join(PACKAGE_ROOT, 'deploy', 'seccomp'),
+    cgroupsPath: '/t/c',
+  });
+  assert.deepEqual(notApplied, []);
+  assert.deepEqual(spec.process.args.slice(-2), ['sidecar', '--node-name=n1'], '$(VAR) expanded as the kubelet does');
+  assert.deepEqual(spec.linux.uidMappings, [{ containerID: 0, hostID: 3_000_000, size: 65_536 }]);
+  assert.deepEqual(spec.linux.gidMappings, spec.linux.uidMappings);
+  assert.ok(spec.linux.namespaces.some((n) => n.type === 'user'));
+  assert.deepEqual([spec.linux.maskedPaths, spec.linux.readonlyPaths], [[], []]);
+  assert.equal(spec.linux.cgroupsPath, '/t/c');
+  assert.deepEqual(spec.mounts.find((m) => m.destination === '/var/lib/ao'), { destination: '/var/lib/ao', type: 'bind', source: '/tmp/x/ao', options: ['rbind', 'nosuid', 'nodev', 'rw'] });
+  assert.equal(spec.mounts.find((m) => m.destination === '/sys')?.type, 'bind', 'sysfs cannot be mounted from a user namespace without its own network namespace');
+  assert.equal(spec.linux.seccomp?.defaultAction, 'SCMP_ACT_ERRNO');
+});
+
+test('seccompForContainer: rules by capability and architecture, as containerd and CRI-O load a profile', () => {
+  const profile = {
+    defaultAction: 'SCMP_ACT_ERRNO',
+    defaultErrnoRet: 38,
+    archMap: [
+      { architecture: 'SCMP_ARCH_X86_64', subArchitectures: ['SCMP_ARCH_X86'] },
+      { architecture: 'SCMP_ARCH_AARCH64', subArchitectures: ['SCMP_ARCH_ARM'] },
+    ],
+    syscalls: [
+      { names: ['read'], action: 'SCMP_ACT_ALLOW' },
+      { names: ['setns'], action: 'SCMP_ACT_ALLOW', includes: { caps: ['CAP_SYS_ADMIN'] } },
+      { names: ['setns'], action: 'SCMP_ACT_ERRNO', errnoRet: 1, excludes: { caps: ['CAP_SYS_ADMIN'] } },
+      { names: ['arch_prctl'], action: 'SCMP_ACT_ALLOW', includes: { arches: ['amd64'] } },
+      { names: ['personality'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value: 8, op: 'SCMP_CMP_EQ' }] },
+    ],
+  };
+  const cases: { name: string; caps: string[]; arch: string; names: string[]; arches: string[] }[] = [
+    { name: 'no capability, amd64', caps: [], arch: 'amd64', names: ['read', 'setns', 'arch_prctl', 'personality'], arches: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86'] },
+    { name: 'CAP_SYS_ADMIN, arm64', caps: ['CAP_SYS_ADMIN'], arch: 'arm64', names: ['read', 'setns', 'personality'], arches: ['SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM'] },
+  ];
+  for (const c of cases) {
+    const s = seccompForContainer(profile, c.caps, c.arch);
+    assert.deepEqual(s.syscalls.map((r) => r.names[0]), c.names, c.name);
+    assert.deepEqual(s.architectures, c.arches, c.name);
+    assert.equal(s.syscalls.find((r) => r.names[0] === 'setns')?.action, c.caps.includes('CAP_SYS_ADMIN') ? 'SCMP_ACT_ALLOW' : 'SCMP_ACT_ERRNO', c.name);
+    assert.equal(s.defaultErrnoRet, 38);
+  }
+  assert.deepEqual(seccompForContainer(profile, [], 'amd64').syscalls.at(-1)?.args, [{ index: 0, value: 8, op: 'SCMP_CMP_EQ' }]);
+  assert.equal(seccompForContainer(profile, [], 'amd64').syscalls[0]?.args, undefined, 'no empty args');
 });

@@ -112,8 +112,9 @@ export function sandboxArgv(host: SandboxHost, s: SandboxSpec): string[] {
     // is then lost and cleaned up from outside, not mistaken for one that exited.
     'setsid',
     'setpriv', `--reuid=${s.uid}`, `--regid=${s.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--',
+    // No --hostname: sethostname is CAP_SYS_ADMIN-gated in the runtimes' seccomp profiles, the
+    // sidecar's container included; the agent's UTS namespace keeps the pod's hostname.
     'bwrap', '--unshare-user', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try', '--disable-userns',
-    '--hostname', 'agent',
     ...mounts,
     '--',
   ];

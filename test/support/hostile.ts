@@ -1,0 +1,97 @@
+/**
+ * Issue 8's hostile agent, shared by the host stack's table (hostile.test.ts) and the DaemonSet's
+ * container (sidecarContainer.test.ts): the attack as a shell script, and what is judged from
+ * outside. Paths are the sidecar's own (what the attacker would learn of the node's layout).
+ */
+import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
+import { environValue } from '../../src/sidecar/runtime/procfs.js';
+import type { WorkspacePaths } from '../../src/sidecar/runtime/workspace.js';
+
+/** `<pid> <name>` of every live host process (zombies hold nothing) whose real uid is `uid`. */
+export async function pidsOfUser(uid: number): Promise<string[]> {
+  const out: string[] = [];
+  for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+    const real = /^Uid:\s+(\d+)/m.exec(status)?.[1];
+    if (real === undefined || Number(real) !== uid || /^State:\s+Z/m.test(status)) continue;
+    out.push(`${pid} ${/^Name:\s+(.*)$/m.exec(status)?.[1]}`);
+  }
+  return out;
+}
+
+/** The environment of the agent's command, read as root from outside (its deepest marker process). */
+export async function environOf(uid: string): Promise<Buffer> {
+  for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n)).sort((a, b) => Number(b) - Number(a))) {
+    const env = await readFile(`/proc/${pid}/environ`).catch(() => undefined);
+    if (env && environValue(env, 'AGENT_UID') === uid && environValue(env, 'VICTIM_SECRET') !== undefined) return env;
+  }
+  throw new Error(`no process of ${uid} found`);
+}
+
+/** Files of the node an attacker tries to plant or overwrite (none may exist or change afterwards). */
+export function plantedPaths(root: string, victim: WorkspacePaths): string[] {
+  return ['/usr/pwned', '/etc/pwned', '/pwned', `${root}/pwned`, `${root}/bin/agent-operator`, `${victim.scratch}/pwned`];
+}
+
+/**
+ * Every attack prints what it got; the caller judges the output and the node from outside.
+ * `credentials`: the sidecar's (its kubeconfig, its ServiceAccount token).
+ */
+export function attackScript(o: { root: string; victim: WorkspacePaths; victimUid: string; credentials: readonly string[] }): string {
+  const v = o.victim;
+  return [
+    'echo "TMUX=[$TMUX] TMUX_PANE=[$TMUX_PANE]"',
+    'for f in /proc/[0-9]*/environ; do tr "\\0" "\\n" < "$f"; done 2>/dev/null | sed "s/^/ENV: /"',
+    'ps -eo pid,user,args 2>&1 | sed "s/^/PS: /"',
+    `cat "${v.prompt}" "${v.output}" "${v.agentJson}" 2>&1 | sed "s/^/VICTIM: /"`,
+    // The victim's files by its uid, and any unix socket (the node's tmux server, the sidecar's).
+    `find / -path /proc -prune -o \\( -name "*${o.victimUid}*" -o -type s \\) -print 2>/dev/null | sed "s/^/FOUND: /"`,
+    `cat ${o.credentials.map((c) => `"${c}"`).join(' ')} 2>&1 | sed "s/^/CRED: /"`,
+    `tmux -S "${o.root}/tmux.sock" kill-server 2>&1 | sed "s/^/TMUX: /"; tmux kill-server 2>&1 | sed "s/^/TMUX: /"; ls /tmp/tmux-* 2>&1 | sed "s/^/TMUX: /"`,
+    `echo 0 > "${v.exitCode}" 2>&1; echo 0 > "${v.dir}/exit-code.tmp" 2>&1`,
+    `for p in "${v.agentJson}" "${v.exitCode}" "${v.launchError}"; do mkfifo "$p" 2>/dev/null; ln -sf /dev/zero "$p" 2>/dev/null; ln -sf /etc/shadow "$p" 2>/dev/null; done`,
+    `for f in ${plantedPaths(o.root, v).map((p) => `"${p}"`).join(' ')}; do echo pwned > "$f" 2>/dev/null; done`,
+    'mkfifo exit-code agent.json; ln -s /etc/shadow launch-error; ln -s /dev/zero output.log',
+    'cat /etc/shadow 2>&1 | head -1 | sed "s/^/SHADOW: /"',
+    'unshare -U true 2>&1 | sed "s/^/USERNS: /"',
+    'echo attack-done',
+    // Last: SIGKILL to every process it can see (in its PID namespace: its own).
+    'kill -9 -1',
+  ].join('\n');
+}
+
+/** What the attacker printed shows nothing it should not have got. */
+export function assertAttackGotNothing(out: string, secrets: Readonly<Record<string, string>>): void {
+  assert.match(out, /attack-done/);
+  for (const [what, value] of Object.entries(secrets)) assert.ok(!out.includes(value), `the attacker got the ${what}`);
+  assert.match(out, /TMUX=\[\] TMUX_PANE=\[\]/);
+  assert.doesNotMatch(out, /^FOUND: /m, 'node files visible in the sandbox');
+  assert.doesNotMatch(out, /^SHADOW: root:/m);
+  assert.match(out, /^USERNS: .*(No space left|Operation not permitted|denied)/m, 'nested user namespaces are disabled');
+  // In its own PID namespace it sees only itself: a handful of processes, all its own uid.
+  const ps = out.split('\n').filter((l) => l.startsWith('PS: ') && !l.includes('PID'));
+  assert.ok(ps.length > 0 && ps.length < 8, `ps saw ${ps.length} processes:\n${ps.join('\n')}`);
+}
+
+/** The positive side: a normal agent uses its HOME, workspace, /tmp, prompt (`read me`) and reports 50%. */
+export function normalAgentScript(extra: readonly string[] = []): string {
+  return [
+    'set -e',
+    'test "$(id -u)" -ne 0',
+    'echo home > "$HOME/h" && cat "$HOME/h"',
+    'echo ws > ws && cat ws',
+    'echo tmp > /tmp/t && cat /tmp/t',
+    'printf "prompt=%s\\n" "$(cat "$AGENT_PROMPT_FILE")"',
+    'agent-operator report --status working --progress 50 --message from-the-sandbox',
+    'echo all-good',
+    ...extra,
+  ].join('\n');
+}
+
+/** What normalAgentScript printed, in its captured output. */
+export function assertNormalAgentOutput(out: string): void {
+  assert.match(out, /home\r\nws\r\ntmp\r\nprompt=read me\r\n/);
+  assert.match(out, /all-good/);
+}
+

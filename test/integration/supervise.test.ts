@@ -15,6 +15,7 @@ import { supervise } from '../../src/cmd/supervise.js';
 import { freePorts } from '../../src/dev/ports.js';
 import { agentNodeClient } from '../../src/kube/resources.js';
 import { killNodeLeftovers } from '../../src/dev/stack.js';
+import { agentCgroupDir, removeAgentCgroups } from '../../src/sidecar/runtime/cgroup.js';
 import { parseStat } from '../../src/sidecar/runtime/procfs.js';
 import { kubeConfig, uniqueSuffix, waitFor } from '../support/cluster.js';
 import { alive } from '../support/procs.js';
@@ -89,6 +90,9 @@ describe('supervise', () => {
     t.after(async () => {
       if (supervisor.exitCode === null) process.kill(-supervisor.pid!, 'SIGKILL');
       await killNodeLeftovers(dir, quiet);
+      // The agents' cgroup the sidecar made beside ours (it outlives the sidecar, as agents do).
+      const cgroups = await agentCgroupDir(`agent-operator-${node}`);
+      if (cgroups) await removeAgentCgroups(cgroups);
       await agentNodeClient(kubeConfig()).delete({ name: node });
     });
     const healthy = async () => (await fetch(`http://127.0.0.1:${probePort}/readyz`).catch(() => undefined))?.status === 200;

@@ -238,17 +238,8 @@ export class Stack {
     return this.controlPlane.serviceAccountKubeconfig(OPERATOR_NAMESPACE, serviceAccount, { expirationSeconds: 7 * 24 * 3600, ...(boundTo ? { boundTo } : {}) });
   }
 
-  /** The core/v1 Node a simulated node's token is bound to (kept if it exists: its uid is in tokens). */
-  private async ensureNode(name: string): Promise<BoundObject> {
-    const core = this.adminConfig().makeApiClient(CoreV1Api);
-    try {
-      const created = await core.createNode({ body: { metadata: { name, labels: { [SIMULATED_NODE_LABEL]: 'true' } } } });
-      return { kind: 'Node', name, uid: created.metadata!.uid! };
-    } catch (err) {
-      if (apiErrorCode(err) !== 409) throw err;
-      const existing = await core.readNode({ name });
-      return { kind: 'Node', name, uid: existing.metadata!.uid! };
-    }
+  private ensureNode(name: string): Promise<BoundObject> {
+    return ensureNodeObject(this.adminConfig(), name);
   }
 
   private adminConfig(): KubeConfig {
@@ -363,6 +354,22 @@ export class Stack {
  * Opts a namespace in to the sidecars' reads of its ConfigMaps and Secrets (the RoleBinding the
  * README's one command creates); already opted in is fine.
  */
+/**
+ * The core/v1 Node a simulated node's sidecar token is bound to (kept if it exists: its uid is in
+ * tokens), so the token names the node as a pod-bound one does and the node policies admit it.
+ */
+export async function ensureNodeObject(kc: KubeConfig, name: string): Promise<BoundObject> {
+  const core = kc.makeApiClient(CoreV1Api);
+  try {
+    const created = await core.createNode({ body: { metadata: { name, labels: { [SIMULATED_NODE_LABEL]: 'true' } } } });
+    return { kind: 'Node', name, uid: created.metadata!.uid! };
+  } catch (err) {
+    if (apiErrorCode(err) !== 409) throw err;
+    const existing = await core.readNode({ name });
+    return { kind: 'Node', name, uid: existing.metadata!.uid! };
+  }
+}
+
 export async function optInReferences(kc: KubeConfig, namespace: string): Promise<void> {
   try {
     await kc.makeApiClient(RbacAuthorizationV1Api).createNamespacedRoleBinding({ namespace, body: referencesRoleBinding(namespace) });

@@ -59,7 +59,8 @@ describe("the sidecar in the DaemonSet's container (runc)", () => {
     if (!sc) return;
     const cp = await controlPlane();
     await sc.remove();
-    await cp.kubectl(['delete', 'agentnodes', sc.nodeName, '--ignore-not-found', '--wait=false'], { timeoutMs: 30_000 });
+    // Its AgentNode, and the Node its token is bound to.
+    for (const kind of ['agentnodes', 'nodes']) await cp.kubectl(['delete', kind, sc.nodeName, '--ignore-not-found', '--wait=false'], { timeoutMs: 30_000 });
   });
 
   it('runs with exactly what deploy/ declares: its capabilities, no_new_privs, the Localhost seccomp profile, its own user namespace', async (t) => {

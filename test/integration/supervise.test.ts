@@ -10,14 +10,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { CoreV1Api } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { supervise } from '../../src/cmd/supervise.js';
 import { freePorts } from '../../src/dev/ports.js';
 import { agentNodeClient } from '../../src/kube/resources.js';
-import { killNodeLeftovers } from '../../src/dev/stack.js';
+import { ensureNodeObject, killNodeLeftovers, OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT } from '../../src/dev/stack.js';
 import { agentCgroupDir, removeAgentCgroups } from '../../src/sidecar/runtime/cgroup.js';
 import { parseStat } from '../../src/sidecar/runtime/procfs.js';
-import { kubeConfig, uniqueSuffix, waitFor } from '../support/cluster.js';
+import { controlPlane, kubeConfig, uniqueSuffix, waitFor } from '../support/cluster.js';
+import { useStack } from '../support/stack.js';
 import { alive } from '../support/procs.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
@@ -77,35 +79,42 @@ describe('supervise', () => {
     assert.match(r.stderr, /no-such-flag/);
   });
 
-  it('the real sidecar under it: SIGKILLed, it is started again and serves; SIGTERM stops both', async (t) => {
-    const dir = await tempDir(t);
-    const node = `sup-${uniqueSuffix()}`;
-    const [metricsPort, probePort] = await freePorts(2);
-    const supervisor = spawn(
-      process.execPath,
-      [CLI, 'supervise', 'sidecar', `--node-name=${node}`, `--root=${dir}`, `--kubeconfig=${process.env.KUBECONFIG}`, `--metrics-bind-address=127.0.0.1:${metricsPort}`, `--health-probe-bind-address=127.0.0.1:${probePort}`],
-      { stdio: 'ignore', detached: true },
-    );
-    const exited = new Promise<number | null>((resolve) => supervisor.once('exit', (code) => resolve(code)));
-    t.after(async () => {
-      if (supervisor.exitCode === null) process.kill(-supervisor.pid!, 'SIGKILL');
-      await killNodeLeftovers(dir, quiet);
-      // The agents' cgroup the sidecar made beside ours (it outlives the sidecar, as agents do).
-      const cgroups = await agentCgroupDir(`agent-operator-${node}`);
-      if (cgroups) await removeAgentCgroups(cgroups);
-      await agentNodeClient(kubeConfig()).delete({ name: node });
+  describe('the real sidecar', () => {
+    // deploy/ installed (its ServiceAccounts and node policies), as on a cluster; no components.
+    useStack('sup', { nodes: 0, controllers: 0 });
+    it('the real sidecar under it: SIGKILLed, it is started again and serves; SIGTERM stops both', async (t) => {
+      const dir = await tempDir(t);
+      const node = `sup-${uniqueSuffix()}`;
+      const [metricsPort, probePort] = await freePorts(2);
+      // The identity a node's sidecar has: the node policies deploy/ installs admit nothing else.
+      const kubeconfig = await (await controlPlane()).serviceAccountKubeconfig(OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT, { expirationSeconds: 3600, boundTo: await ensureNodeObject(kubeConfig(), node) });
+      const supervisor = spawn(
+        process.execPath,
+        [CLI, 'supervise', 'sidecar', `--node-name=${node}`, `--root=${dir}`, `--kubeconfig=${kubeconfig}`, `--metrics-bind-address=127.0.0.1:${metricsPort}`, `--health-probe-bind-address=127.0.0.1:${probePort}`],
+        { stdio: 'ignore', detached: true },
+      );
+      const exited = new Promise<number | null>((resolve) => supervisor.once('exit', (code) => resolve(code)));
+      t.after(async () => {
+        if (supervisor.exitCode === null) process.kill(-supervisor.pid!, 'SIGKILL');
+        await killNodeLeftovers(dir, quiet);
+        // The agents' cgroup the sidecar made beside ours (it outlives the sidecar, as agents do).
+        const cgroups = await agentCgroupDir(`agent-operator-${node}`);
+        if (cgroups) await removeAgentCgroups(cgroups);
+        await agentNodeClient(kubeConfig()).delete({ name: node });
+        await kubeConfig().makeApiClient(CoreV1Api).deleteNode({ name: node });
+      });
+      const healthy = async () => (await fetch(`http://127.0.0.1:${probePort}/readyz`).catch(() => undefined))?.status === 200;
+      await waitFor(healthy, { timeoutMs: 30_000, what: 'the supervised sidecar to be ready' });
+      const [first] = await childrenOf(supervisor.pid!);
+      assert.ok(first, 'the sidecar runs as the supervisor\'s child');
+      process.kill(first, 'SIGKILL');
+      const second = await waitFor(async () => (await childrenOf(supervisor.pid!)).find((p) => p !== first), { timeoutMs: 15_000, what: 'a new sidecar process' });
+      await waitFor(healthy, { timeoutMs: 30_000, what: 'the restarted sidecar to be ready' });
+      assert.equal(supervisor.exitCode, null, 'the supervisor (the container\'s main process) lived on');
+      process.kill(supervisor.pid!, 'SIGTERM');
+      assert.equal(await exited, 0);
+      assert.deepEqual(await childrenOf(second), []);
+      assert.equal(parseStat(await readFile(`/proc/${second}/stat`, 'utf8').catch(() => ''))?.pid, undefined, 'the sidecar stopped with it');
     });
-    const healthy = async () => (await fetch(`http://127.0.0.1:${probePort}/readyz`).catch(() => undefined))?.status === 200;
-    await waitFor(healthy, { timeoutMs: 30_000, what: 'the supervised sidecar to be ready' });
-    const [first] = await childrenOf(supervisor.pid!);
-    assert.ok(first, 'the sidecar runs as the supervisor\'s child');
-    process.kill(first, 'SIGKILL');
-    const second = await waitFor(async () => (await childrenOf(supervisor.pid!)).find((p) => p !== first), { timeoutMs: 15_000, what: 'a new sidecar process' });
-    await waitFor(healthy, { timeoutMs: 30_000, what: 'the restarted sidecar to be ready' });
-    assert.equal(supervisor.exitCode, null, 'the supervisor (the container\'s main process) lived on');
-    process.kill(supervisor.pid!, 'SIGTERM');
-    assert.equal(await exited, 0);
-    assert.deepEqual(await childrenOf(second), []);
-    assert.equal(parseStat(await readFile(`/proc/${second}/stat`, 'utf8').catch(() => ''))?.pid, undefined, 'the sidecar stopped with it');
   });
 });

@@ -30,8 +30,9 @@ import { ociSpec, type BindMount, type OciSpec } from '../../src/dev/ociSpec.js'
 import { PACKAGE_ROOT } from '../../src/dev/paths.js';
 import { freePorts } from '../../src/dev/ports.js';
 import { startContainer, type RunningContainer } from '../../src/dev/runc.js';
-import { OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT } from '../../src/dev/stack.js';
+import { ensureNodeObject, OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT } from '../../src/dev/stack.js';
 import { cgroup2Mount, removeAgentCgroups } from '../../src/sidecar/runtime/cgroup.js';
+import { kubeConfig } from './cluster.js';
 import { baseObjects, findObject, withLoopbackPorts, type Workload } from './deployManifests.js';
 
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -120,7 +121,7 @@ export async function startSidecarContainer(o: { cp: ControlPlaneClient; nodeNam
     }
 
     // The ServiceAccount token, as the kubelet projects it (0600, the pod's root), and its CA.
-    const kc = parseYaml(await readFile(await o.cp.serviceAccountKubeconfig(OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT, { expirationSeconds: 3600 }), 'utf8')) as {
+    const kc = parseYaml(await readFile(await o.cp.serviceAccountKubeconfig(OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT, { expirationSeconds: 3600, boundTo: await ensureNodeObject(kubeConfig(), o.nodeName) }), 'utf8')) as {
       clusters: { cluster: { server: string; 'certificate-authority'?: string; 'certificate-authority-data'?: string } }[];
       users: { user: { token: string } }[];
     };

@@ -19,7 +19,7 @@
  *   network           the host's (the control plane is on 127.0.0.1): ports moved to free ones.
  */
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, mkdtemp, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { V1Container, V1PodSecurityContext, V1Volume } from '@kubernetes/client-node';
 import { execa } from 'execa';
@@ -147,6 +147,8 @@ export async function startSidecarContainer(o: { cp: ControlPlaneClient; nodeNam
       await removeAgentCgroups(join(cgroupDir, `agent-operator-${o.nodeName}`));
       await rmdir(cgroupDir).catch(() => undefined);
       await rmdir(dirname(cgroupDir)).catch(() => undefined);
+      // runc made the path in every cgroup v1 hierarchy too (a hybrid machine); it removes its leaf, not the parent.
+      for (const c of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) await rmdir(join('/sys/fs/cgroup', c, dirname(cgroupsPath))).catch(() => undefined);
     });
 
     const [metricsPort, probePort] = await freePorts(2);

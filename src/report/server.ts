@@ -456,8 +456,10 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
           options.maxChannelConnections ?? DEFAULTS.maxChannelConnections,
         );
         channels.set(uid, opening);
-        opening.catch(() => channels.delete(uid));
-        log.info({ uid, dir }, 'report channel open');
+        opening.then(
+          () => log.info({ uid, dir }, 'report channel open'),
+          () => channels.delete(uid),
+        );
       }
       return (await opening).path;
     },

@@ -31,6 +31,7 @@ import { addFinding, latestReport, replayReports, type FindingsSummary, type Lat
 import { ResolveError, SpecResolver } from './resolve.js';
 import { checkLayout, checkTraversable, cleanupAgent, expandEnv, isAgentUid, probeSandbox, type NodeSandbox, launch, listSessions, listWorkspaces, observeSession, sweepNode, workspacePaths } from './runtime/index.js';
 import { findArchiveLocation } from './runtime/archive.js';
+import { exists } from './runtime/files.js';
 import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
 import { readSandboxUid } from './runtime/uids.js';
 import { hasTombstone, sha256Hex, tombstoneTrigger } from './runtime/workspace.js';
@@ -302,7 +303,8 @@ export class NodeSidecar {
     for (const w of await listWorkspaces(this.o.root)) {
       const paths = workspacePaths(this.o.root, w.uid);
       const gid = await readSandboxUid(paths);
-      if (gid === undefined || (await hasTombstone(paths))) continue;
+      // Agents launched before report sockets existed have no channel directory: they keep their token.
+      if (gid === undefined || (await hasTombstone(paths)) || !(await exists(paths.channel))) continue;
       try {
         await this.server!.openChannel(w.uid, paths.channel, gid);
       } catch (err) {

@@ -5,6 +5,7 @@
  *   prepare the state directory (the agent's uid, its scratch/ and home/, the prompt read-only for
  *   it, launch files, `go` FIFO, agent.json last)
  *   -> new-session running the launcher (which blocks on the FIFO)
+ *   -> the report channel opened (sandboxed: the sidecar listens on the agent's socket)
  *   -> remain-on-exit -> pipe-pane to output.log -> release the launcher.
  * A crash between any two steps converges on the next launch(): the FIFO's presence means the
  * command never ran, so the session can be finished or recreated; its absence means it ran, so

@@ -1,5 +1,7 @@
 /**
- * The in-session report endpoint a node sidecar runs on loopback. A report only records: it is
+ * The in-session report endpoint a node sidecar runs: one unix socket per agent (openChannel; the
+ * socket names the agent) and a loopback port for bearer tokens (agents without a sandbox), one
+ * HTTP handler behind both, with per-agent caps (limits.ts). A report only records: it is
  * appended to the agent's workspace (durable) before anything else happens, then handed to a callback
  * that reflects it into status later. Nothing that follows from a report (cleanup) runs here: the old
  * system ran cleanup inside the report call and killed the reporter mid-way.

@@ -43,9 +43,16 @@ export const AGENT_ENV = {
   namespace: 'AGENT_NAMESPACE',
   uid: 'AGENT_UID',
   promptFile: 'AGENT_PROMPT_FILE',
+  /** The agent's own report socket (sandboxed agents): who connects there is that agent. */
+  reportSocket: 'AGENT_REPORT_SOCKET',
+  /** Loopback URL and bearer token: agents without a sandbox (--sandbox=none) and those launched before the socket. */
   reportUrl: 'AGENT_REPORT_URL',
   reportToken: 'AGENT_REPORT_TOKEN',
 } as const;
+
+/** Where an agent's report socket appears inside its sandbox (its node-owned channel directory, bound read-only). */
+export const SANDBOX_REPORT_DIR = '/run/agent-operator';
+export const REPORT_SOCKET_NAME = 'report.sock';
 
 /** Env names a spec may not set: they are how the platform finds and trusts a session's processes. */
 export const RESERVED_ENV_NAMES: readonly string[] = Object.values(AGENT_ENV);

@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { LabelSyntaxError, parseLabelSet } from '../api/labels.js';
 import { loadKubeConfig } from '../kube/client.js';
+import { DEFAULT_REPORT_CAPS } from '../report/limits.js';
+import { MAX_BODY_BYTES } from '../report/protocol.js';
 import { newReconcileMetrics } from '../observability/metrics.js';
 import { setupAgentCgroups } from '../sidecar/runtime/cgroup.js';
 import { DEFAULT_UID_RANGE, nodeSandbox, parseUidRange, SANDBOX_MODES, type SandboxMode } from '../sidecar/runtime/index.js';
@@ -19,7 +21,9 @@ const FLAGS: FlagSpec = {
   capacity: { type: 'string', default: '4', help: 'agents this node runs at once' },
   workers: { type: 'string', help: 'concurrent reconciles (default: capacity + 2, at least 4: every agent can be launching or cleaning up at once)' },
   labels: { type: 'string', help: 'labels of the AgentNode, for nodeSelector: k=v,k2=v2' },
-  'report-port': { type: 'string', help: 'loopback port of the report endpoint (default: the one used before, else a free one)' },
+  'report-port': { type: 'string', help: 'loopback port of the report endpoint for agents without a sandbox (default: the one used before, else a free one)' },
+  'report-max-per-minute': { type: 'string', default: String(DEFAULT_REPORT_CAPS.maxPerMinute), help: 'reports one agent may send per minute (a burst up to it, then at that rate); more are refused with 429' },
+  'report-max-bytes-per-minute': { type: 'string', default: String(DEFAULT_REPORT_CAPS.maxBytesPerMinute), help: `report bytes one agent may send per minute (at least ${MAX_BODY_BYTES}, the largest report); more are refused with 429` },
   kubeconfig: { type: 'string', help: 'kubeconfig file (default: $KUBECONFIG, then in-cluster)' },
   'metrics-bind-address': { type: 'string', default: ':8090', help: 'address of /metrics' },
   'health-probe-bind-address': { type: 'string', default: ':8091', help: 'address of /healthz and /readyz' },
@@ -67,6 +71,10 @@ export async function runSidecar(argv: string[]): Promise<number> {
     sweepIntervalMs: intFlag(flags, 'sweep-interval-seconds', 1, 86_400) * 1000,
     sweepMinAgeSeconds: intFlag(flags, 'sweep-min-age-seconds', 0, 86_400),
     ...(flags['report-port'] !== undefined ? { reportPort: intFlag(flags, 'report-port', 1, 65_535) } : {}),
+    reportCaps: {
+      maxPerMinute: intFlag(flags, 'report-max-per-minute', 1, 1_000_000),
+      maxBytesPerMinute: intFlag(flags, 'report-max-bytes-per-minute', MAX_BODY_BYTES, 2 ** 40),
+    },
   };
   const labels = parseLabels(flags.labels as string | undefined);
   // Not pino's `name`: lines about an Agent carry the Agent's name under that key. NodeSidecar binds `node`.

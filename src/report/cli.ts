@@ -1,6 +1,6 @@
 /**
  * `agent-operator report`: what an agent runs inside its session to tell the platform how it is doing.
- * It validates locally with the server's own schemas, POSTs to the node's report endpoint, and retries
+ * It validates locally with the server's own schemas, POSTs to the agent's report channel, and retries
  * only when the endpoint could not be reached (a sidecar restarting), never when it answered.
  */
 // Namespaces, not named imports: looked up at call time, so interceptors that patch the module work.
@@ -25,7 +25,7 @@ export const EXIT = {
   ok: 0,
   /** The endpoint answered with an error (bad report, bad token, agent ended, server failure). */
   refused: 1,
-  /** Bad or missing flag, or AGENT_REPORT_URL / AGENT_REPORT_TOKEN missing or invalid. */
+  /** Bad or missing flag, or the channel's variables (AGENT_REPORT_SOCKET, or AGENT_REPORT_URL and AGENT_REPORT_TOKEN) missing or invalid. */
   usage: 2,
   /** The endpoint could not be reached, retries included. */
   unreachable: 3,
@@ -50,8 +50,9 @@ Options:
   -h, --help      this text
 
 Environment (set in every agent session):
-  ${AGENT_ENV.reportUrl}    base URL of the node's report endpoint
-  ${AGENT_ENV.reportToken}  this agent's secret token
+  ${AGENT_ENV.reportSocket} this agent's own report socket (sandboxed agents); when set, used alone
+  ${AGENT_ENV.reportUrl}    base URL of the node's report endpoint (agents without a sandbox)
+  ${AGENT_ENV.reportToken}  this agent's secret token (with ${AGENT_ENV.reportUrl})
 
 Exit codes:
   ${EXIT.ok}  recorded
@@ -133,11 +134,24 @@ function reportFromArgs(argv: string[]): { path: string; body: unknown } | undef
   return { path: REPORT_PATHS.status, body: report };
 }
 
-function endpointFrom(env: NodeJS.ProcessEnv, path: string): { url: URL; token: string } {
+/**
+ * Where this session's reports go: its own socket when AGENT_REPORT_SOCKET is set (a sandboxed
+ * agent; the socket says who it is), else the loopback URL with AGENT_REPORT_TOKEN.
+ */
+export type Endpoint =
+  | { kind: 'socket'; socketPath: string; path: string; describe: string }
+  | { kind: 'url'; url: URL; token: string; describe: string };
+
+export function endpointFrom(env: NodeJS.ProcessEnv, path: string): Endpoint {
+  const outsideSession = 'it is set in every agent session; run this command from inside one';
+  const socketPath = env[AGENT_ENV.reportSocket];
+  if (socketPath) {
+    if (!socketPath.startsWith('/')) throw new UsageError(`${AGENT_ENV.reportSocket} must be an absolute path: '${socketPath}'`);
+    return { kind: 'socket', socketPath, path, describe: `the report socket ${socketPath}` };
+  }
   const base = env[AGENT_ENV.reportUrl];
   const token = env[AGENT_ENV.reportToken];
-  const outsideSession = 'it is set in every agent session; run this command from inside one';
-  if (!base) throw new UsageError(`${AGENT_ENV.reportUrl} is not set: ${outsideSession}`);
+  if (!base) throw new UsageError(`neither ${AGENT_ENV.reportSocket} nor ${AGENT_ENV.reportUrl} is set: ${outsideSession}`);
   if (!token) throw new UsageError(`${AGENT_ENV.reportToken} is not set: ${outsideSession}`);
   let url: URL;
   try {
@@ -149,7 +163,7 @@ function endpointFrom(env: NodeJS.ProcessEnv, path: string): { url: URL; token: 
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new UsageError(`${AGENT_ENV.reportUrl} must be an http or https URL: '${base}'`);
   }
-  return { url, token };
+  return { kind: 'url', url, token, describe: url.origin };
 }
 
 interface Answer {
@@ -160,30 +174,23 @@ interface Answer {
 /** An error raised before any answer arrived: the report may not have reached the server. */
 class Unreachable extends Error {}
 
-function postOnce(url: URL, token: string, body: string, timeoutMs: number): Promise<Answer> {
-  const request = url.protocol === 'https:' ? https.request : http.request;
+function postOnce(endpoint: Endpoint, body: string, timeoutMs: number): Promise<Answer> {
+  const headers: Record<string, string> = { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) };
+  const common = { method: 'POST', signal: AbortSignal.timeout(timeoutMs) };
   return new Promise((resolve, reject) => {
     let answered = false;
-    const req = request(
-      url,
-      {
-        method: 'POST',
-        headers: {
-          Authorization: `Bearer ${token}`,
-          'Content-Type': 'application/json',
-          'Content-Length': String(Buffer.byteLength(body)),
-        },
-        signal: AbortSignal.timeout(timeoutMs),
-      },
-      (res) => {
-        answered = true;
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-        // The server answered: whatever it recorded stands, so this is reported, not retried.
-        res.on('error', (err) => resolve({ status: res.statusCode ?? 0, text: `(answer cut off: ${err.message})` }));
-      },
-    );
+    const onAnswer = (res: http.IncomingMessage) => {
+      answered = true;
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      // The server answered: whatever it recorded stands, so this is reported, not retried.
+      res.on('error', (err) => resolve({ status: res.statusCode ?? 0, text: `(answer cut off: ${err.message})` }));
+    };
+    const req =
+      endpoint.kind === 'socket'
+        ? http.request({ ...common, socketPath: endpoint.socketPath, path: endpoint.path, headers: { ...headers, Host: 'agent-operator' } }, onAnswer)
+        : (endpoint.url.protocol === 'https:' ? https.request : http.request)(endpoint.url, { ...common, headers: { ...headers, Authorization: `Bearer ${endpoint.token}` } }, onAnswer);
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (answered) return;
       const why = err.name === 'AbortError' ? `no answer within ${timeoutMs} ms` : (err.code ?? err.message);
@@ -231,15 +238,16 @@ export interface ChannelCallOptions {
 
 /**
  * One call on this session's report channel: the node's answer (parsed JSON) to `body` sent to
- * `path`. The one place that knows the channel's transport; `report` and `mcp` both go through it.
- * Retried only when no answer came (a sidecar restarting), never when the node answered.
+ * `path`. The one place that knows the channel's transport (the agent's socket, or the loopback URL
+ * and token: endpointFrom). Retried only when no answer came (a sidecar restarting), never when the
+ * node answered.
  */
 export async function callReportChannel(path: string, body: unknown, options: ChannelCallOptions = {}): Promise<unknown> {
   const retryDelaysMs = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  let target: { url: URL; token: string };
+  let endpoint: Endpoint;
   try {
-    target = endpointFrom(options.env ?? process.env, path);
+    endpoint = endpointFrom(options.env ?? process.env, path);
   } catch (e) {
     if (e instanceof UsageError) throw new ChannelError('usage', e.message);
     throw e;
@@ -247,14 +255,14 @@ export async function callReportChannel(path: string, body: unknown, options: Ch
   const payload = JSON.stringify(body);
   for (let attempt = 0; ; attempt++) {
     try {
-      const answer = await postOnce(target.url, target.token, payload, timeoutMs);
+      const answer = await postOnce(endpoint, payload, timeoutMs);
       if (answer.status >= 200 && answer.status < 300) return safeJson(answer.text);
       throw new ChannelError('refused', describeRefusal(answer));
     } catch (e) {
       if (!(e instanceof Unreachable)) throw e;
       const delay = retryDelaysMs[attempt];
-      if (delay === undefined) throw new ChannelError('unreachable', `cannot reach ${target.url.origin} (${e.message}) after ${attempt + 1} attempts`);
-      options.onRetry?.(`cannot reach ${target.url.origin} (${e.message}); retrying in ${delay} ms`);
+      if (delay === undefined) throw new ChannelError('unreachable', `cannot reach ${endpoint.describe} (${e.message}) after ${attempt + 1} attempts`);
+      options.onRetry?.(`cannot reach ${endpoint.describe} (${e.message}); retrying in ${delay} ms`);
       await sleep(delay);
     }
   }

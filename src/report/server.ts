@@ -1,5 +1,7 @@
 /**
- * The in-session report endpoint a node sidecar runs on loopback. A report only records: it is
+ * The in-session report endpoint a node sidecar runs: one unix socket per agent (openChannel; the
+ * socket names the agent) and a loopback port for bearer tokens (agents without a sandbox), one
+ * HTTP handler behind both, with per-agent caps (limits.ts). A report only records: it is
  * appended to the agent's workspace (durable) before anything else happens, then handed to a callback
  * that reflects it into status later. Nothing that follows from a report (cleanup) runs here: the old
  * system ran cleanup inside the report call and killed the reporter mid-way.
@@ -12,9 +14,11 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { listenOnChannel, type Channel } from './channel.js';
+import { DEFAULT_REPORT_CAPS, ReportLimiter, type CapKind, type ReportCaps } from './limits.js';
 import {
   CALL_PATHS,
   MAX_BODY_BYTES,
@@ -51,6 +55,15 @@ export interface ReportServerOptions<C extends AgentContext = AgentContext> {
    * context returned is a live object or a snapshot.
    */
   authenticate: (token: string) => C | undefined;
+  /**
+   * The agent a report channel belongs to, by UID (see openChannel): called as authenticate is, for
+   * requests that came in on that agent's socket. Undefined: the node does not know it (yet).
+   */
+  agentContext?: (uid: string) => C | undefined;
+  /** Per-agent caps on reports and bytes per minute, whatever the transport. */
+  caps?: ReportCaps;
+  /** Told of every report refused for a cap (for /metrics). */
+  onCapped?: (kind: CapKind) => void;
   onStatus: (ctx: C, report: StatusReport, at: Date) => Promise<void>;
   onFinding: (ctx: C, finding: Finding, at: Date) => Promise<void>;
   /**
@@ -65,6 +78,8 @@ export interface ReportServerOptions<C extends AgentContext = AgentContext> {
   /** ...and its whole request within this one; then the connection is closed (408). */
   requestTimeoutMs?: number;
   maxConnections?: number;
+  /** Connections at once on one agent's socket. */
+  maxChannelConnections?: number;
 }
 
 export interface ReportServer {
@@ -75,6 +90,13 @@ export interface ReportServer {
    * agent's context stops accepting reports, so nothing lands in the workspace after it is archived.
    */
   whenIdle(uid: string): Promise<void>;
+  /**
+   * Listens on the agent's own socket, `<dir>/report.sock` (channel.ts), replacing one a crashed
+   * process left; a request on it is that agent's, no token needed. Idempotent; returns the path.
+   */
+  openChannel(uid: string, dir: string, gid: number | undefined): Promise<string>;
+  /** Stops listening on the agent's socket and removes it; idempotent. */
+  closeChannel(uid: string): Promise<void>;
   /** Stops listening, lets requests in flight finish (bounded by the request timeout), closes. */
   close(): Promise<void>;
 }
@@ -85,6 +107,7 @@ const DEFAULTS = {
   headersTimeoutMs: 5_000,
   requestTimeoutMs: 10_000,
   maxConnections: 128,
+  maxChannelConnections: 8,
 } as const;
 /** How often node checks connections against the header/request timeouts (its default is 30 s). */
 const TIMEOUT_CHECK_INTERVAL_MS = 250;
@@ -249,6 +272,10 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
   /** Per agent, the tail of its write chain: records are written (and callbacks started) in order. */
   const chains = new Map<string, Promise<void>>();
   const inFlight = new Set<Promise<void>>();
+  const limiter = new ReportLimiter(options.caps ?? DEFAULT_REPORT_CAPS);
+  /** Open agent sockets by UID, and the agent each accepted connection came in for. */
+  const channels = new Map<string, Promise<Channel>>();
+  const channelOf = new WeakMap<Socket, string>();
 
   /**
    * Queues the record behind the agent's earlier ones. `written` resolves once it is durable, with
@@ -277,6 +304,27 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
     return { at, written };
   }
 
+  /** The agent behind a request: the owner of the socket it came in on, else its bearer token's. */
+  function identifier(req: IncomingMessage): () => C | undefined {
+    const uid = channelOf.get(req.socket);
+    if (uid !== undefined) return () => options.agentContext?.(uid);
+    const token = bearerToken(req);
+    return () => authenticate(token);
+  }
+
+  function unknownAgent(req: IncomingMessage): HttpError {
+    const uid = channelOf.get(req.socket);
+    if (uid === undefined) return new HttpError(401, 'invalid report token', { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
+    // A socket is only opened for an agent of this node: its Agent is not in the sidecar's cache yet.
+    return new HttpError(503, `the node does not know agent ${uid} yet (its sidecar is starting); retry shortly`, { 'Retry-After': '1' });
+  }
+
+  function capped(refusal: ReturnType<ReportLimiter['admit']>): void {
+    if (!refusal) return;
+    options.onCapped?.(refusal.kind);
+    throw new HttpError(429, refusal.message, { 'Retry-After': String(refusal.retryAfterSeconds) });
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://report.invalid').pathname;
     if (path === REPORT_PATHS.health) {
@@ -288,21 +336,24 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
     const call = CALLS.get(path);
     if (!route && !(call && options.onCall)) throw new HttpError(404, `no such endpoint: ${path} (use POST ${REPORT_PATHS.status} or POST ${REPORT_PATHS.finding})`);
     if (req.method !== 'POST') throw new HttpError(405, `${req.method} not allowed on ${path}: use POST`, { Allow: 'POST' });
-    const token = bearerToken(req);
-    const ctx = authenticate(token);
-    if (!ctx) throw new HttpError(401, 'invalid report token', { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
+    const identify = identifier(req);
+    const ctx = identify();
+    if (!ctx) throw unknownAgent(req);
+    capped(limiter.admit(ctx.uid));
     checkContentType(req);
-    const body = parseJson(await readBody(req, res));
+    const body = await readBody(req, res);
+    capped(limiter.charge(ctx.uid, body.length));
+    const parsed = parseJson(body);
     if (!route) {
-      await answerCall(ctx, call!, body, res);
+      await answerCall(ctx, call!, parsed, res);
       return;
     }
-    const validated = route.validate(body);
+    const validated = route.validate(parsed);
     if (!validated.ok) throw new HttpError(400, validated.error);
 
     // Checked and enqueued in one synchronous step: whoever flips acceptingReports and then awaits
     // whenIdle() either sees this report written or makes it fail here.
-    const current = authenticate(token);
+    const current = identify();
     if (!current || current.uid !== ctx.uid || !current.acceptingReports) {
       throw new HttpError(409, `agent ${ctx.uid} has ended and no longer accepts reports`);
     }
@@ -394,7 +445,36 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
     whenIdle: async (uid) => {
       await chains.get(uid);
     },
+    openChannel: async (uid, dir, gid) => {
+      let opening = channels.get(uid);
+      if (!opening) {
+        opening = listenOnChannel(
+          dir,
+          gid,
+          (socket) => {
+            channelOf.set(socket, uid);
+            server.emit('connection', socket);
+          },
+          options.maxChannelConnections ?? DEFAULTS.maxChannelConnections,
+        );
+        channels.set(uid, opening);
+        opening.then(
+          () => log.info({ uid, dir }, 'report channel open'),
+          () => channels.delete(uid),
+        );
+      }
+      return (await opening).path;
+    },
+    closeChannel: async (uid) => {
+      const opening = channels.get(uid);
+      if (!opening) return;
+      channels.delete(uid);
+      limiter.forget(uid);
+      await (await opening.catch(() => undefined))?.close();
+    },
     close: async () => {
+      for (const opening of channels.values()) await (await opening.catch(() => undefined))?.close();
+      channels.clear();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       await withTimeout(Promise.allSettled([...inFlight]), requestTimeoutMs + callbackTimeoutMs).catch(() => undefined);

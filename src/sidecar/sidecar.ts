@@ -12,7 +12,7 @@ import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Agent, CleanupRecord } from '../api/agent.js';
 import { bytesOf, milliCpuOf } from '../api/quantity.js';
 import type { Limits } from './runtime/cgroup.js';
-import { AGENT_ENV, API_VERSION, AGENT_KIND, DEFAULTS, NODE_LABEL, type LimitController } from '../api/constants.js';
+import { AGENT_ENV, API_VERSION, AGENT_KIND, DEFAULTS, NODE_LABEL, REPORT_SOCKET_NAME, SANDBOX_REPORT_DIR, type LimitController } from '../api/constants.js';
 import { sleep } from '../kube/backoff.js';
 import { describeError } from '../kube/errors.js';
 import { EventRecorder } from '../kube/events.js';
@@ -20,6 +20,7 @@ import { Informer, objectKey } from '../kube/informer.js';
 import { AGENT_RESOURCE, agentClient, agentNodeClient, refOf, type KubeObject, type ResourceClient } from '../kube/resources.js';
 import { runWorkers, WorkQueue } from '../kube/workqueue.js';
 import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../observability/metrics.js';
+import type { ReportCaps } from '../report/limits.js';
 import { startReportServer, type AgentContext, type ReportServer } from '../report/server.js';
 import { decideNode, outputTimeResolutionMs, RESUMABLE_STEPS, workersFor, type LocalFacts, type ResumableStep } from './decide.js';
 import { relistWants, type Glimpse } from './relist.js';
@@ -30,8 +31,10 @@ import { addFinding, latestReport, replayReports, type FindingsSummary, type Lat
 import { ResolveError, SpecResolver } from './resolve.js';
 import { checkLayout, checkTraversable, cleanupAgent, expandEnv, isAgentUid, probeSandbox, type NodeSandbox, launch, listSessions, listWorkspaces, observeSession, sweepNode, workspacePaths } from './runtime/index.js';
 import { findArchiveLocation } from './runtime/archive.js';
+import { exists } from './runtime/files.js';
 import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
-import { sha256Hex, tombstoneTrigger } from './runtime/workspace.js';
+import { readSandboxUid } from './runtime/uids.js';
+import { hasTombstone, sha256Hex, tombstoneTrigger } from './runtime/workspace.js';
 
 type AgentObj = Agent & KubeObject;
 
@@ -55,6 +58,8 @@ export interface SidecarOptions {
   labels: Record<string, string>;
   /** Report endpoint port on loopback; undefined: the one this node used before, else a free one. */
   reportPort?: number;
+  /** Per-agent caps on reports and bytes per minute (default DEFAULT_REPORT_CAPS). */
+  reportCaps?: ReportCaps;
   /** Every agent's sandbox (see runtime/sandbox.ts); checked for real before anything starts. */
   sandbox: NodeSandbox;
   /** The sidecar's kubeconfig file, if any: refused where an agent could see it. */
@@ -104,6 +109,7 @@ export class NodeSidecar {
   private readonly cleanupFailures: Counter;
   private readonly sessions: Gauge;
   private readonly launchResumes: Counter<'step'>;
+  private readonly reportsCapped: Counter<'cap'>;
   /** Launches decided and not yet seen through (started, or given up for a cleanup), by UID. */
   private readonly unfinished = new Map<string, { since: number; step: ResumableStep | 'none' }>();
   private readonly exits: ExitWatches;
@@ -155,6 +161,13 @@ export class NodeSidecar {
       registers: [m.registry],
     });
     for (const step of RESUMABLE_STEPS) this.launchResumes.inc({ step }, 0);
+    this.reportsCapped = new Counter({
+      name: 'agent_operator_reports_capped_total',
+      help: 'Reports refused (429) because their agent went over its reports-per-minute (rate) or bytes-per-minute (bytes) cap',
+      labelNames: ['cap'],
+      registers: [m.registry],
+    });
+    for (const cap of ['rate', 'bytes']) this.reportsCapped.inc({ cap }, 0);
     const unfinished = this.unfinished;
     new Gauge({
       name: 'agent_operator_launches_unfinished',
@@ -175,6 +188,7 @@ export class NodeSidecar {
       .onDelete((a) => {
         const uid = a.metadata?.uid ?? '';
         this.exits.unwatch(uid);
+        void this.server?.closeChannel(uid);
         for (const m of [this.reports, this.findings, this.keys, this.launchErrors, this.limitsNotEnforced, this.cleaned, this.unfinished]) m.delete(uid);
       });
   }
@@ -199,6 +213,7 @@ export class NodeSidecar {
     await this.writeShim();
     const rediscovered = await this.rediscover();
     this.server = await this.startServer();
+    await this.reopenChannels();
     this.node = await this.retry('registering the AgentNode', signal, () =>
       registerNode({ api: agentNodeClient(this.o.kubeConfig), nodeName: this.o.nodeName, labels: this.o.labels, capacity: this.o.capacity, version: this.o.version, logger: this.log }),
     );
@@ -279,6 +294,26 @@ export class NodeSidecar {
     return workspaces.length;
   }
 
+  /**
+   * Listens again on the report socket of every agent found on the node that is not being cleaned
+   * up: its sandbox sees the directory, so the new socket is where its old one was.
+   */
+  private async reopenChannels(): Promise<void> {
+    if (this.o.sandbox.host.mode === 'none') return;
+    for (const w of await listWorkspaces(this.o.root)) {
+      const paths = workspacePaths(this.o.root, w.uid);
+      const gid = await readSandboxUid(paths);
+      // Agents launched before report sockets existed have no channel directory: they keep their token.
+      if (gid === undefined || (await hasTombstone(paths)) || !(await exists(paths.channel))) continue;
+      try {
+        await this.server!.openChannel(w.uid, paths.channel, gid);
+      } catch (err) {
+        // Its launch (resumed) opens it again or fails visibly on the Agent; a workspace without a channel is no reason to stop the node.
+        this.log.warn({ uid: w.uid, err: describeError(err) }, 'could not reopen a report channel');
+      }
+    }
+  }
+
   private async replay(uid: string, files: { reports: string; findings: string }): Promise<void> {
     const r = await replayReports(files);
     if (r.report) this.reports.set(uid, r.report);
@@ -297,7 +332,10 @@ export class NodeSidecar {
       host: '127.0.0.1',
       port,
       logger: this.log,
-      authenticate: (token) => this.contextFor(token),
+      authenticate: (token) => this.contextOf(this.tokens.get(sha256Hex(token))),
+      agentContext: (uid) => this.contextOf(uid),
+      ...(this.o.reportCaps ? { caps: this.o.reportCaps } : {}),
+      onCapped: (cap) => this.reportsCapped.inc({ cap }),
       onStatus: async (ctx, report, at) => {
         this.reports.set(ctx.uid, latestReport(report, at, this.reports.get(ctx.uid)));
         this.queue.add(ctx.key);
@@ -312,8 +350,7 @@ export class NodeSidecar {
     return server;
   }
 
-  private contextFor(token: string): Ctx | undefined {
-    const uid = this.tokens.get(sha256Hex(token));
+  private contextOf(uid: string | undefined): Ctx | undefined {
     const key = uid ? this.keys.get(uid) : undefined;
     if (!uid || !key) return undefined;
     return { uid, key, workspaceDir: workspacePaths(this.o.root, uid).dir, acceptingReports: !this.cleaning.has(uid) && !this.cleaned.has(uid) };
@@ -436,8 +473,13 @@ export class NodeSidecar {
       this.queue.add(objectKey(agent));
       return;
     }
-    const token = randomBytes(32).toString('base64url');
-    this.tokens.set(sha256Hex(token), uid);
+    // Sandboxed: its own socket, and no token (nothing to steal). Unsandboxed: the loopback URL and a token.
+    const sandboxed = this.o.sandbox.host.mode !== 'none';
+    const token = sandboxed ? undefined : randomBytes(32).toString('base64url');
+    if (token) this.tokens.set(sha256Hex(token), uid);
+    const channelEnv: Record<string, string> = token
+      ? { [AGENT_ENV.reportUrl]: this.server!.url, [AGENT_ENV.reportToken]: token }
+      : { [AGENT_ENV.reportSocket]: `${SANDBOX_REPORT_DIR}/${REPORT_SOCKET_NAME}` };
     const env = expandEnv(resolved.env, {
       [AGENT_ENV.name]: ref.name,
       [AGENT_ENV.namespace]: ref.namespace ?? '',
@@ -451,7 +493,8 @@ export class NodeSidecar {
         namespace: ref.namespace ?? '',
         name: ref.name,
         command: agent.spec.command,
-        env: { [AGENT_ENV.reportUrl]: this.server!.url, [AGENT_ENV.reportToken]: token, ...env },
+        env: { ...channelEnv, ...env },
+        ...(sandboxed ? { openChannel: async (dir: string, gid: number) => void (await this.server!.openChannel(uid, dir, gid)) } : {}),
         ...(agent.spec.workingDir ? { workingDir: agent.spec.workingDir } : {}),
         prompt: resolved.prompt,
         promptOnStdin: agent.spec.promptOnStdin ?? false,
@@ -519,6 +562,7 @@ export class NodeSidecar {
         beforeArchive: () => this.server!.whenIdle(uid),
       });
       this.cleaned.set(uid, record);
+      await this.server!.closeChannel(uid);
       this.cleanupSeconds.observe((performance.now() - started) / 1000);
       if (record.errors && record.errors.length > 0) {
         this.cleanupFailures.inc();
@@ -548,6 +592,7 @@ export class NodeSidecar {
         ...(this.o.sweepMinAgeSeconds !== undefined ? { minAgeSeconds: this.o.sweepMinAgeSeconds } : {}),
       });
       for (const r of results) {
+        await this.server?.closeChannel(r.uid);
         this.log.warn({ uid: r.uid, error: r.error, archive: r.record?.archivePath }, 'swept an orphan');
         this.nodeEvent(
           'Warning',

@@ -5,10 +5,12 @@
  * agent has a HOME, writes its workspace and /tmp, reaches the network, reads its prompt, reports.
  */
 import assert from 'node:assert/strict';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, rm, stat, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { execa } from 'execa';
 import { REPORTING_CONTROLLER } from '../../src/controller/controller.js';
+import { MAX_BODY_BYTES } from '../../src/report/protocol.js';
 import { cgroup2Mount, ownCgroup } from '../../src/sidecar/runtime/cgroup.js';
 import { environValue } from '../../src/sidecar/runtime/procfs.js';
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
@@ -16,13 +18,14 @@ import { readSandboxUid } from '../../src/sidecar/runtime/uids.js';
 import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { createTestNamespace, waitFor } from '../support/cluster.js';
 import { assertAttackGotNothing, assertNormalAgentOutput, attackScript, environOf, normalAgentScript, pidsOfUser, plantedPaths } from '../support/hostile.js';
-import { eventsAbout } from '../support/telemetry.js';
+import { eventsAbout, metricValue, scrape } from '../support/telemetry.js';
 import { agents, archivedOutput, assertNodeClean, createAgent, useStack, waitForAgent, waitForCleanedUp, waitForOutput } from '../support/stack.js';
 
 const exists = (p: string) => stat(p).then(() => true, () => false);
 
 describe('hostile agents on one node', () => {
-  const stack = useStack('hostile', { nodes: 1, capacity: 6 });
+  // Low report caps, so that a flood shows within a test: 6 reports and one large report a minute.
+  const stack = useStack('hostile', { nodes: 1, capacity: 6, reportCaps: { maxPerMinute: 6, maxBytesPerMinute: MAX_BODY_BYTES } });
 
   it('an attacker reaches nothing of the victim, the node or the sidecar; the victim and the node carry on', async (t) => {
     const ns = await createTestNamespace(t, 'hostile');
@@ -38,8 +41,15 @@ describe('hostile agents on one node', () => {
     await waitForOutput(stack(), victim, /victim-output-secret/);
     const vuid = victim.metadata!.uid!;
     const vpaths = workspacePaths(node.root, vuid);
-    const victimToken = environValue(await environOf(vuid), 'AGENT_REPORT_TOKEN');
-    assert.ok(victimToken, 'the victim has a report token');
+    // Its report channel is its own socket: no token in its env or on the node for anyone to steal.
+    const venv = await environOf(vuid);
+    assert.equal(environValue(venv, 'AGENT_REPORT_SOCKET'), '/run/agent-operator/report.sock');
+    assert.equal(environValue(venv, 'AGENT_REPORT_TOKEN'), undefined);
+    assert.equal(environValue(venv, 'AGENT_REPORT_URL'), undefined);
+    assert.equal((JSON.parse(await readFile(vpaths.agentJson, 'utf8')) as { reportTokenSha256?: string }).reportTokenSha256, undefined);
+    const vsocket = join(vpaths.channel, 'report.sock');
+    assert.ok((await stat(vsocket)).isSocket());
+    const reportPort = (JSON.parse(await readFile(join(node.root, 'sidecar.json'), 'utf8')) as { reportPort: number }).reportPort;
     const sidecarArgs = (await readFile(`/proc/${node.process()!.pid}/cmdline`, 'utf8')).split('\0');
     const kubeconfigPath = sidecarArgs[sidecarArgs.indexOf('--kubeconfig') + 1]!;
     const kubeconfig = await readFile(kubeconfigPath, 'utf8');
@@ -47,12 +57,12 @@ describe('hostile agents on one node', () => {
     assert.ok(sidecarToken, 'the sidecar kubeconfig holds a token');
     const shimBefore = await readFile(join(node.root, 'bin', 'agent-operator'));
 
-    const attack = attackScript({ root: node.root, victim: vpaths, victimUid: vuid, credentials: [kubeconfigPath, '/var/run/secrets/kubernetes.io/serviceaccount/token'] });
+    const attack = attackScript({ root: node.root, victim: vpaths, victimUid: vuid, credentials: [kubeconfigPath, '/var/run/secrets/kubernetes.io/serviceaccount/token'], reportPort });
     await createAgent(ns, 'attacker', { command: ['sh', '-c', attack], env: [{ name: 'ATTACKER', value: '1' }] });
     const attacker = await waitForCleanedUp(ns, 'attacker');
     const out = await archivedOutput(attacker);
     t.diagnostic(out.split('\n').filter((l) => !l.startsWith('ENV: ')).slice(0, 40).join('\n'));
-    assertAttackGotNothing(out, { 'victim env': secret, 'victim prompt': promptSecret, 'victim output': 'victim-output-secret', 'victim report token': victimToken, 'sidecar token': sidecarToken });
+    assertAttackGotNothing(out, { 'victim env': secret, 'victim prompt': promptSecret, 'victim output': 'victim-output-secret', 'sidecar token': sidecarToken });
 
     // From outside: the victim is untouched and the node is intact.
     victim = await waitForAgent(ns, 'victim', (a) => a.status?.phase === 'Running', 'to still run');
@@ -60,11 +70,24 @@ describe('hostile agents on one node', () => {
     assert.equal((await stat(vpaths.agentJson)).isFile(), true);
     assert.ok((await listSessions(node.root)).some((s) => s.uid === vuid && !s.dead), 'the victim session is alive');
     assert.equal(await readFile(vpaths.prompt, 'utf8'), promptSecret);
+    // Its channel is intact and still its own: a report on it (root may connect) lands on the victim.
+    const link = join('/tmp', `ao-hostile-${process.pid}`);
+    await symlink(vpaths.channel, link);
+    try {
+      const r = await execa('curl', ['-fsS', '--max-time', '10', '--unix-socket', join(link, 'report.sock'), '-H', 'Content-Type: application/json', '-d', '{"status":"working","progress":33}', 'http://agent/v1/report'], { reject: false, timeout: 20_000 });
+      assert.equal(r.exitCode, 0, r.stderr);
+    } finally {
+      await rm(link, { force: true });
+    }
+    victim = await waitForAgent(ns, 'victim', (a) => a.status?.progress === 33, 'to show the report made on its socket');
     for (const f of plantedPaths(node.root, vpaths).filter((p) => !p.endsWith('/bin/agent-operator'))) assert.equal(await exists(f), false, f);
     assert.deepEqual(await readFile(join(node.root, 'bin', 'agent-operator')), shimBefore);
     const vid = await readSandboxUid(vpaths);
     assert.ok(vid !== undefined && vid > 0, 'the victim runs as its own uid');
     assert.ok((await pidsOfUser(vid)).length > 0);
+
+    assert.equal(attacker.status?.progress, 77);
+    await assert.rejects(stat(join(workspacePaths(node.root, attacker.metadata!.uid!).channel, 'report.sock')), { code: 'ENOENT' }, 'the socket goes with the agent');
 
     // The attacker is gone for good, by the kernel's account, and it had its own uid.
     assert.equal(attacker.status?.cleanup?.verifiedNoProcesses, true);
@@ -118,6 +141,7 @@ describe('hostile agents on one node', () => {
     assert.equal(a.status?.phase, 'Completed', `${a.status?.reason}: ${a.status?.message}\n${out}`);
     assertNormalAgentOutput(out);
     assert.equal(a.status?.progress, 50);
+    assert.equal(a.status?.findings?.recent?.[0]?.message, 'via curl');
     assert.equal(a.status?.cleanup?.verifiedNoProcesses, true);
     assert.ok(a.status?.cleanup?.cpuMilliseconds !== undefined, 'CPU time recorded');
     // The node says which in status (its Events are about its AgentNode only); the controller records the Warning.
@@ -132,5 +156,42 @@ describe('hostile agents on one node', () => {
       assert.match(warned?.note ?? '', new RegExp(`^${missing.join(', ')} limit\\(s\\) not enforced on node ${node.name}`), `missing: ${missing.join(', ')}`);
       assert.equal(condition?.status, 'False');
     }
+  });
+
+  it('a report flood is refused at the agent\'s caps (429, counted in /metrics); other agents and the node carry on', async (t) => {
+    const ns = await createTestNamespace(t, 'hostile-flood');
+    const node = stack().nodes[0]!;
+    const capped = async (cap: string) => metricValue(await scrape(node.metricsUrl), 'agent_operator_reports_capped_total', { cap }) ?? 0;
+    const before = { rate: await capped('rate'), bytes: await capped('bytes') };
+    // Rate: eight reports at once over its socket (curl, fast: no refill of one per 10 s between them).
+    const flood = [
+      'for i in 1 2 3 4 5 6 7 8; do',
+      `  curl -sS --max-time 10 --unix-socket "$AGENT_REPORT_SOCKET" -H 'Content-Type: application/json' -d "{\\"status\\":\\"working\\",\\"progress\\":$i}" -w " http=%{http_code}\\n" http://agent/v1/report`,
+      'done',
+      'echo flood-done',
+    ].join('\n');
+    // Bytes: the first large finding (60 kB, made in the session: a spec arg holds 16 KiB) fits the
+    // minute's bytes, the second does not (the CLI prints the refusal).
+    const hoard = ['big="\\"$$(head -c 60000 /dev/zero | tr "\\0" x)\\""', ...[1, 2].map((i) => `agent-operator report finding --type dump --severity info --message big${i} --data "$big"; echo "big${i} rc=$?"`)].join('\n');
+    await createAgent(ns, 'flooder', { command: ['sh', '-c', flood] });
+    await createAgent(ns, 'hoarder', { command: ['sh', '-c', hoard] });
+    await createAgent(ns, 'calm', { command: ['sh', '-c', 'sleep 2; agent-operator report --status completed --progress 100 --message calm-and-done'] });
+    const flooder = await waitForCleanedUp(ns, 'flooder');
+    const out = await archivedOutput(flooder);
+    assert.match(out, /flood-done/);
+    const codes = [...out.matchAll(/http=(\d+)/g)].map((m) => m[1]);
+    assert.deepEqual(codes, ['202', '202', '202', '202', '202', '202', '429', '429'], out);
+    assert.match(out, /\{"error":"report rate cap reached: this agent may send at most 6 reports per minute; retry in \d+ s"\} http=429/);
+    assert.equal(flooder.status?.progress, 6, 'what was admitted is recorded, what was refused is not');
+    const hoarder = await waitForCleanedUp(ns, 'hoarder');
+    const hoarded = await archivedOutput(hoarder);
+    assert.match(hoarded, /big1 rc=0/);
+    assert.match(hoarded, /refused \(HTTP 429\): report bytes cap reached: this agent may send at most \d+ bytes of reports per minute; retry in \d+ s\r?\nbig2 rc=1/);
+    assert.equal(hoarder.status?.findings?.total, 1);
+    assert.equal(await capped('rate'), before.rate + 2);
+    assert.equal(await capped('bytes'), before.bytes + 1);
+    const calm = await waitForCleanedUp(ns, 'calm');
+    assert.equal(calm.status?.phase, 'Completed');
+    assert.equal(calm.status?.message, 'calm-and-done');
   });
 });

@@ -3,11 +3,11 @@
  * CLI as a real child process.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import http, { type IncomingHttpHeaders } from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -58,6 +58,7 @@ async function startFixture(t: TestContext, overrides: Overrides = {}): Promise<
       const uid = verifyReportToken(secret, token);
       return uid === undefined ? undefined : agents.get(uid);
     },
+    agentContext: (uid) => agents.get(uid),
     onStatus: async (ctx, report, at) => void reflected.push({ uid: ctx.uid, kind: 'status', report, at }),
     onFinding: async (ctx, report, at) => void reflected.push({ uid: ctx.uid, kind: 'finding', report, at }),
     ...overrides,
@@ -96,6 +97,8 @@ interface Send {
   /** Sent in pieces without Content-Length. */
   chunked?: boolean;
   headers?: Record<string, string>;
+  /** Over this unix socket (the url's host is then only the Host header). */
+  socketPath?: string;
 }
 
 function send(url: string, send: Send = {}): Promise<Answer> {
@@ -105,7 +108,7 @@ function send(url: string, send: Send = {}): Promise<Answer> {
   const body = send.body === undefined ? undefined : Buffer.from(send.body);
   if (body && !send.chunked) headers['content-length'] = String(body.length);
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: send.method ?? 'POST', headers, signal: AbortSignal.timeout(10_000) }, (res) => {
+    const req = http.request(url, { method: send.method ?? 'POST', headers, signal: AbortSignal.timeout(10_000), ...(send.socketPath ? { socketPath: send.socketPath } : {}) }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -472,5 +475,148 @@ describe('report CLI as a child process against the real server', () => {
     assert.equal(r.exitCode, 3);
     assert.equal(r.stderr.match(/ECONNREFUSED/g)?.length, 3, r.stderr);
     assert.ok(Date.now() - started >= 2_000, 'it waited between attempts');
+  });
+});
+
+/** A channel directory as the launch makes it: root:<gid>, 0750, under directories others may pass. */
+async function channelDir(agent: Agent, gid: number): Promise<string> {
+  const dir = join(agent.workspaceDir, 'channel');
+  await mkdir(dir, { recursive: true });
+  await chown(dir, 0, gid);
+  await chmod(dir, 0o750);
+  for (const d of [agent.workspaceDir, join(agent.workspaceDir, '..')]) await chmod(d, 0o711);
+  return dir;
+}
+
+/**
+ * The socket's path through a short link to its directory: a client's sun_path holds 107 bytes and
+ * test roots are deep (the sidecar binds through a descriptor; agents use their short fixed path).
+ */
+async function reachable(t: TestContext, sock: string): Promise<string> {
+  const link = join('/tmp', `aoch-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
+  await symlink(dirname(sock), link);
+  t.after(() => rm(link, { force: true }));
+  return join(link, basename(sock));
+}
+
+const overSocket = (socketPath: string, body: unknown, extra: Send = {}, path = '/v1/report') =>
+  send(`http://agent${path}`, { socketPath, contentType: 'application/json', body: json(body), ...extra });
+
+describe('report channel: one unix socket per agent', () => {
+  const GID = 300_777;
+
+  it('a request on an agent\'s socket is that agent\'s, without a token; a token sent there changes nothing', async (t) => {
+    const f = await startFixture(t);
+    const path = await f.server.openChannel(f.a.uid, await channelDir(f.a, GID), GID);
+    assert.equal(path, join(f.a.workspaceDir, 'channel', 'report.sock'));
+    const sock = await reachable(t, path);
+    const st = await stat(sock);
+    assert.ok(st.isSocket());
+    assert.deepEqual([st.uid, st.gid, (st.mode & 0o777).toString(8)], [0, GID, '660']);
+    assert.equal(await f.server.openChannel(f.a.uid, join(f.a.workspaceDir, 'channel'), GID), path, 'opening again is a no-op');
+
+    assert.equal((await overSocket(sock, { status: 'working', progress: 5 })).status, 202);
+    assert.equal((await overSocket(sock, { status: 'working', progress: 6 }, { token: f.b.token })).status, 202);
+    assert.deepEqual((await f.lines(f.a)).map((l) => l.progress), [5, 6]);
+    assert.deepEqual(await f.lines(f.b), [], "B's token on A's socket reports for A, never for B");
+  });
+
+  it('the kernel lets only the agent\'s gid connect (the check SO_PEERCRED would make)', async (t) => {
+    const f = await startFixture(t);
+    // Directly under /tmp: every directory above it lets others pass, as the node root's do.
+    const top = await mkdtemp('/tmp/aoch-');
+    t.after(() => rm(top, { recursive: true, force: true }));
+    await chmod(top, 0o711);
+    const dir = join(top, 'channel');
+    await mkdir(dir);
+    await chown(dir, 0, GID);
+    await chmod(dir, 0o750);
+    const sock = await f.server.openChannel(f.a.uid, dir, GID);
+    const curlAs = (id: number) =>
+      execa('setpriv', [`--reuid=${id}`, `--regid=${id}`, '--clear-groups', '--', 'curl', '-sS', '--max-time', '10', '--unix-socket', sock, '-H', 'Content-Type: application/json', '-d', '{"status":"working","progress":7}', 'http://agent/v1/report'], { reject: false, timeout: 20_000 });
+    const own = await curlAs(GID);
+    assert.equal(own.exitCode, 0, own.stderr);
+    assert.match(own.stdout, /"accepted":true/);
+    const other = await curlAs(GID + 1);
+    assert.notEqual(other.exitCode, 0);
+    assert.match(other.stderr, /Permission denied|Couldn't connect|Failed to connect/);
+    assert.deepEqual((await f.lines(f.a)).map((l) => l.progress), [7]);
+  });
+
+  it('closing removes the socket; reopening replaces one a crashed sidecar left; a file in its place is refused', async (t) => {
+    const f = await startFixture(t);
+    const dir = await channelDir(f.a, GID);
+    const sock = await reachable(t, await f.server.openChannel(f.a.uid, dir, GID));
+    await f.server.closeChannel(f.a.uid);
+    await assert.rejects(stat(sock), { code: 'ENOENT' });
+    await assert.rejects(overSocket(sock, { status: 'working' }), { code: 'ENOENT' });
+    await f.server.closeChannel(f.a.uid);
+
+    // A listener SIGKILLed leaves its socket file behind, as a crashed sidecar does.
+    const stale = await execa(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`], { reject: false, timeout: 20_000 });
+    assert.equal(stale.signal, 'SIGKILL');
+    assert.ok((await stat(sock)).isSocket(), 'the stale socket is there');
+    await assert.rejects(overSocket(sock, { status: 'working' }), { code: 'ECONNREFUSED' });
+    await f.server.openChannel(f.a.uid, dir, GID);
+    assert.equal((await overSocket(sock, { status: 'working', progress: 9 })).status, 202);
+    await f.server.closeChannel(f.a.uid);
+
+    await writeFile(sock, 'not a socket');
+    await assert.rejects(f.server.openChannel(f.a.uid, dir, GID), /report\.sock exists and is not a socket; not replacing it/);
+    assert.equal(await readFile(sock, 'utf8'), 'not a socket');
+  });
+
+  it('a socket whose agent the node does not know answers 503, and records nothing', async (t) => {
+    const f = await startFixture(t);
+    const dir = join(f.a.workspaceDir, 'unknown-channel');
+    await mkdir(dir);
+    const sock = await reachable(t, await f.server.openChannel('cccccccc-0000-0000-0000-000000000003', dir, undefined));
+    assert.equal(((await stat(sock)).mode & 0o777).toString(8), '600', 'no sandbox: the sidecar\'s alone');
+    const r = await overSocket(sock, { status: 'working' });
+    assert.equal(r.status, 503);
+    assert.equal(r.headers['retry-after'], '1');
+    assert.match(String(r.body.error), /does not know agent cccccccc-0000-0000-0000-000000000003 yet/);
+  });
+
+  it('caps reports and bytes per agent with 429 and Retry-After; the other agent and the server carry on', async (t) => {
+    const capped: string[] = [];
+    const f = await startFixture(t, { caps: { maxPerMinute: 3, maxBytesPerMinute: MAX_BODY_BYTES }, onCapped: (kind) => void capped.push(kind) });
+    const sock = await reachable(t, await f.server.openChannel(f.a.uid, await channelDir(f.a, GID), GID));
+    const answers = [];
+    for (let i = 0; i < 5; i++) answers.push(await overSocket(sock, { status: 'working', progress: i }));
+    assert.deepEqual(answers.map((a) => a.status), [202, 202, 202, 429, 429]);
+    assert.match(String(answers[3]!.body.error), /^report rate cap reached: this agent may send at most 3 reports per minute; retry in \d+ s$/);
+    assert.ok(Number(answers[3]!.headers['retry-after']) >= 1);
+    assert.deepEqual((await f.lines(f.a)).map((l) => l.progress), [0, 1, 2]);
+    // Over its token too: the cap is the agent's, not the transport's.
+    assert.equal((await reportAs(f, f.a, { status: 'working' })).status, 429);
+    assert.equal((await reportAs(f, f.b, { status: 'working', progress: 1 })).status, 202, "B's caps are its own");
+
+    // Bytes: B's first large finding fits the bytes cap, the second does not.
+    const big = { type: 'dump', severity: 'info', message: 'm', data: 'x'.repeat(60_000) };
+    assert.equal((await reportAs(f, f.b, big, '/v1/findings')).status, 202);
+    const over = await reportAs(f, f.b, big, '/v1/findings');
+    assert.equal(over.status, 429);
+    assert.match(String(over.body.error), new RegExp(`^report bytes cap reached: this agent may send at most ${MAX_BODY_BYTES} bytes of reports per minute`));
+    assert.equal((await f.lines(f.b, 'finding')).length, 1);
+    assert.deepEqual(capped, ['rate', 'rate', 'rate', 'bytes']);
+    assert.equal((await send(`${f.server.url}/healthz`, { method: 'GET' })).status, 200);
+  });
+
+  it('the CLI reports over AGENT_REPORT_SOCKET and prints a refusal for a cap', async (t) => {
+    const f = await startFixture(t, { caps: { maxPerMinute: 1, maxBytesPerMinute: MAX_BODY_BYTES } });
+    const sock = await reachable(t, await f.server.openChannel(f.a.uid, await channelDir(f.a, GID), GID));
+    const cli = () => execa(process.execPath, [CLI_MAIN, '--status', 'working', '--progress', '42'], { env: { AGENT_REPORT_SOCKET: sock }, extendEnv: false, reject: false, timeout: 20_000 });
+    const ok = await cli();
+    assert.equal(ok.exitCode, 0, ok.stderr);
+    assert.match(ok.stdout, /^recorded at /);
+    const refused = await cli();
+    assert.equal(refused.exitCode, 1);
+    assert.match(refused.stderr, /refused \(HTTP 429\): report rate cap reached: this agent may send at most 1 reports per minute/);
+    assert.deepEqual((await f.lines(f.a)).map((l) => l.progress), [42]);
+    await f.server.closeChannel(f.a.uid);
+    const gone = await execa(process.execPath, [CLI_MAIN, '--status', 'working'], { env: { AGENT_REPORT_SOCKET: sock }, extendEnv: false, reject: false, timeout: 20_000 });
+    assert.equal(gone.exitCode, 3);
+    assert.match(gone.stderr, new RegExp(`cannot reach the report socket ${sock.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(ENOENT\\) after 3 attempts`));
   });
 });

@@ -4,7 +4,7 @@
  * Agents, and a node that never comes back. Nothing may be launched twice, lost, or left behind.
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { CoreV1Api } from '@kubernetes/client-node';
@@ -97,6 +97,8 @@ describe('resilience: crashes and restarts of the controller and the sidecars', 
     const port = await reportPort();
     const pid1 = await gates().pid('r1');
     const pid2 = await gates().pid('r2');
+    const r1Socket = join(workspacePaths(node.root, r1).channel, 'report.sock');
+    const socketBefore = await stat(r1Socket);
 
     await stack().stopComponent(node.name, 'kill');
     await assertStillRunning(node.root, r1, pid1);
@@ -113,8 +115,12 @@ describe('resilience: crashes and restarts of the controller and the sidecars', 
       { timeoutMs: 15_000, what: `a SessionsRediscovered Event on AgentNode ${node.name}` },
     );
     assert.match(rediscovered.note ?? '', /found [2-9]\d* agent workspace\(s\) from before this sidecar started/);
+    // Sandboxed sessions report on their own socket, which the restarted sidecar listens on again.
     const environ = await readFile(`/proc/${pid1}/environ`);
-    assert.equal(new URL(environValue(environ, AGENT_ENV.reportUrl) ?? '').port, String(port));
+    assert.equal(environValue(environ, AGENT_ENV.reportSocket), '/run/agent-operator/report.sock');
+    const socketAfter = await stat(r1Socket);
+    // Not the inode: a file system may hand the freed number straight to the new socket.
+    assert.ok(socketAfter.isSocket() && socketAfter.ctimeMs > socketBefore.ctimeMs, 'the restarted sidecar made the socket anew');
 
     const [exited] = await gates().assertFinishedOnce([running[1]!], 'Completed');
     assert.equal(exited!.status?.reason, 'Exited');

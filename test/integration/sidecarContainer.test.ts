@@ -108,18 +108,21 @@ describe("the sidecar in the DaemonSet's container (runc)", () => {
     const inside = workspacePaths(n.paths.root, vuid);
     const outside = workspacePaths(n.onHost(n.paths.root), vuid);
     await waitFor(async () => ((await readFile(outside.output, 'utf8').catch(() => '')).includes('victim-output-secret') ? true : undefined), { timeoutMs: 30_000, what: 'the victim output' });
-    const victimToken = environValue(await environOf(vuid), 'AGENT_REPORT_TOKEN');
-    assert.ok(victimToken, 'the victim has a report token');
+    // Its report channel is its own socket: no token in its env for anyone to steal.
+    const venv = await environOf(vuid);
+    assert.equal(environValue(venv, 'AGENT_REPORT_SOCKET'), '/run/agent-operator/report.sock');
+    assert.equal(environValue(venv, 'AGENT_REPORT_TOKEN'), undefined);
+    const reportPort = (JSON.parse(await readFile(join(n.onHost(n.paths.root), 'sidecar.json'), 'utf8')) as { reportPort: number }).reportPort;
     const sidecarToken = (await readFile(n.tokenFile, 'utf8')).trim();
     const shim = join(n.onHost(n.paths.root), 'bin', 'agent-operator');
     const shimBefore = await readFile(shim);
 
-    const attack = attackScript({ root: n.paths.root, victim: inside, victimUid: vuid, credentials: [`${SERVICE_ACCOUNT_DIR}/token`] });
+    const attack = attackScript({ root: n.paths.root, victim: inside, victimUid: vuid, credentials: [`${SERVICE_ACCOUNT_DIR}/token`], reportPort });
     await createAgent(ns, 'attacker', { command: ['sh', '-c', attack], nodeName: n.nodeName });
     const attacker = await waitForCleanedUp(ns, 'attacker', 120_000);
     const out = await readFile(join(n.onHost(attacker.status!.cleanup!.archivePath!), 'output.log'), 'utf8');
     t.diagnostic(out.split('\n').filter((l) => !l.startsWith('ENV: ')).slice(0, 40).join('\n'));
-    assertAttackGotNothing(out, { 'victim env': secret, 'victim prompt': promptSecret, 'victim output': 'victim-output-secret', 'victim report token': victimToken, 'sidecar token': sidecarToken });
+    assertAttackGotNothing(out, { 'victim env': secret, 'victim prompt': promptSecret, 'victim output': 'victim-output-secret', 'sidecar token': sidecarToken });
 
     // From outside: the victim runs on untouched, as its own uid; the node's files are intact.
     await waitForAgent(ns, 'victim', (a) => a.status?.phase === 'Running', 'to still run');

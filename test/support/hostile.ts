@@ -36,9 +36,10 @@ export function plantedPaths(root: string, victim: WorkspacePaths): string[] {
 
 /**
  * Every attack prints what it got; the caller judges the output and the node from outside.
- * `credentials`: the sidecar's (its kubeconfig, its ServiceAccount token).
+ * `credentials`: the sidecar's (its kubeconfig, its ServiceAccount token); `reportPort`: the
+ * sidecar's loopback report endpoint.
  */
-export function attackScript(o: { root: string; victim: WorkspacePaths; victimUid: string; credentials: readonly string[] }): string {
+export function attackScript(o: { root: string; victim: WorkspacePaths; victimUid: string; credentials: readonly string[]; reportPort: number }): string {
   const v = o.victim;
   return [
     'echo "TMUX=[$TMUX] TMUX_PANE=[$TMUX_PANE]"',
@@ -48,6 +49,14 @@ export function attackScript(o: { root: string; victim: WorkspacePaths; victimUi
     // The victim's files by its uid, and any unix socket (the node's tmux server, the sidecar's).
     `find / -path /proc -prune -o \\( -name "*${o.victimUid}*" -o -type s \\) -print 2>/dev/null | sed "s/^/FOUND: /"`,
     `cat ${o.credentials.map((c) => `"${c}"`).join(' ')} 2>&1 | sed "s/^/CRED: /"`,
+    // The victim's report socket by its node path, and the loopback endpoint with a token of any kind.
+    // (through a short link: the node path may be longer than a socket address holds)
+    `ln -s "${v.channel}" /tmp/v; curl -sS --max-time 5 --unix-socket /tmp/v/report.sock -H "Content-Type: application/json" -d '{"status":"failed","message":"forged"}' http://agent/v1/report 2>&1 | sed "s/^/VSOCK: /"`,
+    `curl -sS --max-time 5 -H "Authorization: Bearer stolen" -H "Content-Type: application/json" -d '{"status":"failed","message":"forged"}' http://127.0.0.1:${o.reportPort}/v1/report 2>&1 | sed "s/^/HTTP: /"; echo`,
+    // Squatting its own channel: replace the socket, plant another, rebind it (the directory is the node's).
+    'rm -f /run/agent-operator/report.sock 2>&1 | sed "s/^/SQUAT: /"; touch /run/agent-operator/x 2>&1 | sed "s/^/SQUAT: /"',
+    `node -e 'require("net").createServer().listen("/run/agent-operator/report.sock").on("error", (e) => console.log("SQUAT: " + e.code))'`,
+    'agent-operator report --status working --progress 77 --message after-the-squat 2>&1 | sed "s/^/OWN: /"',
     `tmux -S "${o.root}/tmux.sock" kill-server 2>&1 | sed "s/^/TMUX: /"; tmux kill-server 2>&1 | sed "s/^/TMUX: /"; ls /tmp/tmux-* 2>&1 | sed "s/^/TMUX: /"`,
     `echo 0 > "${v.exitCode}" 2>&1; echo 0 > "${v.dir}/exit-code.tmp" 2>&1`,
     `for p in "${v.agentJson}" "${v.exitCode}" "${v.launchError}"; do mkfifo "$p" 2>/dev/null; ln -sf /dev/zero "$p" 2>/dev/null; ln -sf /etc/shadow "$p" 2>/dev/null; done`,
@@ -66,7 +75,14 @@ export function assertAttackGotNothing(out: string, secrets: Readonly<Record<str
   assert.match(out, /attack-done/);
   for (const [what, value] of Object.entries(secrets)) assert.ok(!out.includes(value), `the attacker got the ${what}`);
   assert.match(out, /TMUX=\[\] TMUX_PANE=\[\]/);
-  assert.doesNotMatch(out, /^FOUND: /m, 'node files visible in the sandbox');
+  // The one socket it finds is its own channel.
+  assert.deepEqual(out.split('\n').filter((l) => l.startsWith('FOUND: ')).map((l) => l.trim()), ['FOUND: /run/agent-operator/report.sock'], 'node files visible in the sandbox');
+  assert.match(out, /^VSOCK: curl: \(7\) /m, "the victim's socket is not in the attacker's sandbox");
+  assert.match(out, /^HTTP: \{"error":"invalid report token"\}/m);
+  assert.equal(out.match(/^SQUAT: /gm)?.length, 3, out);
+  assert.match(out, /^SQUAT: rm: cannot remove .*(Permission denied|Read-only file system)/m);
+  assert.match(out, /^SQUAT: (EADDRINUSE|EACCES|EROFS)$/m);
+  assert.match(out, /^OWN: recorded at /m, 'its own channel survived the squatting attempts');
   assert.doesNotMatch(out, /^SHADOW: root:/m);
   assert.match(out, /^USERNS: .*(No space left|Operation not permitted|denied)/m, 'nested user namespaces are disabled');
   // In its own PID namespace it sees only itself: a handful of processes, all its own uid.
@@ -74,7 +90,10 @@ export function assertAttackGotNothing(out: string, secrets: Readonly<Record<str
   assert.ok(ps.length > 0 && ps.length < 8, `ps saw ${ps.length} processes:\n${ps.join('\n')}`);
 }
 
-/** The positive side: a normal agent uses its HOME, workspace, /tmp, prompt (`read me`) and reports 50%. */
+/**
+ * The positive side: a normal agent uses its HOME, workspace, /tmp, prompt (`read me`), reports 50%
+ * and records the finding `via curl` with the plain HTTP form on its socket (docs/reporting.md).
+ */
 export function normalAgentScript(extra: readonly string[] = []): string {
   return [
     'set -e',
@@ -84,6 +103,8 @@ export function normalAgentScript(extra: readonly string[] = []): string {
     'echo tmp > /tmp/t && cat /tmp/t',
     'printf "prompt=%s\\n" "$(cat "$AGENT_PROMPT_FILE")"',
     'agent-operator report --status working --progress 50 --message from-the-sandbox',
+    `curl -fsS --unix-socket "$AGENT_REPORT_SOCKET" -H 'Content-Type: application/json' -d '{"type":"note","severity":"info","message":"via curl"}' http://agent/v1/findings`,
+    'echo',
     'echo all-good',
     ...extra,
   ].join('\n');

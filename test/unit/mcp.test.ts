@@ -61,7 +61,7 @@ describe('MCP tools', () => {
 
   it('outside a session: a tool error saying what is missing', async () => {
     const r = await callTool('get_child_agents', {}, { ...opts, env: {} });
-    assert.match(text(r), /AGENT_REPORT_URL is not set/);
+    assert.match(text(r), /neither AGENT_REPORT_SOCKET nor AGENT_REPORT_URL is set/);
   });
 
   it('spawn_child_agent waits for the controller: created', async () => {

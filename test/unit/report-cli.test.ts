@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 import nock from 'nock';
-import { EXIT, REPORT_HELP, runReport } from '../../src/report/cli.js';
+import { endpointFrom, EXIT, REPORT_HELP, runReport } from '../../src/report/cli.js';
 
 const BASE = 'http://127.0.0.1:7070';
 const TOKEN = 'uid-1.secretmac';
@@ -108,7 +108,8 @@ describe('report CLI arguments and environment', () => {
   after(() => nock.enableNetConnect());
 
   const usage: Array<[string, string[], NodeJS.ProcessEnv, RegExp]> = [
-    ['missing URL', ['--status', 'working'], { AGENT_REPORT_TOKEN: TOKEN }, /AGENT_REPORT_URL is not set/],
+    ['missing URL', ['--status', 'working'], { AGENT_REPORT_TOKEN: TOKEN }, /neither AGENT_REPORT_SOCKET nor AGENT_REPORT_URL is set/],
+    ['socket path not absolute', ['--status', 'working'], { ...env, AGENT_REPORT_SOCKET: 'report.sock' }, /AGENT_REPORT_SOCKET must be an absolute path: 'report.sock'/],
     ['missing token', ['--status', 'working'], { AGENT_REPORT_URL: BASE }, /AGENT_REPORT_TOKEN is not set/],
     ['URL not a URL', ['--status', 'working'], { ...env, AGENT_REPORT_URL: 'not a url' }, /AGENT_REPORT_URL is not a valid URL/],
     ['URL not http', ['--status', 'working'], { ...env, AGENT_REPORT_URL: 'ftp://x' }, /AGENT_REPORT_URL must be an http or https URL/],
@@ -143,6 +144,22 @@ describe('report CLI arguments and environment', () => {
       assert.equal(r.code, EXIT.ok);
       assert.equal(r.out, REPORT_HELP);
       assert.match(r.out, /Exit codes:\n {2}0 {2}recorded\n {2}1 .*\n {2}2 .*\n {2}3 /);
+    });
+  }
+});
+
+describe('report channel endpoint (endpointFrom)', () => {
+  const cases: Array<[string, NodeJS.ProcessEnv, string]> = [
+    ['the socket alone', { AGENT_REPORT_SOCKET: '/run/agent-operator/report.sock' }, 'socket /run/agent-operator/report.sock /v1/report'],
+    ['the socket wins over a URL and token', { ...env, AGENT_REPORT_SOCKET: '/run/agent-operator/report.sock' }, 'socket /run/agent-operator/report.sock /v1/report'],
+    ['the URL and token without a socket', env, `url ${BASE}/v1/report ${TOKEN}`],
+    ['an empty socket variable is no socket', { ...env, AGENT_REPORT_SOCKET: '' }, `url ${BASE}/v1/report ${TOKEN}`],
+    ['a URL with a path prefix keeps it', { ...env, AGENT_REPORT_URL: `${BASE}/node-a/` }, `url ${BASE}/node-a/v1/report ${TOKEN}`],
+  ];
+  for (const [name, e, want] of cases) {
+    it(name, () => {
+      const ep = endpointFrom(e, '/v1/report');
+      assert.equal(ep.kind === 'socket' ? `socket ${ep.socketPath} ${ep.path}` : `url ${ep.url.href} ${ep.token}`, want);
     });
   }
 });

@@ -95,6 +95,11 @@ describe('composeLaunch', () => {
       AGENT_REPORT_TOKEN: 't',
     });
   });
+  it('carries a sandboxed agent\'s report socket into the session env, and no token', () => {
+    const c = composeLaunch({ ...o, command: ['x'], env: { AGENT_REPORT_SOCKET: '/run/agent-operator/report.sock' } });
+    assert.equal(c.sessionEnv.AGENT_REPORT_SOCKET, '/run/agent-operator/report.sock');
+    assert.deepEqual(c.commandEnv.filter(([k]) => k.startsWith('AGENT_REPORT_')), [['AGENT_REPORT_SOCKET', '/run/agent-operator/report.sock']]);
+  });
   it('gives the agent its own HOME unless the spec sets one', () => {
     assert.deepEqual(composeLaunch({ ...o, command: ['x'], env: { HOME: '/h' } }).commandEnv.filter(([k]) => k === 'HOME'), [['HOME', '/h']]);
   });

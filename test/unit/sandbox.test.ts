@@ -38,6 +38,13 @@ describe('sandboxArgv', () => {
     assert.deepEqual(argv.slice(argv.indexOf('--symlink'), argv.indexOf('--symlink') + 3), ['--symlink', 'usr/bin', '/bin']);
     assert.ok(argv.indexOf('/tmp') < argv.indexOf('/n/agents/u/scratch'));
   });
+  it('binds the report channel\'s directory, read-only, at the fixed path, after the writable paths', () => {
+    const withChannel = sandboxArgv(HOST, { uid: 200001, gid: 200001, writable: ['/n/agents/u/scratch'], readOnly: [], channel: '/n/agents/u/channel' });
+    const at = withChannel.indexOf('/n/agents/u/channel');
+    assert.deepEqual(withChannel.slice(at - 1, at + 2), ['--ro-bind', '/n/agents/u/channel', '/run/agent-operator']);
+    assert.ok(at > withChannel.indexOf('/n/agents/u/scratch'));
+    assert.ok(!argv.includes('/run/agent-operator'), 'no channel asked for, none bound');
+  });
   it('none: no prefix at all; a uid of 0 or below is refused', () => {
     assert.deepEqual(sandboxArgv({ ...HOST, mode: 'none' }, { uid: 0, gid: 0, writable: [], readOnly: [] }), []);
     assert.throws(() => sandboxArgv(HOST, { uid: 0, gid: 5, writable: [], readOnly: [] }), /positive integer/);

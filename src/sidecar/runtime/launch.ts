@@ -5,6 +5,7 @@
  *   prepare the state directory (the agent's uid, its scratch/ and home/, the prompt read-only for
  *   it, launch files, `go` FIFO, agent.json last)
  *   -> new-session running the launcher (which blocks on the FIFO)
+ *   -> the report channel opened (sandboxed: the sidecar listens on the agent's socket)
  *   -> remain-on-exit -> pipe-pane to output.log -> release the launcher.
  * A crash between any two steps converges on the next launch(): the FIFO's presence means the
  * command never ran, so the session can be finished or recreated; its absence means it ran, so
@@ -23,7 +24,7 @@ import { errnoOf, writeFileAtomic } from './files.js';
 import { EXEC_ARGV0, EXEC_SCRIPT, LAUNCHER_ARGV0, LAUNCHER_SCRIPT } from './launcher.js';
 import { createLeaf, leafOf, limitFiles, type Limits } from './cgroup.js';
 import { checkTraversable, joinCgroupArgv, sandboxArgv, type NodeSandbox } from './sandbox.js';
-import { allocateUid } from './uids.js';
+import { allocateUid, readSandboxUid } from './uids.js';
 import { interpretObservation, launchProgress, observeFacts, observeSession, type ObservedFacts, type SessionObservation } from './observe.js';
 import {
   baseEnvironment,
@@ -55,7 +56,7 @@ export interface LaunchOptions {
   /** argv; `$(VAR)` references to the env are expanded (Kubernetes semantics). */
   command: readonly string[];
   /**
-   * Final env values in definition order: AGENT_REPORT_URL, AGENT_REPORT_TOKEN and the spec's env,
+   * Final env values in definition order: AGENT_REPORT_SOCKET or AGENT_REPORT_URL and AGENT_REPORT_TOKEN, and the spec's env,
    * already resolved and expanded (expandEnv; only the caller knows which values came from valueFrom).
    * AGENT_NAME, AGENT_NAMESPACE, AGENT_UID and AGENT_PROMPT_FILE are set here and may not be given.
    */
@@ -70,6 +71,11 @@ export interface LaunchOptions {
   sandbox: NodeSandbox;
   /** spec.resources.limits, parsed: written into the agent's cgroup where its controllers exist. */
   limits?: Limits;
+  /**
+   * Sandboxed: listens on the agent's report channel (its directory and the agent's gid), before the
+   * command is released, at every launch() (a resumed one too). Idempotent.
+   */
+  openChannel?: (dir: string, gid: number) => Promise<void>;
   logger: Logger;
   /** Bound for mkfifo and for the launcher to take its go signal (each tmux call has its own timeout). Default 10 s. */
   timeoutMs?: number;
@@ -134,7 +140,7 @@ export function composeLaunch(o: {
     if (a.includes('\0')) throw new Error(`command[${i}] contains a NUL byte`);
   });
   const sessionEnv: Record<string, string> = { ...platform, PATH: `${o.binDir}:${o.basePath}` };
-  for (const k of [AGENT_ENV.reportUrl, AGENT_ENV.reportToken]) {
+  for (const k of [AGENT_ENV.reportSocket, AGENT_ENV.reportUrl, AGENT_ENV.reportToken]) {
     const v = o.env[k];
     if (v !== undefined) sessionEnv[k] = v;
   }
@@ -173,6 +179,13 @@ async function ownedDir(path: string, id: number | undefined): Promise<void> {
   if (id !== undefined) await chown(path, id, id);
 }
 
+/** The report channel's directory: root's, the agent's gid may enter it and connect, not write in it. */
+async function channelDir(path: string, id: number): Promise<void> {
+  await mkdir(path, { recursive: true, mode: 0o750 });
+  await chown(path, 0, id);
+  await chmod(path, 0o750);
+}
+
 /**
  * Everything the session needs on disk; agent.json is written last and marks the workspace prepared.
  * Sandboxed, the node root, agents/ and the state directory are 0711 (the agent's bwrap, running as
@@ -186,6 +199,7 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
   const id = sandboxed ? await allocateUid(paths, o.sandbox.uids) : undefined;
   await ownedDir(paths.scratch, id);
   await ownedDir(paths.home, id);
+  if (id !== undefined) await channelDir(paths.channel, id);
   // Readable by the agent's gid, writable by no one but root.
   await writeFileAtomic(paths.prompt, o.prompt, id === undefined ? 0o600 : 0o440);
   if (id !== undefined) await chown(paths.prompt, 0, id);
@@ -196,7 +210,7 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
   const notEnforced = cg ? await createLeaf(cg, o.uid, o.limits) : limitFiles(o.limits ?? {}, []).notEnforced;
   const prefix = [
     ...(cg ? joinCgroupArgv(leafOf(cg, o.uid)) : []),
-    ...(id === undefined ? [] : sandboxArgv(o.sandbox.host, { uid: id, gid: id, writable: [paths.scratch, paths.home], readOnly: [paths.prompt, o.binDir] })),
+    ...(id === undefined ? [] : sandboxArgv(o.sandbox.host, { uid: id, gid: id, writable: [paths.scratch, paths.home], readOnly: [paths.prompt, o.binDir], channel: paths.channel })),
   ];
   const workingDir = o.workingDir ?? paths.scratch;
   await writeLaunchFiles(paths, c.commandEnv, launcherArgv(prefix, workingDir, o.promptOnStdin === true ? paths.prompt : '', c.argv));
@@ -315,6 +329,11 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
       crashPoint('launch:workspace');
       if ((await newSession(paths, sessionName, c.sessionEnv)) === 'exists') log.info('session already existed');
       crashPoint('launch:session');
+    }
+    if (o.openChannel) {
+      const id = await readSandboxUid(paths);
+      if (id === undefined) throw new Error('report channel: the agent has no sandbox uid');
+      await o.openChannel(paths.channel, id);
     }
     await finishStart(paths, sessionName, timeoutMs);
     log.info('agent session started');

@@ -8,7 +8,8 @@
  *                         capabilities, further user namespaces disabled), its own PID, IPC and UTS
  *                         namespaces, and a mount namespace built from an empty tmpfs: the system
  *                         directories read-only, the agent's workspace and HOME writable, a private
- *                         /tmp, its prompt and the `agent-operator` shim read-only, a fresh /proc and
+ *                         /tmp, its prompt and the `agent-operator` shim read-only, its report
+ *                         channel (a directory holding its own socket, read-only), a fresh /proc and
  *                         a minimal /dev. Nothing else of the node exists in it: not the node root,
  *                         other workspaces, the archive, the tmux socket, the sidecar's kubeconfig or
  *                         ServiceAccount token, or its state files.
@@ -17,13 +18,15 @@
  * no daemon and no setuid bit when user namespaces are available, and every option maps onto one
  * kernel call (an allow-list of mounts, not a deny-list). setpriv first, so that the namespaces are
  * created by the agent's uid and no process of the sandbox ever runs as root, not even bwrap.
- * The network namespace is shared: agents reach the network and the node's report endpoint.
+ * The network namespace is shared: agents reach the network (and the loopback report endpoint, where
+ * only a token an unsandboxed agent holds is accepted).
  *
  * The launcher (outside, root) runs the sandbox as its child and records the exit status itself.
  */
 import { lstat, readFile, readlink, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { execa } from 'execa';
+import { SANDBOX_REPORT_DIR } from '../../api/constants.js';
 import { errnoOf } from './files.js';
 import type { AgentCgroups } from './cgroup.js';
 import type { UidRange } from './uids.js';
@@ -80,6 +83,8 @@ export interface SandboxSpec {
   writable: readonly string[];
   /** Read-only files and directories of this agent: its prompt, the shim's directory. */
   readOnly: readonly string[];
+  /** Its report channel's directory, bound read-only at SANDBOX_REPORT_DIR (a fixed path, whatever the node root). */
+  channel?: string;
 }
 
 /**
@@ -103,6 +108,8 @@ export function sandboxArgv(host: SandboxHost, s: SandboxSpec): string[] {
   mounts.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
   for (const p of [...host.readOnly, ...s.readOnly]) mounts.push('--ro-bind', p, p);
   for (const p of [...(host.shared ?? []), ...s.writable]) mounts.push('--bind', p, p);
+  // The directory, not the socket: a socket made anew by a restarted sidecar shows through.
+  if (s.channel) mounts.push('--ro-bind', s.channel, SANDBOX_REPORT_DIR);
   // The sandbox's own root (a tmpfs holding the mount points) read-only too: nothing lands there.
   mounts.push('--remount-ro', '/');
   return [

@@ -58,6 +58,11 @@ export interface WorkspacePaths extends NodePaths {
   scratch: string;
   /** The agent's HOME, writable by it. */
   home: string;
+  /**
+   * The agent's report channel: a node-owned directory (root:<agent gid>, 0750) holding the socket
+   * the sidecar listens on for this agent only, bound read-only into its sandbox at SANDBOX_REPORT_DIR.
+   */
+  channel: string;
   /** The agent's uid (uids.ts), node-owned. */
   sandboxUid: string;
   /** Written by the launcher's exec step through fd 3: `started`, then a launch error if any. */
@@ -90,6 +95,7 @@ export function workspacePaths(root: string, uid: string): WorkspacePaths {
     findings: join(dir, 'findings.jsonl'),
     scratch: join(dir, 'scratch'),
     home: join(dir, 'home'),
+    channel: join(dir, 'channel'),
     sandboxUid: join(dir, 'sandbox-uid'),
     execStatus: join(dir, 'exec-status'),
     sandboxLog: join(dir, 'sandbox.log'),

@@ -458,10 +458,8 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
           options.maxChannelConnections ?? DEFAULTS.maxChannelConnections,
         );
         channels.set(uid, opening);
-        opening.then(
-          () => log.info({ uid, dir }, 'report channel open'),
-          () => channels.delete(uid),
-        );
+        // Logged by the caller, which knows the Agent's name.
+        void opening.catch(() => channels.delete(uid));
       }
       return (await opening).path;
     },

@@ -307,9 +307,10 @@ export class NodeSidecar {
       if (gid === undefined || (await hasTombstone(paths)) || !(await exists(paths.channel))) continue;
       try {
         await this.server!.openChannel(w.uid, paths.channel, gid);
+        this.log.info({ namespace: w.record?.namespace, name: w.record?.name, uid: w.uid }, 'report channel open again');
       } catch (err) {
         // Its launch (resumed) opens it again or fails visibly on the Agent; a workspace without a channel is no reason to stop the node.
-        this.log.warn({ uid: w.uid, err: describeError(err) }, 'could not reopen a report channel');
+        this.log.warn({ namespace: w.record?.namespace, name: w.record?.name, uid: w.uid, err: describeError(err) }, 'could not reopen a report channel');
       }
     }
   }
@@ -494,7 +495,14 @@ export class NodeSidecar {
         name: ref.name,
         command: agent.spec.command,
         env: { ...channelEnv, ...env },
-        ...(sandboxed ? { openChannel: async (dir: string, gid: number) => void (await this.server!.openChannel(uid, dir, gid)) } : {}),
+        ...(sandboxed
+          ? {
+              openChannel: async (dir: string, gid: number) => {
+                await this.server!.openChannel(uid, dir, gid);
+                log.info('report channel open');
+              },
+            }
+          : {}),
         ...(agent.spec.workingDir ? { workingDir: agent.spec.workingDir } : {}),
         prompt: resolved.prompt,
         promptOnStdin: agent.spec.promptOnStdin ?? false,

@@ -97,4 +97,3 @@ export const rmdir = bound('rmdir', fsp.rmdir);
 export const unlink = bound('unlink', fsp.unlink);
 export const rename = bound('rename', fsp.rename, 2);
 export const copyFile = bound('copyFile', fsp.copyFile, 2);
-export type { FileHandle } from 'node:fs/promises';

@@ -16,6 +16,8 @@ export async function serve(o: {
   metrics: ReconcileMetrics;
   flags: Record<string, unknown>;
   readyz: Record<string, Check>;
+  /** Liveness checks beside `ping`. */
+  healthz?: Record<string, Check>;
   /** Logged with the start line. */
   facts: Record<string, unknown>;
   /** What a shutdown means for this component, for the log. */
@@ -26,7 +28,7 @@ export async function serve(o: {
     metricsAddr: String(o.flags['metrics-bind-address']),
     healthAddr: String(o.flags['health-probe-bind-address']),
     registry: o.metrics.registry,
-    healthz: { ping: () => undefined },
+    healthz: { ping: () => undefined, ...o.healthz },
     readyz: o.readyz,
   });
   o.logger.info({ metrics: probes.metricsUrl, health: probes.healthUrl, ...o.facts }, `${o.name} starting`);

@@ -9,6 +9,8 @@ import { MAX_BODY_BYTES } from '../report/protocol.js';
 import { newReconcileMetrics } from '../observability/metrics.js';
 import { setupAgentCgroups } from '../sidecar/runtime/cgroup.js';
 import { DEFAULT_UID_RANGE, nodeSandbox, parseUidRange, SANDBOX_MODES, type SandboxMode } from '../sidecar/runtime/index.js';
+import { DEFAULT_STALL_THRESHOLD_MS } from '../sidecar/progress.js';
+import { DEFAULT_FILE_OPERATION_TIMEOUT_MS, setFileOperationTimeout } from '../sidecar/runtime/boundedFs.js';
 import { NodeSidecar } from '../sidecar/sidecar.js';
 import { helpText, intFlag, parseFlags, UsageError, type FlagSpec } from './flags.js';
 import { serve } from './serve.js';
@@ -34,6 +36,8 @@ const FLAGS: FlagSpec = {
   sandbox: { type: 'string', default: 'bwrap', help: 'how agents are confined: bwrap (own uid, namespaces; see docs/install.md) or none (trusted single-tenant nodes only: agents run as the sidecar)' },
   'agent-uid-range': { type: 'string', default: DEFAULT_UID_RANGE, help: 'uids (and gids) given to agents, one per live agent: FIRST-LAST, excluding 0 and the sidecar\'s uid' },
   'sandbox-shared-dir': { type: 'string', help: 'a directory every agent on this node sees read-write at the same path (a shared cache; it is shared between agents, so they are no longer isolated there)' },
+  'health-stall-threshold-seconds': { type: 'string', default: String(DEFAULT_STALL_THRESHOLD_MS / 1000), help: '/healthz fails when the relist of the node\'s agents has not completed a pass for this long while there is work (docs/install.md)' },
+  'file-operation-timeout-seconds': { type: 'string', default: String(DEFAULT_FILE_OPERATION_TIMEOUT_MS / 1000), help: 'bound of every file operation on the node; one that takes longer fails (and is retried with backoff)' },
   'log-level': { type: 'string', default: 'info', help: 'pino log level' },
 };
 
@@ -70,6 +74,7 @@ export async function runSidecar(argv: string[]): Promise<number> {
     heartbeatIntervalMs: intFlag(flags, 'heartbeat-interval-seconds', 1, 3600) * 1000,
     sweepIntervalMs: intFlag(flags, 'sweep-interval-seconds', 1, 86_400) * 1000,
     sweepMinAgeSeconds: intFlag(flags, 'sweep-min-age-seconds', 0, 86_400),
+    stallThresholdMs: intFlag(flags, 'health-stall-threshold-seconds', 1, 86_400) * 1000,
     ...(flags['report-port'] !== undefined ? { reportPort: intFlag(flags, 'report-port', 1, 65_535) } : {}),
     reportCaps: {
       maxPerMinute: intFlag(flags, 'report-max-per-minute', 1, 1_000_000),
@@ -77,6 +82,8 @@ export async function runSidecar(argv: string[]): Promise<number> {
     },
   };
   const labels = parseLabels(flags.labels as string | undefined);
+  const fileOperationTimeoutMs = intFlag(flags, 'file-operation-timeout-seconds', 1, 3600) * 1000;
+  setFileOperationTimeout(fileOperationTimeoutMs);
   // Not pino's `name`: lines about an Agent carry the Agent's name under that key. NodeSidecar binds `node`.
   const logger = pino({ level: String(flags['log-level']) }).child({ service: 'sidecar' });
   const mode = String(flags.sandbox) as SandboxMode;
@@ -125,7 +132,8 @@ export async function runSidecar(argv: string[]): Promise<number> {
       informer: () => (sidecar.hasSynced() ? undefined : 'agent cache not synced'),
       heartbeat: () => (sidecar.heartbeatHealthy() ? undefined : 'no recent heartbeat'),
     },
-    facts: { root, archiveDir, sandbox: mode, ...tuning },
+    healthz: { progress: () => sidecar.progressProblem() },
+    facts: { root, archiveDir, sandbox: mode, fileOperationTimeoutMs, ...tuning },
     onShutdown: 'agent sessions keep running',
     run: (stop) => sidecar.run(stop),
   });

@@ -15,6 +15,7 @@ import { parseAllDocuments } from 'yaml';
 import type { Logger } from 'pino';
 import { CONTROLLER_SERVICE_ACCOUNT, OPERATOR_NAMESPACE, referencesRoleBinding, SIDECAR_SERVICE_ACCOUNT } from '../api/references.js';
 import { CRASH_FILE_ENV } from '../sidecar/runtime/crashPoint.js';
+import { STALL_DIR_ENV } from '../sidecar/runtime/stallPoint.js';
 import { agentCgroupDir, removeAgentCgroups } from '../sidecar/runtime/cgroup.js';
 import { groupByAgent, listProcesses, sendSignal } from '../sidecar/runtime/procfs.js';
 import { killServer } from '../sidecar/runtime/tmux.js';
@@ -58,6 +59,11 @@ export interface StackOptions {
   launchTimeoutSeconds?: number;
   /** Arm the sidecars' crash points (runtime/crashPoint.ts): NodeHandle.crashFile names the step to die after. */
   crashPoints?: boolean;
+  /** Arm the sidecars' stall points (runtime/stallPoint.ts): a FIFO planted in NodeHandle.stallDir stalls that step. */
+  stallPoints?: boolean;
+  /** The sidecars' --health-stall-threshold-seconds and --file-operation-timeout-seconds (their defaults otherwise). */
+  healthStallThresholdSeconds?: number;
+  fileOperationTimeoutSeconds?: number;
   heartbeatIntervalSeconds?: number;
   pollIntervalMs?: number;
   sweepIntervalSeconds?: number;
@@ -80,6 +86,8 @@ export interface NodeHandle extends Component {
   readonly archiveDir: string;
   /** With StackOptions.crashPoints: the file whose content names the step this node's sidecar dies right after. */
   readonly crashFile?: string;
+  /** With StackOptions.stallPoints: where a FIFO named after a stall point stalls this node's sidecar there. */
+  readonly stallDir?: string;
   /** The sidecar's kubeconfig: its ServiceAccount token, bound to this node's core/v1 Node. */
   readonly kubeconfig: string;
 }
@@ -96,7 +104,7 @@ interface Spec {
 export class Stack {
   readonly envPath: string;
   private readonly controllers: Spec[] = [];
-  private readonly sidecars = new Map<string, Spec & { root: string; archiveDir: string; kubeconfig: string; crashFile?: string }>();
+  private readonly sidecars = new Map<string, Spec & { root: string; archiveDir: string; kubeconfig: string; crashFile?: string; stallDir?: string }>();
   private stopping: Promise<void> | undefined;
 
   private constructor(
@@ -212,7 +220,7 @@ export class Stack {
       metricsUrl: s.metricsUrl,
       healthUrl: s.healthUrl,
       process: () => s.proc,
-      ...(node ? { root: node.root, archiveDir: node.archiveDir, kubeconfig: node.kubeconfig, ...(node.crashFile ? { crashFile: node.crashFile } : {}) } : {}),
+      ...(node ? { root: node.root, archiveDir: node.archiveDir, kubeconfig: node.kubeconfig, ...(node.crashFile ? { crashFile: node.crashFile } : {}), ...(node.stallDir ? { stallDir: node.stallDir } : {}) } : {}),
     } as never;
   }
 
@@ -287,12 +295,17 @@ export class Stack {
       const labels = o.nodeLabels?.(node, i) ?? {};
       const [m, h] = [url(), url()];
       const crashFile = o.crashPoints ? join(o.stateDir, 'nodes', `${node}.crash-after`) : undefined;
+      const stallDir = o.stallPoints ? join(o.stateDir, 'nodes', `${node}.stall`) : undefined;
+      if (stallDir) await mkdir(stallDir, { recursive: true, mode: 0o700 });
+      const env = { ...(crashFile ? { [CRASH_FILE_ENV]: crashFile } : {}), ...(stallDir ? { [STALL_DIR_ENV]: stallDir } : {}) };
       this.sidecars.set(node, {
         name: node,
         root,
         archiveDir,
         kubeconfig: sidecarKc,
-        ...(crashFile ? { crashFile, env: { [CRASH_FILE_ENV]: crashFile } } : {}),
+        ...(crashFile ? { crashFile } : {}),
+        ...(stallDir ? { stallDir } : {}),
+        ...(Object.keys(env).length > 0 ? { env } : {}),
         metricsUrl: `http://${m}`,
         healthUrl: `http://${h}`,
         args: [
@@ -313,6 +326,8 @@ export class Stack {
           '--sweep-interval-seconds', String(o.sweepIntervalSeconds ?? 30),
           ...(o.sweepMinAgeSeconds !== undefined ? ['--sweep-min-age-seconds', String(o.sweepMinAgeSeconds)] : []),
           ...(o.reportCaps ? ['--report-max-per-minute', String(o.reportCaps.maxPerMinute), '--report-max-bytes-per-minute', String(o.reportCaps.maxBytesPerMinute)] : []),
+          ...(o.healthStallThresholdSeconds !== undefined ? ['--health-stall-threshold-seconds', String(o.healthStallThresholdSeconds)] : []),
+          ...(o.fileOperationTimeoutSeconds !== undefined ? ['--file-operation-timeout-seconds', String(o.fileOperationTimeoutSeconds)] : []),
           ...(Object.keys(labels).length > 0 ? ['--labels', Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',')] : []),
           ...logLevel,
         ],

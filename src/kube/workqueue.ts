@@ -65,6 +65,8 @@ export class WorkQueue<K = string> {
   private readonly dirty = new Set<K>();
   private readonly processing = new Map<K, number>();
   private readonly addedAt = new Map<K, number>();
+  /** When each key in `queue` joined it (FIFO: the head's is the oldest). */
+  private readonly enqueuedAt = new Map<K, number>();
   private readonly waiting = new Map<K, { at: number; timer: NodeJS.Timeout }>();
   private getters: ((key: K | undefined) => void)[] = [];
   private drainWaiters: (() => void)[] = [];
@@ -146,6 +148,13 @@ export class WorkQueue<K = string> {
     return this.queue.length;
   }
 
+  /** How long the key at the head has waited for a worker (ms), or undefined when none waits. */
+  oldestQueuedMs(): number | undefined {
+    const head = this.queue[0];
+    const at = head === undefined ? undefined : this.enqueuedAt.get(head);
+    return at === undefined ? undefined : this.now() - at;
+  }
+
   isShuttingDown(): boolean {
     return this.shuttingDown;
   }
@@ -154,6 +163,7 @@ export class WorkQueue<K = string> {
   shutDown(): void {
     this.beginShutdown();
     this.queue = [];
+    this.enqueuedAt.clear();
     this.dirty.clear();
     this.metrics.depth?.(0);
     this.checkDrained();
@@ -197,11 +207,13 @@ export class WorkQueue<K = string> {
     const getter = this.getters.shift();
     if (getter) return getter(this.begin(key));
     this.queue.push(key);
+    this.enqueuedAt.set(key, this.now());
     this.metrics.depth?.(this.queue.length);
   }
 
   private begin(key: K): K {
     this.dirty.delete(key);
+    this.enqueuedAt.delete(key);
     const now = this.now();
     const added = this.addedAt.get(key);
     this.addedAt.delete(key);

@@ -7,7 +7,7 @@
  * sent it; nobody but the sidecar can create or replace it (the directory is not the agent's).
  */
 import { constants } from 'node:fs';
-import { chmod, chown, lstat, open, unlink } from 'node:fs/promises';
+import { chmod, chown, lstat, open, unlink } from '../sidecar/runtime/boundedFs.js';
 import net from 'node:net';
 import { join } from 'node:path';
 import { REPORT_SOCKET_NAME } from '../api/constants.js';

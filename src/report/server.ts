@@ -12,13 +12,14 @@
  * and the agent still gets its 202, because the report is already on disk and can be replayed from there.
  */
 import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { listenOnChannel, type Channel } from './channel.js';
 import { DEFAULT_REPORT_CAPS, ReportLimiter, type CapKind, type ReportCaps } from './limits.js';
+import { open } from '../sidecar/runtime/boundedFs.js';
+import { withTimeout } from '../sidecar/runtime/wait.js';
 import {
   CALL_PATHS,
   MAX_BODY_BYTES,
@@ -240,14 +241,6 @@ async function appendDurably(file: string, line: string): Promise<void> {
   }
 }
 
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`did not settle within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
 function send(res: ServerResponse, status: number, body: AcceptedResponse | ErrorResponse | object, headers: Record<string, string> = {}): void {
   const payload = JSON.stringify(body);
   res.writeHead(status, {
@@ -366,7 +359,7 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
       throw new HttpError(500, `could not record the report: ${(err as Error).message}`);
     }
     try {
-      await withTimeout(reflected, callbackTimeoutMs);
+      await withTimeout(reflected, callbackTimeoutMs, 'the report to reach the status');
     } catch (err) {
       log.warn({ err, uid: ctx.uid, kind: route.kind }, 'report recorded; its callback failed or was slow');
     }
@@ -475,7 +468,7 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
       channels.clear();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      await withTimeout(Promise.allSettled([...inFlight]), requestTimeoutMs + callbackTimeoutMs).catch(() => undefined);
+      await withTimeout(Promise.allSettled([...inFlight]), requestTimeoutMs + callbackTimeoutMs, 'requests in flight').catch(() => undefined);
       server.closeAllConnections();
       await closed;
       await Promise.allSettled([...chains.values()]);

@@ -5,7 +5,7 @@
  * Agent itself: the controller does, from what is written here.
  */
 import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open } from './runtime/boundedFs.js';
 import { join } from 'node:path';
 import type { Agent } from '../api/agent.js';
 import { isConflict } from '../kube/errors.js';

@@ -3,7 +3,7 @@
  * status: the latest status report and a findings summary per agent, rebuilt from the files after a
  * restart so nothing accepted is lost from status.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile } from './runtime/boundedFs.js';
 import type { AgentStatus } from '../api/agent.js';
 import { LIMITS } from '../api/constants.js';
 import { isFinalReport } from '../api/phase.js';

@@ -4,7 +4,7 @@
  * moment it ends. Sessions outlive the sidecar: after a restart it rediscovers them from the node.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, FileOperationTimeoutError, mkdir, readFile, registerFileOperationMetrics, stat, writeFile } from './runtime/boundedFs.js';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -24,6 +24,7 @@ import type { ReportCaps } from '../report/limits.js';
 import { startReportServer, type AgentContext, type ReportServer } from '../report/server.js';
 import { decideNode, outputTimeResolutionMs, RESUMABLE_STEPS, workersFor, type LocalFacts, type ResumableStep } from './decide.js';
 import { relistWants, type Glimpse } from './relist.js';
+import { DEFAULT_STALL_THRESHOLD_MS, progressProblem, RelistProgress } from './progress.js';
 import { ChildCalls } from './childCalls.js';
 import { ExitWatches } from './exitWatch.js';
 import { Heartbeat, registerNode } from './registration.js';
@@ -32,6 +33,7 @@ import { ResolveError, SpecResolver } from './resolve.js';
 import { checkLayout, checkTraversable, cleanupAgent, expandEnv, isAgentUid, probeSandbox, type NodeSandbox, launch, listSessions, listWorkspaces, observeSession, sweepNode, workspacePaths } from './runtime/index.js';
 import { findArchiveLocation } from './runtime/archive.js';
 import { exists } from './runtime/files.js';
+import { stallPoint } from './runtime/stallPoint.js';
 import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
 import { readSandboxUid } from './runtime/uids.js';
 import { hasTombstone, sha256Hex, tombstoneTrigger } from './runtime/workspace.js';
@@ -73,6 +75,8 @@ export interface SidecarOptions {
   heartbeatIntervalMs?: number;
   sweepIntervalMs?: number;
   sweepMinAgeSeconds?: number;
+  /** /healthz fails when no relist completed for this long while work is pending (progress.ts). */
+  stallThresholdMs?: number;
 }
 
 interface Ctx extends AgentContext {
@@ -121,6 +125,7 @@ export class NodeSidecar {
   private readonly glimpses = new Map<string, Glimpse>();
   private ticks = 0;
   private polling = false;
+  private readonly progress = new RelistProgress();
 
   constructor(private readonly o: SidecarOptions) {
     this.log = o.logger.child({ node: o.nodeName });
@@ -168,6 +173,16 @@ export class NodeSidecar {
       registers: [m.registry],
     });
     for (const cap of ['rate', 'bytes']) this.reportsCapped.inc({ cap }, 0);
+    registerFileOperationMetrics(m.registry);
+    const progress = this.progress;
+    new Gauge({
+      name: 'agent_operator_relist_last_completed_timestamp_seconds',
+      help: 'When the relist of the agents on the node last completed a pass (0: not yet); /healthz fails when it falls too far behind',
+      registers: [m.registry],
+      collect() {
+        this.set(progress.lastPassSeconds());
+      },
+    });
     const unfinished = this.unfinished;
     new Gauge({
       name: 'agent_operator_launches_unfinished',
@@ -201,6 +216,17 @@ export class NodeSidecar {
     return this.heartbeat.healthy((this.o.heartbeatIntervalMs ?? 10_000) * 3);
   }
 
+  /** For /healthz: undefined while the relist makes progress, else why not (progress.ts). */
+  progressProblem(): string | undefined {
+    const pending = this.agents.list().filter((a) => this.holds(a)).length + this.queue.len();
+    return progressProblem(this.progress.observe(Date.now(), this.o.stallThresholdMs ?? DEFAULT_STALL_THRESHOLD_MS, pending, this.queue.oldestQueuedMs()));
+  }
+
+  /** An Agent bound here whose cleanup is not recorded: what the relist looks after. */
+  private holds(a: AgentObj): boolean {
+    return a.status?.nodeName === this.o.nodeName && !a.status?.cleanup?.completionTime;
+  }
+
   /** The report endpoint's base URL, once listening. */
   reportUrl(): string | undefined {
     return this.server?.url;
@@ -227,6 +253,7 @@ export class NodeSidecar {
     };
     await beat();
     this.agents.start();
+    this.progress.started(Date.now());
     const timers = [
       setInterval(() => void beat(), this.o.heartbeatIntervalMs ?? 10_000),
       setInterval(() => void this.poll().catch((err: unknown) => this.log.error({ err: describeError(err) }, 'relist failed')), this.o.pollIntervalMs ?? 1000),
@@ -366,6 +393,10 @@ export class NodeSidecar {
     this.polling = true;
     try {
       await this.relist(this.ticks++ % RESYNC_TICKS === 0);
+      this.progress.passed(Date.now());
+    } catch (err) {
+      this.progress.failed(describeError(err));
+      throw err;
     } finally {
       this.polling = false;
     }
@@ -373,7 +404,8 @@ export class NodeSidecar {
 
   private async relist(resync: boolean): Promise<void> {
     if (resync) this.logSlowLaunches();
-    const active = this.agents.list().filter((a) => a.status?.nodeName === this.o.nodeName && !a.status?.cleanup?.completionTime);
+    await stallPoint('relist');
+    const active = this.agents.list().filter((a) => this.holds(a));
     let panes: Map<string, PaneInfo> | undefined;
     try {
       panes = new Map((await listPanes(this.o.root)).map((p) => [p.sessionName, p]));
@@ -390,7 +422,10 @@ export class NodeSidecar {
         pane: pane ? (pane.dead ? 'dead' : 'alive') : 'none',
         outputMtimeMs: await stat(workspacePaths(this.o.root, uid).output).then(
           (st) => st.mtimeMs,
-          () => 0,
+          (err: unknown) => {
+            if (err instanceof FileOperationTimeoutError) throw err; // a pass that did not see everything
+            return 0;
+          },
         ),
       };
       if (panes === undefined || relistWants(this.glimpses.get(uid), now, outputTimeResolutionMs(a.spec.idleTimeoutSeconds), resync)) {
@@ -523,6 +558,7 @@ export class NodeSidecar {
         log.info({ session: result.sessionName }, 'agent launched');
       }
     } catch (err) {
+      if (err instanceof FileOperationTimeoutError) throw err; // the node's problem: retried with backoff
       // A launch refused for its inputs is the spec's problem, not a transient one.
       log.error({ err: describeError(err) }, 'launch failed');
       this.launchErrors.set(uid, `launch failed: ${describeError(err)}`);

@@ -278,3 +278,27 @@ describe('runWorkers', () => {
     q.shutDown();
   });
 });
+
+describe('WorkQueue.oldestQueuedMs', () => {
+  it('is how long the head has waited for a worker, not counting processing or delays', async () => {
+    let now = 0;
+    const q = new WorkQueue<string>({ now: () => now });
+    assert.equal(q.oldestQueuedMs(), undefined);
+    q.add('a');
+    now = 10;
+    q.add('b');
+    now = 25;
+    assert.equal(q.oldestQueuedMs(), 25);
+    assert.equal(await q.get(), 'a');
+    assert.equal(q.oldestQueuedMs(), 15, 'b, queued at 10');
+    q.add('a'); // while processing: waits for done, not for a worker
+    assert.equal(await q.get(), 'b');
+    assert.equal(q.oldestQueuedMs(), undefined);
+    now = 40;
+    q.done('a');
+    now = 45;
+    assert.equal(q.oldestQueuedMs(), 5, 'a, queued again at done');
+    q.shutDown();
+    assert.equal(q.oldestQueuedMs(), undefined);
+  });
+});

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { copyFile, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, rename, rm, stat, writeFile } from './boundedFs.js';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { digestFile, errnoOf, exists, fsyncDir, fsyncFile, readOptional, writeFileAtomic, type FileDigest } from './files.js';

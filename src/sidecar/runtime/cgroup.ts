@@ -15,7 +15,7 @@
  * a hybrid host (cgroup v1 controllers, v2 at /sys/fs/cgroup/unified) has cgroup.kill and
  * cgroup.events but no controllers.
  */
-import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rmdir, writeFile } from './boundedFs.js';
 import { join } from 'node:path';
 import { LIMIT_CONTROLLERS, type LimitController } from '../../api/constants.js';
 import { errnoOf, exists } from './files.js';

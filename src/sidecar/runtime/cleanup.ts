@@ -14,7 +14,7 @@
  * following steps still run where that is safe: the workspace is kept when its logs could not be
  * archived, so a later run can still archive them.
  */
-import { realpath, rm, unlink } from 'node:fs/promises';
+import { FileOperationTimeoutError, realpath, rm, unlink } from './boundedFs.js';
 import { basename, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { CleanupRecord } from '../../api/agent.js';
@@ -151,6 +151,9 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
     try {
       return await fn();
     } catch (err) {
+      // A hung filesystem is the node's fault, not a fact about the agent: the whole cleanup is
+      // retried with the queue's backoff (every step is idempotent) rather than recorded as done.
+      if (err instanceof FileOperationTimeoutError) throw err;
       errors.push(`${what}: ${errorMessage(err)}`);
       log.warn({ err }, `cleanup step failed: ${what}`);
       return fallback;

@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
 import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { bounded } from './boundedFs.js';
 
 /** Errno of a Node fs error, or undefined. */
 export function errnoOf(err: unknown): string | undefined {
@@ -13,7 +14,7 @@ export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-export async function exists(path: string): Promise<boolean> {
+async function existsNow(path: string): Promise<boolean> {
   try {
     await stat(path);
     return true;
@@ -24,7 +25,7 @@ export async function exists(path: string): Promise<boolean> {
 }
 
 /** fsync a directory so a rename or create inside it survives a crash. */
-export async function fsyncDir(dir: string): Promise<void> {
+async function fsyncDirNow(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
   try {
     await fh.sync();
@@ -51,7 +52,7 @@ export function tempSibling(path: string): string {
  * Writes `data` to `path` so that readers see either the old content or the whole new one, never a
  * part: temp file (created with `mode`, never wider), fsync, rename, fsync of the directory.
  */
-export async function writeFileAtomic(path: string, data: Buffer | string, mode = 0o600): Promise<void> {
+async function writeFileAtomicNow(path: string, data: Buffer | string, mode: number): Promise<void> {
   const tmp = tempSibling(path);
   try {
     await withFile(tmp, 'wx', mode, async (fh) => {
@@ -63,11 +64,11 @@ export async function writeFileAtomic(path: string, data: Buffer | string, mode 
     await rm(tmp, { force: true });
     throw err;
   }
-  await fsyncDir(dirname(path));
+  await fsyncDirNow(dirname(path));
 }
 
 /** fsync one file's content. */
-export async function fsyncFile(path: string): Promise<void> {
+async function fsyncFileNow(path: string): Promise<void> {
   await withFile(path, 'r', 0, (fh) => fh.sync());
 }
 
@@ -77,7 +78,7 @@ export interface FileDigest {
 }
 
 /** Size and SHA-256 of a file's content, streamed. */
-export async function digestFile(path: string): Promise<FileDigest> {
+async function digestFileNow(path: string): Promise<FileDigest> {
   const hash = createHash('sha256');
   let bytes = 0;
   for await (const chunk of createReadStream(path)) {
@@ -109,7 +110,7 @@ export function stateFileVerdict(st: { isFile(): boolean; nlink: number; size: n
  * (O_NONBLOCK, then only a regular file with one link is read), and never reads more than
  * `maxBytes` (a /dev/zero cannot grow the heap).
  */
-export async function readOptional(path: string, maxBytes = STATE_FILE_MAX_BYTES): Promise<Buffer | undefined> {
+async function readOptionalNow(path: string, maxBytes: number): Promise<Buffer | undefined> {
   let fh: FileHandle;
   try {
     fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -137,3 +138,14 @@ export async function readOptional(path: string, maxBytes = STATE_FILE_MAX_BYTES
     await fh.close();
   }
 }
+
+// Each of the above as one bounded file operation (boundedFs.ts): what it does on the open file
+// (read, write, fsync) can hang as well as the open.
+export const exists = (path: string): Promise<boolean> => bounded('stat', path, () => existsNow(path));
+export const fsyncDir = (dir: string): Promise<void> => bounded('fsync', dir, () => fsyncDirNow(dir));
+export const writeFileAtomic = (path: string, data: Buffer | string, mode = 0o600): Promise<void> =>
+  bounded('write', path, () => writeFileAtomicNow(path, data, mode));
+export const fsyncFile = (path: string): Promise<void> => bounded('fsync', path, () => fsyncFileNow(path));
+export const digestFile = (path: string): Promise<FileDigest> => bounded('digest', path, () => digestFileNow(path));
+export const readOptional = (path: string, maxBytes = STATE_FILE_MAX_BYTES): Promise<Buffer | undefined> =>
+  bounded('read', path, () => readOptionalNow(path, maxBytes));

@@ -13,7 +13,7 @@
  * sidecar calls launch() again for every Agent whose marks show a launch part-way.
  */
 import { constants } from 'node:fs';
-import { chmod, chown, mkdir, open, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, rm, writeFile } from './boundedFs.js';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import type { Logger } from 'pino';

@@ -1,5 +1,5 @@
 /** What a node can see of an agent: its tmux session and the files in its workspace. */
-import { stat } from 'node:fs/promises';
+import { stat } from './boundedFs.js';
 import { errnoOf, exists, readOptional } from './files.js';
 import { findPane, listPanes, sessionNameFor, uidFromSessionName, type PaneInfo } from './tmux.js';
 import { readAgentRecord, workspacePaths, type AgentRecord } from './workspace.js';

@@ -4,7 +4,7 @@
  * node (or one of several simulated nodes on one machine) only ever matches its own agents.
  * Processes vanish while we read them: ENOENT/ESRCH are normal and mean "gone".
  */
-import { readdir, readFile, readlink } from 'node:fs/promises';
+import { readdir, readFile, readlink } from './boundedFs.js';
 import { AGENT_ENV } from '../../api/constants.js';
 import { coalesce } from './coalesce.js';
 import { errnoOf } from './files.js';

@@ -23,7 +23,7 @@
  *
  * The launcher (outside, root) runs the sandbox as its child and records the exit status itself.
  */
-import { lstat, readFile, readlink, stat } from 'node:fs/promises';
+import { lstat, readFile, readlink, stat } from './boundedFs.js';
 import { dirname } from 'node:path';
 import { execa } from 'execa';
 import { SANDBOX_REPORT_DIR } from '../../api/constants.js';

@@ -5,7 +5,7 @@
  * again only once the agent's state directory is gone (cleanup deletes it after its processes) and
  * no process runs as it.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile } from './boundedFs.js';
 import { join } from 'node:path';
 import { errnoOf, readOptional, writeFileAtomic } from './files.js';
 import { withKeyLock } from './wait.js';

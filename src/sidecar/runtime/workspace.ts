@@ -6,7 +6,7 @@
  * sandbox the agent sees only scratch/, home/ and its prompt (read-only).
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat } from './boundedFs.js';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { errnoOf, readOptional, writeFileAtomic } from './files.js';

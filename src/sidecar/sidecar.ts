@@ -4,7 +4,7 @@
  * moment it ends. Sessions outlive the sidecar: after a restart it rediscovers them from the node.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -32,6 +32,8 @@ import { ResolveError, SpecResolver } from './resolve.js';
 import { checkLayout, checkTraversable, cleanupAgent, expandEnv, isAgentUid, probeSandbox, type NodeSandbox, launch, listSessions, listWorkspaces, observeSession, sweepNode, workspacePaths } from './runtime/index.js';
 import { findArchiveLocation } from './runtime/archive.js';
 import { exists } from './runtime/files.js';
+import { DEFAULT_OUTPUT_MAX_BYTES, outputCapFor, statOutput } from './runtime/capture.js';
+import { enforceRetention, RETENTION_REASONS, type RetentionPolicy } from './runtime/retention.js';
 import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
 import { readSandboxUid } from './runtime/uids.js';
 import { hasTombstone, sha256Hex, tombstoneTrigger } from './runtime/workspace.js';
@@ -73,6 +75,12 @@ export interface SidecarOptions {
   heartbeatIntervalMs?: number;
   sweepIntervalMs?: number;
   sweepMinAgeSeconds?: number;
+  /** The output cap of an Agent that sets none, and the most one may set (capture.ts). */
+  output?: { defaultBytes: number; limitBytes: number };
+  /** The most each report journal of one agent holds (report/journal.ts). */
+  journalMaxBytes?: number;
+  /** How long and how much of the archive the node keeps (retention.ts); applied at start and at every sweep. */
+  archiveRetention?: RetentionPolicy;
 }
 
 interface Ctx extends AgentContext {
@@ -110,6 +118,9 @@ export class NodeSidecar {
   private readonly sessions: Gauge;
   private readonly launchResumes: Counter<'step'>;
   private readonly reportsCapped: Counter<'cap'>;
+  private readonly archiveDeletions: Counter<'reason'>;
+  private readonly archiveDeletedBytes: Counter<'reason'>;
+  private readonly archiveBytes: Gauge;
   /** Launches decided and not yet seen through (started, or given up for a cleanup), by UID. */
   private readonly unfinished = new Map<string, { since: number; step: ResumableStep | 'none' }>();
   private readonly exits: ExitWatches;
@@ -168,6 +179,18 @@ export class NodeSidecar {
       registers: [m.registry],
     });
     for (const cap of ['rate', 'bytes']) this.reportsCapped.inc({ cap }, 0);
+    this.archiveDeletions = new Counter({
+      name: 'agent_operator_archive_deletions_total',
+      help: 'Archives deleted by retention, by reason: age (older than --archive-max-age-seconds) or size (oldest first, over --archive-max-size)',
+      labelNames: ['reason'],
+      registers: [m.registry],
+    });
+    this.archiveDeletedBytes = new Counter({ name: 'agent_operator_archive_deleted_bytes_total', help: 'Bytes of the archives deleted by retention, by reason', labelNames: ['reason'], registers: [m.registry] });
+    for (const reason of RETENTION_REASONS) {
+      this.archiveDeletions.inc({ reason }, 0);
+      this.archiveDeletedBytes.inc({ reason }, 0);
+    }
+    this.archiveBytes = new Gauge({ name: 'agent_operator_archive_bytes', help: 'Bytes the node\'s archives held after the last retention pass', registers: [m.registry] });
     const unfinished = this.unfinished;
     new Gauge({
       name: 'agent_operator_launches_unfinished',
@@ -211,6 +234,7 @@ export class NodeSidecar {
     await mkdir(this.o.archiveDir, { recursive: true, mode: 0o700 });
     await this.checkSandbox();
     await this.writeShim();
+    await this.retain();
     const rediscovered = await this.rediscover();
     this.server = await this.startServer();
     await this.reopenChannels();
@@ -230,7 +254,7 @@ export class NodeSidecar {
     const timers = [
       setInterval(() => void beat(), this.o.heartbeatIntervalMs ?? 10_000),
       setInterval(() => void this.poll().catch((err: unknown) => this.log.error({ err: describeError(err) }, 'relist failed')), this.o.pollIntervalMs ?? 1000),
-      setInterval(() => void this.sweep(), this.o.sweepIntervalMs ?? 60_000),
+      setInterval(() => void this.sweep().then(() => this.retain()), this.o.sweepIntervalMs ?? 60_000),
     ];
     try {
       while (!this.agents.hasSynced() && !signal.aborted) await sleep(100, signal);
@@ -336,6 +360,7 @@ export class NodeSidecar {
       agentContext: (uid) => this.contextOf(uid),
       ...(this.o.reportCaps ? { caps: this.o.reportCaps } : {}),
       onCapped: (cap) => this.reportsCapped.inc({ cap }),
+      ...(this.o.journalMaxBytes !== undefined ? { journalMaxBytes: this.o.journalMaxBytes } : {}),
       onStatus: async (ctx, report, at) => {
         this.reports.set(ctx.uid, latestReport(report, at, this.reports.get(ctx.uid)));
         this.queue.add(ctx.key);
@@ -387,8 +412,8 @@ export class NodeSidecar {
       const pane = panes?.get(sessionNameFor(uid));
       const now: Glimpse = {
         pane: pane ? (pane.dead ? 'dead' : 'alive') : 'none',
-        outputMtimeMs: await stat(workspacePaths(this.o.root, uid).output).then(
-          (st) => st.mtimeMs,
+        outputMtimeMs: await statOutput(workspacePaths(this.o.root, uid).dir).then(
+          (st) => st?.mtimeMs ?? 0,
           () => 0,
         ),
       };
@@ -501,6 +526,7 @@ export class NodeSidecar {
         binDir: this.binDir,
         sandbox: this.o.sandbox,
         limits: limitsOf(agent.spec.resources?.limits),
+        outputMaxBytes: this.outputCap(agent),
         logger: this.runtimeLogger(agent),
       });
       if (result.cleanedUp) await this.recoverFromArchive(uid);
@@ -520,6 +546,17 @@ export class NodeSidecar {
       this.launchErrors.set(uid, `launch failed: ${describeError(err)}`);
     }
     this.queue.add(objectKey(agent));
+  }
+
+  /** The agent's output cap; one asked above the node's limit gets the limit, and a Warning says so. */
+  private outputCap(agent: AgentObj): number {
+    const asked = agent.spec.output?.maxSize;
+    const node = this.o.output ?? { defaultBytes: DEFAULT_OUTPUT_MAX_BYTES, limitBytes: DEFAULT_OUTPUT_MAX_BYTES };
+    const cap = outputCapFor(asked !== undefined ? bytesOf(asked, 'spec.output.maxSize') : undefined, node);
+    if (cap.clamped) {
+      this.events.event(agent, 'Warning', 'OutputCapLowered', `spec.output.maxSize ${asked} is above node ${this.o.nodeName}'s limit; ${cap.maxBytes} bytes of output are kept`);
+    }
+    return cap.maxBytes;
   }
 
   /** Never silent: every launch begun and not finished for a while is logged, with where it stands. */
@@ -604,6 +641,27 @@ export class NodeSidecar {
       }
     } catch (err) {
       this.log.error({ err: describeError(err) }, 'sweep failed');
+    }
+  }
+
+  /** Archive retention: oldest first past the max age or the max bytes, each deletion logged and counted. */
+  private async retain(): Promise<void> {
+    const policy = this.o.archiveRetention;
+    if (!policy || (policy.maxAgeMs === undefined && policy.maxBytes === undefined)) return;
+    try {
+      const r = await enforceRetention({
+        root: this.o.root,
+        archiveDir: this.o.archiveDir,
+        policy,
+        logger: this.log,
+        onDelete: (d) => {
+          this.archiveDeletions.inc({ reason: d.reason });
+          this.archiveDeletedBytes.inc({ reason: d.reason }, d.entry.bytes);
+        },
+      });
+      this.archiveBytes.set(r.remainingBytes);
+    } catch (err) {
+      this.log.error({ err: describeError(err) }, 'archive retention failed');
     }
   }
 

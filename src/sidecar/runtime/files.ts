@@ -76,14 +76,16 @@ export interface FileDigest {
   sha256: string;
 }
 
-/** Size and SHA-256 of a file's content, streamed. */
-export async function digestFile(path: string): Promise<FileDigest> {
+/** Size and SHA-256 of the files' content one after the other (one file: its own), streamed. */
+export async function digestFile(path: string | readonly string[]): Promise<FileDigest> {
   const hash = createHash('sha256');
   let bytes = 0;
-  for await (const chunk of createReadStream(path)) {
-    const buf = chunk as Buffer;
-    hash.update(buf);
-    bytes += buf.length;
+  for (const part of typeof path === 'string' ? [path] : path) {
+    for await (const chunk of createReadStream(part)) {
+      const buf = chunk as Buffer;
+      hash.update(buf);
+      bytes += buf.length;
+    }
   }
   return { bytes, sha256: hash.digest('hex') };
 }

@@ -25,7 +25,7 @@ const exists = (p: string) => stat(p).then(() => true, () => false);
 
 describe('hostile agents on one node', () => {
   // Low report caps, so that a flood shows within a test: 6 reports and one large report a minute.
-  const stack = useStack('hostile', { nodes: 1, capacity: 6, reportCaps: { maxPerMinute: 6, maxBytesPerMinute: MAX_BODY_BYTES } });
+  const stack = useStack('hostile', { nodes: 1, capacity: 6, sidecarArgs: ['--report-max-per-minute', '6', '--report-max-bytes-per-minute', String(MAX_BODY_BYTES)] });
 
   it('an attacker reaches nothing of the victim, the node or the sidecar; the victim and the node carry on', async (t) => {
     const ns = await createTestNamespace(t, 'hostile');

@@ -39,13 +39,17 @@ export interface CaptureLimits {
   segments: number;
 }
 
-/** Splits a cap into the head and the ring (pure): half each, the ring in SEGMENTS slots; never above the cap. */
+/**
+ * Splits a cap into the head and the ring (pure): half each. The ring holds SEGMENTS slots and the
+ * segment being written, which replaces the oldest slot only once full, so SEGMENTS + 1 segments fit
+ * its half; the tail kept is then at least SEGMENTS - 1 of them.
+ */
 export function captureLimits(maxBytes: number): CaptureLimits {
   if (!Number.isSafeInteger(maxBytes) || maxBytes < MIN_OUTPUT_BYTES) {
     throw new Error(`output cap must be a whole number of bytes, at least ${MIN_OUTPUT_BYTES} (got ${maxBytes})`);
   }
   const headBytes = Math.ceil(maxBytes / 2);
-  const segmentBytes = Math.floor((maxBytes - headBytes) / SEGMENTS);
+  const segmentBytes = Math.floor((maxBytes - headBytes) / (SEGMENTS + 1));
   return { maxBytes, headBytes, segmentBytes, segments: SEGMENTS };
 }
 

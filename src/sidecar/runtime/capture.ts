@@ -8,7 +8,9 @@
  * the oldest slot (the segment that falls out is the only thing dropped), and output.tail.index
  * counts the segments completed. Everything the sidecar needs to account for what was seen, kept
  * and dropped is then in the files' names and sizes (captureAccounting); no counter is kept.
- * GNU `head -c N` reads no more than it writes, so nothing is lost between head and tail.
+ * GNU `head -c N` reads no more than it writes, so nothing is lost between head and tail; `stdbuf -o0`
+ * makes it write what it reads at once (its stdio would hold a file's output until 4 KiB or its end,
+ * hiding the output, and its time, from anyone watching the node).
  *
  * The capture shell holds output.log open (fd 9, inherited by its children) until it ends, so
  * "no process holds output.log" (cleanup's flush) still means the capture has ended.
@@ -65,10 +67,10 @@ export function captureScript(dir: string, l: CaptureLimits): string {
   return [
     'umask 077',
     `exec 9>>${q(OUTPUT_FILE)} || exit 1`,
-    `head -c ${l.headBytes} >&9 || exit 0`,
+    `stdbuf -o0 head -c ${l.headBytes} >&9 || exit 0`,
     'i=0',
     'while :; do',
-    `  head -c ${l.segmentBytes} >${q(TAIL_NEW_FILE)} || exit 0`,
+    `  stdbuf -o0 head -c ${l.segmentBytes} >${q(TAIL_NEW_FILE)} || exit 0`,
     `  [ -s ${q(TAIL_NEW_FILE)} ] || exit 0`,
     `  mv -f ${q(TAIL_NEW_FILE)} ${shellQuote(join(dir, 'output.tail.'))}$((i % ${l.segments})) || exit 0`,
     '  i=$((i + 1))',

@@ -132,6 +132,7 @@ export class NodeSidecar {
   private readonly glimpses = new Map<string, Glimpse>();
   private ticks = 0;
   private polling = false;
+  private retaining = false;
 
   constructor(private readonly o: SidecarOptions) {
     this.log = o.logger.child({ node: o.nodeName });
@@ -648,6 +649,8 @@ export class NodeSidecar {
   private async retain(): Promise<void> {
     const policy = this.o.archiveRetention;
     if (!policy || (policy.maxAgeMs === undefined && policy.maxBytes === undefined)) return;
+    if (this.retaining) return; // a slow pass is not overlapped by the next (it would count deletions twice)
+    this.retaining = true;
     try {
       const r = await enforceRetention({
         root: this.o.root,
@@ -662,6 +665,8 @@ export class NodeSidecar {
       this.archiveBytes.set(r.remainingBytes);
     } catch (err) {
       this.log.error({ err: describeError(err) }, 'archive retention failed');
+    } finally {
+      this.retaining = false;
     }
   }
 

@@ -278,8 +278,13 @@ async function finishStart(paths: WorkspacePaths, sessionName: string, outputMax
   crashPoint('launch:remain-on-exit');
   const pane = await findPane(paths.root, sessionName);
   if (!pane) throw new Error(`session ${sessionName} vanished while starting`);
-  const record = await readAgentRecord(paths);
-  // The cap recorded when the workspace was prepared is the one cleanup accounts with.
+  let record = await readAgentRecord(paths);
+  // The cap recorded when the workspace was prepared is the one cleanup accounts with (a workspace
+  // prepared by an older sidecar gets it recorded now, before any output is captured with it).
+  if (record && !record.output) {
+    record = { ...record, output: captureLimits(outputMaxBytes) };
+    await writeAgentRecord(paths, record);
+  }
   const limits = record?.output ?? captureLimits(outputMaxBytes);
   // pipe-pane toggles an existing pipe off, so attach only when none is there.
   if (!pane.piped) await tmuxOk(paths.root, ['pipe-pane', '-O', '-t', pane.paneId, pipeCommand(captureScript(paths.dir, limits))]);

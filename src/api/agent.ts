@@ -463,6 +463,11 @@ export const agentStatus = z
       .max(LIMIT_CONTROLLERS.length)
       .optional()
       .meta({ description: "spec.resources.limits the node could not enforce (its cgroup v2 has no such controller): the agent runs without them. Written by the node; the controller records a LimitsNotEnforced Warning Event." }),
+    outputMaxBytes: z
+      .int()
+      .min(0)
+      .optional()
+      .meta({ description: "The most of the agent's output its node keeps, as launched: spec.output.maxSize, else the node's --output-max-size, lowered to its --output-max-size-limit. Written by the node; the controller records an OutputCapLowered Warning Event when it is below spec.output.maxSize." }),
     sessionLost: z
       .string()
       .max(LIMITS.messageLength)

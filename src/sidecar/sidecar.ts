@@ -479,6 +479,7 @@ export class NodeSidecar {
       ...(obs.exited && obs.exitCode !== undefined && !launchError ? { exitCode: obs.exitCode } : {}),
       ...(launchError ? { launchError } : {}),
       ...(this.limitsNotEnforced.has(uid) ? { limitsNotEnforced: this.limitsNotEnforced.get(uid)! } : {}),
+      ...(obs.record?.output ? { outputMaxBytes: obs.record.output.maxBytes } : {}),
       ...(sessionLost ? { sessionLost } : {}),
       ...(obs.lastOutputAt ? { lastOutputAt: Date.parse(obs.lastOutputAt) } : {}),
       ...(this.reports.has(uid) ? { report: this.reports.get(uid)! } : {}),
@@ -527,7 +528,7 @@ export class NodeSidecar {
         binDir: this.binDir,
         sandbox: this.o.sandbox,
         limits: limitsOf(agent.spec.resources?.limits),
-        outputMaxBytes: this.outputCap(agent),
+        outputMaxBytes: this.outputCap(agent, log),
         logger: this.runtimeLogger(agent),
       });
       if (result.cleanedUp) await this.recoverFromArchive(uid);
@@ -549,14 +550,15 @@ export class NodeSidecar {
     this.queue.add(objectKey(agent));
   }
 
-  /** The agent's output cap; one asked above the node's limit gets the limit, and a Warning says so. */
-  private outputCap(agent: AgentObj): number {
+  /**
+   * The agent's output cap; one asked above the node's limit gets the limit. The cap goes into the
+   * Agent's status (outputMaxBytes) and the controller records the Warning (a node's Events are about its AgentNode only).
+   */
+  private outputCap(agent: AgentObj, log: Logger): number {
     const asked = agent.spec.output?.maxSize;
     const node = this.o.output ?? { defaultBytes: DEFAULT_OUTPUT_MAX_BYTES, limitBytes: DEFAULT_OUTPUT_MAX_BYTES };
     const cap = outputCapFor(asked !== undefined ? bytesOf(asked, 'spec.output.maxSize') : undefined, node);
-    if (cap.clamped) {
-      this.events.event(agent, 'Warning', 'OutputCapLowered', `spec.output.maxSize ${asked} is above node ${this.o.nodeName}'s limit; ${cap.maxBytes} bytes of output are kept`);
-    }
+    if (cap.clamped) log.warn({ asked, maxBytes: cap.maxBytes }, 'spec.output.maxSize above this node\'s limit: lowered');
     return cap.maxBytes;
   }
 

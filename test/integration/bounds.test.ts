@@ -1,7 +1,8 @@
 /**
  * The node's bounds on the real stack: an agent printing far past its output cap ends with its head
  * and tail archived and the truncation recorded, its node never holding more than the cap; an agent
- * reporting without end fills its own journal and no more; archive retention deletes the oldest
+ * reporting without end fills its own journal and no more; a cap asked above the node's limit is
+ * lowered, and the controller says so; archive retention deletes the oldest
  * archives past the max age and the max size, each deletion counted in /metrics.
  */
 import assert from 'node:assert/strict';
@@ -12,7 +13,7 @@ import { captureLimits } from '../../src/sidecar/runtime/capture.js';
 import { listArchives } from '../../src/sidecar/runtime/retention.js';
 import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { createTestNamespace, waitFor } from '../support/cluster.js';
-import { metricValue, scrape } from '../support/telemetry.js';
+import { eventsAbout, metricValue, scrape } from '../support/telemetry.js';
 import { assertArchive, assertNothingLeft, createAgent, useStack, waitForAgent, waitForCleanedUp } from '../support/stack.js';
 
 const ARCHIVE_MAX_BYTES = 1024 * 1024;
@@ -93,6 +94,24 @@ describe('bounds', () => {
     assert.deepEqual(a.status?.cleanup?.output, { maxBytes: 64 * 1024, totalBytes: expected.length, droppedBytes: 0, truncated: false });
     assert.ok((await readFile(join(a.status!.cleanup!.archivePath!, 'output.log'))).equals(expected));
     assert.ok(!a.status?.cleanup?.archivedFiles?.some((f) => f.name === 'output-tail.log'));
+    await assertNothingLeft(stack(), a);
+  });
+
+  it('a cap asked above the node\'s limit is lowered to it: in status, a Warning Event (the controller\'s) and OutputCapHonored=False', async (t) => {
+    const ns = await createTestNamespace(t, 'bounds-lowered');
+    const created = await createAgent(ns, 'greedy', { command: ['sh', '-c', 'seq 1 1000'], output: { maxSize: '4Mi' } });
+    const a = await waitForCleanedUp(ns, 'greedy');
+    assert.equal(a.status?.outputMaxBytes, 1024 * 1024);
+    assert.equal(a.status?.cleanup?.output?.maxBytes, 1024 * 1024);
+    const warned = await waitFor(async () => (await eventsAbout(ns, created.metadata!.uid!)).find((e) => e.reason === 'OutputCapLowered'), {
+      timeoutMs: 30_000,
+      what: 'the OutputCapLowered Event',
+    });
+    assert.equal(warned.type, 'Warning');
+    assert.match(warned.note ?? '', /4Mi is above node .*'s limit: 1048576 bytes/);
+    const judged = await waitForAgent(ns, 'greedy', (x) => x.status?.conditions?.some((c) => c.type === 'OutputCapHonored') === true, 'the controller to judge the cap');
+    const c = judged.status?.conditions?.find((x) => x.type === 'OutputCapHonored');
+    assert.deepEqual([c?.status, c?.reason], ['False', 'OutputCapLowered']);
     await assertNothingLeft(stack(), a);
   });
 

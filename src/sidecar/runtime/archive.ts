@@ -173,17 +173,22 @@ export async function digestSources(sources: readonly ArchiveSource[]): Promise<
 
 export type ArchiveState = { state: 'absent' } | { state: 'valid'; manifest: Manifest } | { state: 'invalid'; reason: string };
 
+/** An archive's manifest, or why it cannot be read. */
+export async function readManifest(dir: string): Promise<Manifest | { invalid: string }> {
+  const raw = await readOptional(join(dir, MANIFEST_FILE));
+  if (!raw) return { invalid: 'manifest.json is missing' };
+  try {
+    return manifestSchema.parse(JSON.parse(raw.toString('utf8')));
+  } catch (err) {
+    return { invalid: `manifest.json is unreadable: ${err instanceof Error ? err.message.slice(0, 200) : String(err)}` };
+  }
+}
+
 /** Reads an archive directory and recomputes every checksum its manifest lists. */
 export async function inspectArchive(dir: string): Promise<ArchiveState> {
   if (!(await exists(dir))) return { state: 'absent' };
-  const raw = await readOptional(join(dir, MANIFEST_FILE));
-  if (!raw) return { state: 'invalid', reason: 'manifest.json is missing' };
-  let manifest: Manifest;
-  try {
-    manifest = manifestSchema.parse(JSON.parse(raw.toString('utf8')));
-  } catch (err) {
-    return { state: 'invalid', reason: `manifest.json is unreadable: ${err instanceof Error ? err.message.slice(0, 200) : String(err)}` };
-  }
+  const manifest = await readManifest(dir);
+  if ('invalid' in manifest) return { state: 'invalid', reason: manifest.invalid };
   const problems = manifestProblems(manifest.files, await digestSources(manifest.files.map((f) => ({ name: f.name, parts: [join(dir, f.name)] }))));
   return problems.length ? { state: 'invalid', reason: problems.join('; ') } : { state: 'valid', manifest };
 }

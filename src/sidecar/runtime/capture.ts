@@ -15,7 +15,8 @@
  * The capture shell holds output.log open (fd 9, inherited by its children) until it ends, so
  * "no process holds output.log" (cleanup's flush) still means the capture has ended.
  */
-import { stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoOf, readOptional } from './files.js';
 import { shellQuote } from './tmux.js';
@@ -144,6 +145,67 @@ export async function readCaptureFiles(dir: string, l: CaptureLimits): Promise<C
     slotBytes: slots,
     newBytes: (await sizeOf(join(dir, TAIL_NEW_FILE))) ?? 0,
   };
+}
+
+/** Where an agent's output is kept, in order (the head, then the tail oldest first); `gap`: bytes were dropped between them. */
+export interface KeptOutput {
+  parts: string[];
+  gap: boolean;
+}
+
+/** A workspace's output as the capture keeps it; without recorded limits (an older launch), output.log alone. */
+export async function workspaceOutput(dir: string, l: CaptureLimits | undefined): Promise<KeptOutput> {
+  if (!l) return { parts: [join(dir, OUTPUT_FILE)], gap: false };
+  const kept = captureAccounting(l, await readCaptureFiles(dir, l));
+  return { parts: [OUTPUT_FILE, ...kept.tail].map((n) => join(dir, n)), gap: kept.truncated };
+}
+
+/** An archive's output: output.log, then output-tail.log; `truncated` as its manifest records. */
+export function archiveOutput(dir: string, truncated: boolean): KeptOutput {
+  return { parts: [join(dir, OUTPUT_FILE), join(dir, ARCHIVED_TAIL_FILE)], gap: truncated };
+}
+
+/**
+ * The end of the kept output (at most maxBytes), or undefined when its head does not exist.
+ * Past a gap (bytes dropped between head and tail) the end is the tail's alone, cut at its start.
+ */
+export async function readOutputEnd(kept: KeptOutput, maxBytes: number): Promise<{ text: string; cut: boolean } | undefined> {
+  const [head, ...tail] = kept.parts;
+  if (head === undefined || (await readFileEnd(head, 0)) === undefined) return undefined;
+  const parts = kept.gap ? tail : kept.parts;
+  const chunks: Buffer[] = [];
+  let budget = maxBytes;
+  let cut = kept.gap;
+  for (let i = parts.length - 1; i >= 0 && budget > 0; i--) {
+    // A part missing is one the ring just moved on from.
+    const end = await readFileEnd(parts[i]!, budget);
+    if (!end) continue;
+    chunks.unshift(end.bytes);
+    budget -= end.bytes.length;
+    if (end.cut || (budget <= 0 && i > 0)) cut = true;
+  }
+  return { text: Buffer.concat(chunks).toString('utf8'), cut };
+}
+
+/** The last `max` bytes of a regular file, or undefined when there is none. */
+async function readFileEnd(path: string, max: number): Promise<{ bytes: Buffer; cut: boolean } | undefined> {
+  let handle;
+  try {
+    // No symlink, no FIFO: an agent must not make its node read something else for it.
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) return undefined;
+    const start = Math.max(0, st.size - max);
+    const buf = Buffer.alloc(st.size - start);
+    const { bytesRead } = await handle.read(buf, 0, buf.length, start);
+    return { bytes: buf.subarray(0, bytesRead), cut: start > 0 };
+  } finally {
+    await handle.close();
+  }
 }
 
 /**

@@ -157,6 +157,15 @@ const resources = z
   .strict()
   .meta({ description: 'Resources of the agent (the Kubernetes shape; only limits).' });
 
+const outputPolicy = z
+  .object({
+    maxSize: quantity(
+      'The most of the agent\'s output the node keeps (e.g. 10Mi): the first half (output.log) and the last bytes (output-tail.log); what lies between is dropped and counted in status.cleanup.output. Default: the node\'s --output-max-size; never more than its --output-max-size-limit.',
+    ).optional(),
+  })
+  .strict()
+  .meta({ description: 'How the agent\'s terminal output is captured.' });
+
 const agentSpecObject = z
   .object({
     prompt: z
@@ -226,6 +235,7 @@ const agentSpecObject = z
     resources: resources.optional(),
     children: childLimits.optional(),
     completionChecks: completionChecks.optional(),
+    output: outputPolicy.optional(),
     stop: z
       .boolean()
       .optional()
@@ -410,6 +420,16 @@ export const cleanupRecord = z
     cpuMilliseconds: z.int().min(0).optional().meta({ description: "CPU time the agent's processes used (its cgroup's cpu.stat)." }),
     memoryPeakBytes: z.int().min(0).optional().meta({ description: "Peak memory of the agent's processes (its cgroup's memory.peak), where the memory controller is enabled." }),
     cgroupRemoved: z.boolean().optional().meta({ description: "The agent's cgroup was removed." }),
+    output: z
+      .object({
+        maxBytes: z.int().min(0).meta({ description: 'The cap in force: the most of its output the node kept (spec.output.maxSize, else the node\'s default, never above the node\'s limit).' }),
+        totalBytes: z.int().min(0).meta({ description: 'Bytes the agent printed (what its output capture read).' }),
+        droppedBytes: z.int().min(0).meta({ description: 'Bytes kept neither in the head (output.log) nor in the tail (output-tail.log).' }),
+        truncated: z.boolean().meta({ description: 'Some output was dropped: the archive holds its head and its tail, not all of it.' }),
+      })
+      .strict()
+      .optional()
+      .meta({ description: 'What the output capture saw and kept.' }),
     errors: z
       .array(z.string().max(1024).meta({ description: 'What failed and why.' }))
       .max(LIMITS.cleanupErrors)
@@ -443,6 +463,11 @@ export const agentStatus = z
       .max(LIMIT_CONTROLLERS.length)
       .optional()
       .meta({ description: "spec.resources.limits the node could not enforce (its cgroup v2 has no such controller): the agent runs without them. Written by the node; the controller records a LimitsNotEnforced Warning Event." }),
+    outputMaxBytes: z
+      .int()
+      .min(0)
+      .optional()
+      .meta({ description: "The most of the agent's output its node keeps, as launched: spec.output.maxSize, else the node's --output-max-size, lowered to its --output-max-size-limit. Written by the node; the controller records an OutputCapLowered Warning Event when it is below spec.output.maxSize." }),
     sessionLost: z
       .string()
       .max(LIMITS.messageLength)

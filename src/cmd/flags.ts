@@ -1,5 +1,6 @@
 /** Flag parsing shared by the long-running entrypoints: errors that name the flag, and help text. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { bytesOf } from '../api/quantity.js';
 
 export class UsageError extends Error {}
 
@@ -36,6 +37,19 @@ export function intFlag(values: Record<string, unknown>, name: string, min: numb
   if (typeof raw !== 'string' || !/^-?\d+$/.test(raw) || n < min || n > max) {
     throw new UsageError(`--${name}: expected a whole number from ${min} to ${max}, got "${String(raw)}"`);
   }
+  return n;
+}
+
+/** A size flag as a Kubernetes quantity (10Mi, 2G, 4096), in bytes, at least `min`; the error names the flag. */
+export function sizeFlag(values: Record<string, unknown>, name: string, min: number): number {
+  const raw = String(values[name]);
+  let n: number;
+  try {
+    n = bytesOf(raw, `--${name}`);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (n < min || !Number.isSafeInteger(n)) throw new UsageError(`--${name}: expected at least ${min} bytes, got "${raw}"`);
   return n;
 }
 

@@ -12,7 +12,9 @@ import { DEFAULT_UID_RANGE, nodeSandbox, parseUidRange, SANDBOX_MODES, type Sand
 import { DEFAULT_STALL_THRESHOLD_MS } from '../sidecar/progress.js';
 import { DEFAULT_FILE_OPERATION_TIMEOUT_MS, setFileOperationTimeout } from '../sidecar/runtime/boundedFs.js';
 import { NodeSidecar } from '../sidecar/sidecar.js';
-import { helpText, intFlag, parseFlags, UsageError, type FlagSpec } from './flags.js';
+import { helpText, intFlag, parseFlags, sizeFlag, UsageError, type FlagSpec } from './flags.js';
+import { MIN_OUTPUT_BYTES } from '../sidecar/runtime/capture.js';
+import type { RetentionPolicy } from '../sidecar/runtime/retention.js';
 import { serve } from './serve.js';
 import { VERSION } from './version.js';
 
@@ -38,6 +40,11 @@ const FLAGS: FlagSpec = {
   'sandbox-shared-dir': { type: 'string', help: 'a directory every agent on this node sees read-write at the same path (a shared cache; it is shared between agents, so they are no longer isolated there)' },
   'health-stall-threshold-seconds': { type: 'string', default: String(DEFAULT_STALL_THRESHOLD_MS / 1000), help: '/healthz fails when the relist of the node\'s agents has not completed a pass for this long while there is work (docs/install.md)' },
   'file-operation-timeout-seconds': { type: 'string', default: String(DEFAULT_FILE_OPERATION_TIMEOUT_MS / 1000), help: 'bound of every file operation on the node; one that takes longer fails (and is retried with backoff)' },
+  'output-max-size': { type: 'string', default: '10Mi', help: 'the most of an agent\'s output kept on this node when its spec.output.maxSize is unset: its first half and its last bytes (a quantity: 10Mi, 1G)' },
+  'output-max-size-limit': { type: 'string', default: '100Mi', help: 'the most any agent\'s spec.output.maxSize gets on this node (a larger one is lowered to this, with a Warning Event)' },
+  'report-journal-max-size': { type: 'string', default: '4Mi', help: 'the most each report journal of one agent (reports.jsonl, findings.jsonl) holds; past it, reports of that kind are refused (507)' },
+  'archive-max-age-seconds': { type: 'string', default: '604800', help: 'archives older than this are deleted (0: no age limit)' },
+  'archive-max-size': { type: 'string', default: '10Gi', help: 'the archives together keep at most this much; the oldest are deleted first (a quantity; 0: no size limit)' },
   'log-level': { type: 'string', default: 'info', help: 'pino log level' },
 };
 
@@ -51,6 +58,11 @@ export function parseLabels(text: string | undefined): Record<string, string> {
     if (err instanceof LabelSyntaxError) throw new UsageError(`--labels: ${err.message}`);
     throw err;
   }
+}
+
+/** The retention flags as a policy (pure): 0 means no limit of that kind. */
+export function retentionPolicy(maxAgeSeconds: number, maxBytes: number): RetentionPolicy {
+  return { ...(maxAgeSeconds > 0 ? { maxAgeMs: maxAgeSeconds * 1000 } : {}), ...(maxBytes > 0 ? { maxBytes } : {}) };
 }
 
 export async function runSidecar(argv: string[]): Promise<number> {
@@ -80,7 +92,11 @@ export async function runSidecar(argv: string[]): Promise<number> {
       maxPerMinute: intFlag(flags, 'report-max-per-minute', 1, 1_000_000),
       maxBytesPerMinute: intFlag(flags, 'report-max-bytes-per-minute', MAX_BODY_BYTES, 2 ** 40),
     },
+    output: { defaultBytes: sizeFlag(flags, 'output-max-size', MIN_OUTPUT_BYTES), limitBytes: sizeFlag(flags, 'output-max-size-limit', MIN_OUTPUT_BYTES) },
+    journalMaxBytes: sizeFlag(flags, 'report-journal-max-size', 1024),
+    archiveRetention: retentionPolicy(intFlag(flags, 'archive-max-age-seconds', 0, 100 * 365 * 86_400), sizeFlag(flags, 'archive-max-size', 0)),
   };
+  if (tuning.output.defaultBytes > tuning.output.limitBytes) throw new UsageError(`--output-max-size (${tuning.output.defaultBytes} bytes) is above --output-max-size-limit (${tuning.output.limitBytes} bytes)`);
   const labels = parseLabels(flags.labels as string | undefined);
   const fileOperationTimeoutMs = intFlag(flags, 'file-operation-timeout-seconds', 1, 3600) * 1000;
   setFileOperationTimeout(fileOperationTimeoutMs);

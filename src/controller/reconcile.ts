@@ -7,6 +7,7 @@ import { findCondition, observedAt, setCondition, setConditionFamily, type Condi
 import { FINALIZER } from '../api/constants.js';
 import { agentOutcome, nextTimer, type Outcome } from '../api/outcome.js';
 import { isTerminalPhase, type Phase } from '../api/phase.js';
+import { bytesOf } from '../api/quantity.js';
 import { parseTime, rfc3339 } from '../api/time.js';
 import { bindingOf } from './binding.js';
 import { agentHealth, KSTATUS_CONDITION_TYPES } from './health.js';
@@ -154,6 +155,13 @@ export function reconcile(o: Observed): Plan {
 
   // Finished, or being deleted: record the end, then wait for the node's cleanup record.
   const valid = validateSpec(agent.spec);
+  // The node keeps less output than asked (its --output-max-size-limit): said once, as for limits.
+  const askedOutput = valid.ok ? valid.value.output?.maxSize : undefined;
+  if (nodeName && askedOutput !== undefined && status.outputMaxBytes !== undefined && bytesOf(askedOutput, 'spec.output.maxSize') > status.outputMaxBytes) {
+    const message = `spec.output.maxSize ${askedOutput} is above node ${nodeName}'s limit: ${status.outputMaxBytes} bytes of its output are kept`;
+    if (findCondition(status.conditions, 'OutputCapHonored')?.status !== 'False') events.push({ type: 'Warning', reason: 'OutputCapLowered', message });
+    cond({ type: 'OutputCapHonored', status: 'False', reason: 'OutputCapLowered', message });
+  }
   const conflict = valid.ok && !nodeName ? poolConflict(valid.value, [...o.nodes.values()], o.pool) : undefined;
   let outcome: Outcome | undefined;
   if (isTerminalPhase(status.phase)) {

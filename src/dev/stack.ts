@@ -70,8 +70,8 @@ export interface StackOptions {
   /** How old an orphan must be before the sweeper takes it (sidecar default: 60). */
   sweepMinAgeSeconds?: number;
   logLevel?: string;
-  /** The sidecars' per-agent report caps (--report-max-per-minute, --report-max-bytes-per-minute). */
-  reportCaps?: { maxPerMinute: number; maxBytesPerMinute: number };
+  /** More flags for every sidecar (e.g. its report caps, output cap and archive retention). */
+  sidecarArgs?: string[];
 }
 
 export interface Component {
@@ -325,10 +325,10 @@ export class Stack {
           '--heartbeat-interval-seconds', String(o.heartbeatIntervalSeconds ?? 5),
           '--sweep-interval-seconds', String(o.sweepIntervalSeconds ?? 30),
           ...(o.sweepMinAgeSeconds !== undefined ? ['--sweep-min-age-seconds', String(o.sweepMinAgeSeconds)] : []),
-          ...(o.reportCaps ? ['--report-max-per-minute', String(o.reportCaps.maxPerMinute), '--report-max-bytes-per-minute', String(o.reportCaps.maxBytesPerMinute)] : []),
           ...(o.healthStallThresholdSeconds !== undefined ? ['--health-stall-threshold-seconds', String(o.healthStallThresholdSeconds)] : []),
           ...(o.fileOperationTimeoutSeconds !== undefined ? ['--file-operation-timeout-seconds', String(o.fileOperationTimeoutSeconds)] : []),
           ...(Object.keys(labels).length > 0 ? ['--labels', Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',')] : []),
+          ...(o.sidecarArgs ?? []),
           ...logLevel,
         ],
       });

@@ -11,15 +11,14 @@
  * should only enqueue (the status write is coalesced elsewhere); a slow or failing callback is logged
  * and the agent still gets its 202, because the report is already on disk and can be replayed from there.
  */
-import { constants } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { listenOnChannel, type Channel } from './channel.js';
 import { DEFAULT_REPORT_CAPS, ReportLimiter, type CapKind, type ReportCaps } from './limits.js';
-import { open } from '../sidecar/runtime/boundedFs.js';
 import { withTimeout } from '../sidecar/runtime/wait.js';
+import { appendToJournal, DEFAULT_JOURNAL_MAX_BYTES, JournalFullError } from './journal.js';
 import {
   CALL_PATHS,
   MAX_BODY_BYTES,
@@ -81,6 +80,8 @@ export interface ReportServerOptions<C extends AgentContext = AgentContext> {
   maxConnections?: number;
   /** Connections at once on one agent's socket. */
   maxChannelConnections?: number;
+  /** The most each journal of one agent holds; past it a report is refused with 507. */
+  journalMaxBytes?: number;
 }
 
 export interface ReportServer {
@@ -224,23 +225,6 @@ function parseJson(body: Buffer): unknown {
   }
 }
 
-/**
- * Appends one line with O_APPEND (one write per line, so concurrent writers never interleave) and
- * fsyncs before returning. O_NOFOLLOW and the regular-file check keep an agent that replaced the file
- * with a symlink or a FIFO from redirecting or blocking the sidecar's write.
- */
-async function appendDurably(file: string, line: string): Promise<void> {
-  const flags = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK;
-  const handle = await open(file, flags, 0o600);
-  try {
-    if (!(await handle.stat()).isFile()) throw new Error(`${file} is not a regular file`);
-    await handle.writeFile(line);
-    await handle.datasync();
-  } finally {
-    await handle.close();
-  }
-}
-
 function send(res: ServerResponse, status: number, body: AcceptedResponse | ErrorResponse | object, headers: Record<string, string> = {}): void {
   const payload = JSON.stringify(body);
   res.writeHead(status, {
@@ -260,6 +244,7 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
   const callbackTimeoutMs = options.callbackTimeoutMs ?? DEFAULTS.callbackTimeoutMs;
   const headersTimeoutMs = options.headersTimeoutMs ?? DEFAULTS.headersTimeoutMs;
   const requestTimeoutMs = Math.max(options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs, headersTimeoutMs);
+  const journalMaxBytes = options.journalMaxBytes ?? DEFAULT_JOURNAL_MAX_BYTES;
   const log = logger.child({ component: 'report-server' });
 
   /** Per agent, the tail of its write chain: records are written (and callbacks started) in order. */
@@ -279,7 +264,7 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
     const file = join(ctx.workspaceDir, RECORD_FILES[kind]);
     const line = `${JSON.stringify({ at: at.toISOString(), ...report })}\n`;
     const written = (chains.get(ctx.uid) ?? Promise.resolve()).then(async () => {
-      await appendDurably(file, line);
+      await appendToJournal(file, line, journalMaxBytes);
       // Started inside the chain so callbacks see an agent's reports in file order.
       const reflected = Promise.resolve().then(() =>
         kind === 'status' ? options.onStatus(ctx, report as StatusReport, at) : options.onFinding(ctx, report as Finding, at),
@@ -355,6 +340,7 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
     try {
       ({ reflected } = await written);
     } catch (err) {
+      if (err instanceof JournalFullError) throw new HttpError(507, `the agent's ${RECORD_FILES[route.kind]} is full (${err.maxBytes} bytes): this report is not recorded`);
       log.error({ err, uid: ctx.uid, kind: route.kind }, 'could not record a report');
       throw new HttpError(500, `could not record the report: ${(err as Error).message}`);
     }

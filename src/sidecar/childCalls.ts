@@ -4,17 +4,15 @@
  * once both land), reads come from the node's cache and files. The node never creates or stops an
  * Agent itself: the controller does, from what is written here.
  */
-import { constants } from 'node:fs';
-import { open } from './runtime/boundedFs.js';
-import { join } from 'node:path';
 import type { Agent } from '../api/agent.js';
 import { isConflict } from '../kube/errors.js';
 import { refOf, type KubeObject, type ResourceClient } from '../kube/resources.js';
 import { type CallInput, type CallKind, type OutputAnswer, type SpawnAnswer, type StopAnswer } from '../report/protocol.js';
 import { CallRefused } from '../report/server.js';
 import { childrenAnswer, findChild, intakeSpawn, intakeStop, notAChild, tailLines, type Refusal } from './children.js';
-import { findArchiveLocation } from './runtime/archive.js';
-import { workspacePaths } from './runtime/workspace.js';
+import { findArchiveLocation, readManifest } from './runtime/archive.js';
+import { archiveOutput, readOutputEnd, workspaceOutput } from './runtime/capture.js';
+import { readAgentRecord, workspacePaths } from './runtime/workspace.js';
 
 type AgentObj = Agent & KubeObject;
 
@@ -94,34 +92,13 @@ export class ChildCalls {
       throw new CallRefused(409, `${child.name} runs on node ${child.nodeName}, not on this agent's node ${this.o.nodeName}; its output can only be read there`);
     }
     const tail = q.tail ?? DEFAULT_TAIL;
-    const running = await readEnd(workspacePaths(this.o.root, child.uid).output);
+    const paths = workspacePaths(this.o.root, child.uid);
+    const running = await readOutputEnd(await workspaceOutput(paths.dir, (await readAgentRecord(paths))?.output), OUTPUT_READ_BYTES);
     if (running) return { name: child.name, source: 'running', lines: tailLines(running.text, tail, q.grep, running.cut) };
     const archive = await findArchiveLocation(this.o.archiveDir, child.uid);
-    const archived = archive ? await readEnd(join(archive.dir, 'output.log')) : undefined;
+    const manifest = archive ? await readManifest(archive.dir) : undefined;
+    const archived = archive ? await readOutputEnd(archiveOutput(archive.dir, manifest !== undefined && 'files' in manifest && manifest.output?.truncated === true), OUTPUT_READ_BYTES) : undefined;
     if (archived) return { name: child.name, source: 'archive', lines: tailLines(archived.text, tail, q.grep, archived.cut) };
     throw new CallRefused(404, `${child.name} has no output on this node yet (phase ${child.phase ?? 'Pending'})`);
   }
 }
-
-/** The end of a file (at most OUTPUT_READ_BYTES), or undefined when it does not exist. */
-async function readEnd(path: string): Promise<{ text: string; cut: boolean } | undefined> {
-  let handle;
-  try {
-    // No symlink, no FIFO: an agent must not make its node read something else for it.
-    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch {
-    return undefined;
-  }
-  try {
-    const st = await handle.stat();
-    if (!st.isFile()) return undefined;
-    const size = st.size;
-    const start = Math.max(0, size - OUTPUT_READ_BYTES);
-    const buf = Buffer.alloc(size - start);
-    const { bytesRead } = await handle.read(buf, 0, buf.length, start);
-    return { text: buf.subarray(0, bytesRead).toString('utf8'), cut: start > 0 };
-  } finally {
-    await handle.close();
-  }
-}
-

@@ -24,6 +24,8 @@ export interface LocalFacts {
   launchError?: string;
   /** The spec's limits its cgroup could not enforce (no such controller on this node). */
   limitsNotEnforced?: LimitController[];
+  /** The output cap it was launched with (its workspace record). */
+  outputMaxBytes?: number;
   /** The session vanished while its command ran: what was seen. */
   sessionLost?: string;
   /** Last output seen (epoch ms), from the output log. */
@@ -53,6 +55,7 @@ export const SIDECAR_STATUS_FIELDS = [
   'exitCode',
   'launchError',
   'limitsNotEnforced',
+  'outputMaxBytes',
   'sessionLost',
   'lastOutputTime',
   'lastReportTime',
@@ -110,6 +113,7 @@ function desiredStatus(agent: Agent, local: LocalFacts, now: number): Partial<Ag
   if (local.exitCode !== undefined && !ours(['Exited', 'ExitedNonZero'])) d.exitCode = local.exitCode;
   if (local.launchError && !ours(['LaunchFailed'])) d.launchError = local.launchError;
   if (local.limitsNotEnforced) d.limitsNotEnforced = local.limitsNotEnforced;
+  if (local.outputMaxBytes !== undefined) d.outputMaxBytes = local.outputMaxBytes;
   if (local.sessionLost && !ours(['SessionLost'])) d.sessionLost = local.sessionLost;
   if (local.report) {
     d.reportedState = local.report.state;

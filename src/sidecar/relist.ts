@@ -10,7 +10,7 @@
 export interface Glimpse {
   /** The agent's session pane: running, dead (remain-on-exit), or not there. */
   pane: 'alive' | 'dead' | 'none';
-  /** mtime of output.log (ms), 0 while there is none. */
+  /** When the output capture last wrote (ms; capture.ts statOutput), 0 while there is none. */
   outputMtimeMs: number;
 }
 

@@ -4,7 +4,7 @@
  * moment it ends. Sessions outlive the sidecar: after a restart it rediscovers them from the node.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, FileOperationTimeoutError, mkdir, readFile, registerFileOperationMetrics, stat, writeFile } from './runtime/boundedFs.js';
+import { chmod, FileOperationTimeoutError, mkdir, readFile, registerFileOperationMetrics, writeFile } from './runtime/boundedFs.js';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -34,6 +34,8 @@ import { checkLayout, checkTraversable, cleanupAgent, expandEnv, isAgentUid, pro
 import { findArchiveLocation } from './runtime/archive.js';
 import { exists } from './runtime/files.js';
 import { stallPoint } from './runtime/stallPoint.js';
+import { DEFAULT_OUTPUT_MAX_BYTES, outputCapFor, statOutput } from './runtime/capture.js';
+import { enforceRetention, RETENTION_REASONS, type RetentionPolicy } from './runtime/retention.js';
 import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
 import { readSandboxUid } from './runtime/uids.js';
 import { hasTombstone, sha256Hex, tombstoneTrigger } from './runtime/workspace.js';
@@ -77,6 +79,12 @@ export interface SidecarOptions {
   sweepMinAgeSeconds?: number;
   /** /healthz fails when no relist completed for this long while work is pending (progress.ts). */
   stallThresholdMs?: number;
+  /** The output cap of an Agent that sets none, and the most one may set (capture.ts). */
+  output?: { defaultBytes: number; limitBytes: number };
+  /** The most each report journal of one agent holds (report/journal.ts). */
+  journalMaxBytes?: number;
+  /** How long and how much of the archive the node keeps (retention.ts); applied at start and at every sweep. */
+  archiveRetention?: RetentionPolicy;
 }
 
 interface Ctx extends AgentContext {
@@ -114,6 +122,9 @@ export class NodeSidecar {
   private readonly sessions: Gauge;
   private readonly launchResumes: Counter<'step'>;
   private readonly reportsCapped: Counter<'cap'>;
+  private readonly archiveDeletions: Counter<'reason'>;
+  private readonly archiveDeletedBytes: Counter<'reason'>;
+  private readonly archiveBytes: Gauge;
   /** Launches decided and not yet seen through (started, or given up for a cleanup), by UID. */
   private readonly unfinished = new Map<string, { since: number; step: ResumableStep | 'none' }>();
   private readonly exits: ExitWatches;
@@ -126,6 +137,7 @@ export class NodeSidecar {
   private ticks = 0;
   private polling = false;
   private readonly progress = new RelistProgress();
+  private retaining = false;
 
   constructor(private readonly o: SidecarOptions) {
     this.log = o.logger.child({ node: o.nodeName });
@@ -183,6 +195,18 @@ export class NodeSidecar {
         this.set(progress.lastPassSeconds());
       },
     });
+    this.archiveDeletions = new Counter({
+      name: 'agent_operator_archive_deletions_total',
+      help: 'Archives deleted by retention, by reason: age (older than --archive-max-age-seconds) or size (oldest first, over --archive-max-size)',
+      labelNames: ['reason'],
+      registers: [m.registry],
+    });
+    this.archiveDeletedBytes = new Counter({ name: 'agent_operator_archive_deleted_bytes_total', help: 'Bytes of the archives deleted by retention, by reason', labelNames: ['reason'], registers: [m.registry] });
+    for (const reason of RETENTION_REASONS) {
+      this.archiveDeletions.inc({ reason }, 0);
+      this.archiveDeletedBytes.inc({ reason }, 0);
+    }
+    this.archiveBytes = new Gauge({ name: 'agent_operator_archive_bytes', help: 'Bytes the node\'s archives held after the last retention pass', registers: [m.registry] });
     const unfinished = this.unfinished;
     new Gauge({
       name: 'agent_operator_launches_unfinished',
@@ -237,6 +261,7 @@ export class NodeSidecar {
     await mkdir(this.o.archiveDir, { recursive: true, mode: 0o700 });
     await this.checkSandbox();
     await this.writeShim();
+    await this.retain();
     const rediscovered = await this.rediscover();
     this.server = await this.startServer();
     await this.reopenChannels();
@@ -257,7 +282,7 @@ export class NodeSidecar {
     const timers = [
       setInterval(() => void beat(), this.o.heartbeatIntervalMs ?? 10_000),
       setInterval(() => void this.poll().catch((err: unknown) => this.log.error({ err: describeError(err) }, 'relist failed')), this.o.pollIntervalMs ?? 1000),
-      setInterval(() => void this.sweep(), this.o.sweepIntervalMs ?? 60_000),
+      setInterval(() => void this.sweep().then(() => this.retain()), this.o.sweepIntervalMs ?? 60_000),
     ];
     try {
       while (!this.agents.hasSynced() && !signal.aborted) await sleep(100, signal);
@@ -364,6 +389,7 @@ export class NodeSidecar {
       agentContext: (uid) => this.contextOf(uid),
       ...(this.o.reportCaps ? { caps: this.o.reportCaps } : {}),
       onCapped: (cap) => this.reportsCapped.inc({ cap }),
+      ...(this.o.journalMaxBytes !== undefined ? { journalMaxBytes: this.o.journalMaxBytes } : {}),
       onStatus: async (ctx, report, at) => {
         this.reports.set(ctx.uid, latestReport(report, at, this.reports.get(ctx.uid)));
         this.queue.add(ctx.key);
@@ -420,8 +446,8 @@ export class NodeSidecar {
       const pane = panes?.get(sessionNameFor(uid));
       const now: Glimpse = {
         pane: pane ? (pane.dead ? 'dead' : 'alive') : 'none',
-        outputMtimeMs: await stat(workspacePaths(this.o.root, uid).output).then(
-          (st) => st.mtimeMs,
+        outputMtimeMs: await statOutput(workspacePaths(this.o.root, uid).dir).then(
+          (st) => st?.mtimeMs ?? 0,
           (err: unknown) => {
             if (err instanceof FileOperationTimeoutError) throw err; // a pass that did not see everything
             return 0;
@@ -489,6 +515,7 @@ export class NodeSidecar {
       ...(obs.exited && obs.exitCode !== undefined && !launchError ? { exitCode: obs.exitCode } : {}),
       ...(launchError ? { launchError } : {}),
       ...(this.limitsNotEnforced.has(uid) ? { limitsNotEnforced: this.limitsNotEnforced.get(uid)! } : {}),
+      ...(obs.record?.output ? { outputMaxBytes: obs.record.output.maxBytes } : {}),
       ...(sessionLost ? { sessionLost } : {}),
       ...(obs.lastOutputAt ? { lastOutputAt: Date.parse(obs.lastOutputAt) } : {}),
       ...(this.reports.has(uid) ? { report: this.reports.get(uid)! } : {}),
@@ -544,6 +571,7 @@ export class NodeSidecar {
         binDir: this.binDir,
         sandbox: this.o.sandbox,
         limits: limitsOf(agent.spec.resources?.limits),
+        outputMaxBytes: this.outputCap(agent, log),
         logger: this.runtimeLogger(agent),
       });
       if (result.cleanedUp) await this.recoverFromArchive(uid);
@@ -564,6 +592,18 @@ export class NodeSidecar {
       this.launchErrors.set(uid, `launch failed: ${describeError(err)}`);
     }
     this.queue.add(objectKey(agent));
+  }
+
+  /**
+   * The agent's output cap; one asked above the node's limit gets the limit. The cap goes into the
+   * Agent's status (outputMaxBytes) and the controller records the Warning (a node's Events are about its AgentNode only).
+   */
+  private outputCap(agent: AgentObj, log: Logger): number {
+    const asked = agent.spec.output?.maxSize;
+    const node = this.o.output ?? { defaultBytes: DEFAULT_OUTPUT_MAX_BYTES, limitBytes: DEFAULT_OUTPUT_MAX_BYTES };
+    const cap = outputCapFor(asked !== undefined ? bytesOf(asked, 'spec.output.maxSize') : undefined, node);
+    if (cap.clamped) log.warn({ asked, maxBytes: cap.maxBytes }, 'spec.output.maxSize above this node\'s limit: lowered');
+    return cap.maxBytes;
   }
 
   /** Never silent: every launch begun and not finished for a while is logged, with where it stands. */
@@ -648,6 +688,31 @@ export class NodeSidecar {
       }
     } catch (err) {
       this.log.error({ err: describeError(err) }, 'sweep failed');
+    }
+  }
+
+  /** Archive retention: oldest first past the max age or the max bytes, each deletion logged and counted. */
+  private async retain(): Promise<void> {
+    const policy = this.o.archiveRetention;
+    if (!policy || (policy.maxAgeMs === undefined && policy.maxBytes === undefined)) return;
+    if (this.retaining) return; // a slow pass is not overlapped by the next (it would count deletions twice)
+    this.retaining = true;
+    try {
+      const r = await enforceRetention({
+        root: this.o.root,
+        archiveDir: this.o.archiveDir,
+        policy,
+        logger: this.log,
+        onDelete: (d) => {
+          this.archiveDeletions.inc({ reason: d.reason });
+          this.archiveDeletedBytes.inc({ reason: d.reason }, d.entry.bytes);
+        },
+      });
+      this.archiveBytes.set(r.remainingBytes);
+    } catch (err) {
+      this.log.error({ err: describeError(err) }, 'archive retention failed');
+    } finally {
+      this.retaining = false;
     }
   }
 

@@ -11,6 +11,7 @@ import { describe, it } from 'node:test';
 import { execa } from 'execa';
 import { REPORTING_CONTROLLER } from '../../src/controller/controller.js';
 import { MAX_BODY_BYTES } from '../../src/report/protocol.js';
+import { captureAccounting, captureLimits, readCaptureFiles } from '../../src/sidecar/runtime/capture.js';
 import { cgroup2Mount, ownCgroup } from '../../src/sidecar/runtime/cgroup.js';
 import { environValue } from '../../src/sidecar/runtime/procfs.js';
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
@@ -19,13 +20,13 @@ import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { createTestNamespace, waitFor } from '../support/cluster.js';
 import { assertAttackGotNothing, assertNormalAgentOutput, attackScript, environOf, normalAgentScript, pidsOfUser, plantedPaths } from '../support/hostile.js';
 import { eventsAbout, metricValue, scrape } from '../support/telemetry.js';
-import { agents, archivedOutput, assertNodeClean, createAgent, useStack, waitForAgent, waitForCleanedUp, waitForOutput } from '../support/stack.js';
+import { agents, archivedOutput, assertNodeClean, createAgent, patchSpec, useStack, waitForAgent, waitForCleanedUp, waitForOutput } from '../support/stack.js';
 
 const exists = (p: string) => stat(p).then(() => true, () => false);
 
 describe('hostile agents on one node', () => {
   // Low report caps, so that a flood shows within a test: 6 reports and one large report a minute.
-  const stack = useStack('hostile', { nodes: 1, capacity: 6, reportCaps: { maxPerMinute: 6, maxBytesPerMinute: MAX_BODY_BYTES } });
+  const stack = useStack('hostile', { nodes: 1, capacity: 6, sidecarArgs: ['--report-max-per-minute', '6', '--report-max-bytes-per-minute', String(MAX_BODY_BYTES)] });
 
   it('an attacker reaches nothing of the victim, the node or the sidecar; the victim and the node carry on', async (t) => {
     const ns = await createTestNamespace(t, 'hostile');
@@ -120,6 +121,39 @@ describe('hostile agents on one node', () => {
     assert.equal(done.status?.cleanup?.verifiedNoProcesses, true, JSON.stringify(done.status?.cleanup));
     assert.deepEqual(await pidsOfUser(id), [], 'a process of the agent outlived its cleanup');
     await assertNodeClean(stack(), done.metadata!.uid!);
+  });
+
+  it('output beyond its cap, without end: the node keeps its head and tail and no more, and kill -9 -1 does not reach the capture', async (t) => {
+    const ns = await createTestNamespace(t, 'hostile-flood');
+    const node = stack().nodes[0]!;
+    await createAgent(ns, 'flood', { command: ['sh', '-c', 'yes flood-first & sleep 0.5; kill -9 -1; exec yes flood-line'], output: { maxSize: '64Ki' } });
+    const running = await waitForAgent(ns, 'flood', (a) => a.status?.phase === 'Running', 'to run');
+    const dir = workspacePaths(node.root, running.metadata!.uid!).dir;
+    const limits = captureLimits(64 * 1024);
+    // Judged from outside while it prints: far past its cap and still captured (after its kill -9 -1),
+    // the node holding no more than the cap.
+    let most = 0;
+    const seen = await waitFor(
+      async () => {
+        const files = await readCaptureFiles(dir, limits);
+        most = Math.max(most, files.headBytes + files.newBytes + files.slotBytes.reduce<number>((n, b) => n + (b ?? 0), 0));
+        const total = captureAccounting(limits, files).totalBytes;
+        return total > 20 * limits.maxBytes ? total : undefined;
+      },
+      { timeoutMs: 60_000, what: 'the flood to pass 20 times its cap', intervalMs: 20 },
+    );
+    t.diagnostic(`seen ${seen} bytes; the node held at most ${most}`);
+    assert.ok(most <= limits.maxBytes, `the node held ${most} bytes of output, cap ${limits.maxBytes}`);
+    await patchSpec(ns, 'flood', { stop: true });
+    const a = await waitForCleanedUp(ns, 'flood');
+    const o = a.status?.cleanup?.output;
+    assert.equal(o?.maxBytes, limits.maxBytes);
+    assert.equal(o?.truncated, true);
+    assert.ok((o?.totalBytes ?? 0) >= seen && o!.droppedBytes === o!.totalBytes - (a.status?.cleanup?.archivedFiles ?? []).filter((f) => f.name.startsWith('output')).reduce((n, f) => n + f.bytes, 0));
+    const archive = a.status!.cleanup!.archivePath!;
+    assert.match(await readFile(join(archive, 'output.log'), 'utf8'), /^(flood-first\r\n)+/);
+    assert.match(await readFile(join(archive, 'output-tail.log'), 'utf8'), /(flood-line\r\n)+/);
+    await assertNodeClean(stack(), a.metadata!.uid!);
   });
 
   it('a normal agent: its own uid, HOME, workspace and /tmp writable, prompt readable, the report endpoint reachable', async (t) => {

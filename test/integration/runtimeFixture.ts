@@ -43,7 +43,9 @@ export async function nodeFixture(t: TestContext): Promise<NodeFixture> {
     // Anything a test left running on this node: marker processes (this root's only), then the server.
     for (const procs of groupByAgent(await listProcesses(), root).values()) for (const p of procs) sendSignal(p.pid, 'SIGKILL');
     await killServer(root);
-    await rm(root, { recursive: true, force: true });
+    // An output capture sees its end when the server goes and writes its last (empty) segment file
+    // as it ends, a moment later: a directory emptied meanwhile is emptied again.
+    await rm(root, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   });
   const archiveDir = join(root, 'archive');
   const binDir = join(root, 'bin');

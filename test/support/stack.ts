@@ -51,7 +51,8 @@ export function useStack(prefix: string, opts: Partial<StackOptions> = {}): () =
     // still there then is the file-isolation check's to report).
     if (stack) await awaitNoLeftovers(kubeConfig(), 90_000, ['Namespace', 'Agent']);
     await stack?.stop();
-    if (dir && !process.env.AO_KEEP_STATE) await rm(dir, { recursive: true, force: true });
+    // maxRetries: an output capture whose session just ended writes its last (empty) segment file as it ends.
+    if (dir && !process.env.AO_KEEP_STATE) await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   });
   return () => {
     if (!stack) throw new Error('stack not started');

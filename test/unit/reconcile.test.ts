@@ -411,6 +411,25 @@ describe('reconcile', () => {
     assert.equal(observe(limited(bound({ startTime: at(90) }))).status.conditions?.find((x) => x.type === 'LimitsEnforced'), undefined);
   });
 
+  it('an output cap the node lowered: a Warning Event and OutputCapHonored=False, the Event once', () => {
+    const capped = (maxSize: string, status: Agent['status']) => agent({ spec: { output: { maxSize } }, status, meta: boundMeta });
+    const first = observe(capped('1Gi', bound({ phase: 'Scheduled', startTime: at(90), sessionName: 's', outputMaxBytes: 100 * 2 ** 20 })));
+    const warning = first.events.find((e) => e.reason === 'OutputCapLowered');
+    assert.equal(warning?.type, 'Warning');
+    assert.equal(warning?.message, "spec.output.maxSize 1Gi is above node node-1's limit: 104857600 bytes of its output are kept");
+    const c = first.status.conditions?.find((x) => x.type === 'OutputCapHonored');
+    assert.deepEqual([c?.status, c?.reason, c?.message], ['False', 'OutputCapLowered', warning?.message]);
+    const again = observe(capped('1Gi', { ...bound({ startTime: at(90), sessionName: 's', outputMaxBytes: 100 * 2 ** 20 }), ...first.status }), { now: T0 + 200_000 });
+    assert.equal(again.events.find((e) => e.reason === 'OutputCapLowered'), undefined, 'said once');
+    assert.deepEqual(again.status.conditions?.find((x) => x.type === 'OutputCapHonored'), c);
+    // Kept as asked (or raised to the node's least cap), or not yet launched: nothing said.
+    for (const [maxSize, outputMaxBytes] of [['64Ki', 65536], ['1k', 4096], ['1Gi', undefined]] as const) {
+      const p = observe(capped(maxSize, bound({ phase: 'Scheduled', startTime: at(90), sessionName: 's', ...(outputMaxBytes !== undefined ? { outputMaxBytes } : {}) })));
+      assert.equal(p.events.find((e) => e.reason === 'OutputCapLowered'), undefined, maxSize);
+      assert.equal(p.status.conditions?.find((x) => x.type === 'OutputCapHonored'), undefined, maxSize);
+    }
+  });
+
   it('keeps lastTransitionTime when a condition does not change', () => {
     const first = observe(agent({ status: bound({ phase: 'Scheduled', startTime: at(90) }), meta: boundMeta }));
     const again = observe(agent({ status: { ...bound({ startTime: at(90) }), ...first.status } , meta: boundMeta }), { now: T0 + 200_000 });

@@ -76,8 +76,8 @@ describe('tmux naming and quoting', () => {
   });
 
   it('escapes tmux formats and strftime in the pipe-pane command', () => {
-    assert.equal(pipeCommand('/r/agents/u/output.log'), `exec cat >>'/r/agents/u/output.log'`);
-    assert.equal(pipeCommand(`/r #{x} %H 'q'/o`), `exec cat >>'/r ##{x} %%H '\\''q'\\''/o'`);
+    assert.equal(pipeCommand(`exec cat >>'/r/agents/u/output.log'`), `exec cat >>'/r/agents/u/output.log'`);
+    assert.equal(pipeCommand(`cat >'/r #{x} %H' $((i % 4))`), `cat >'/r ##{x} %%H' $((i %% 4))`);
   });
 
   it('parses list-panes output and skips foreign lines', () => {

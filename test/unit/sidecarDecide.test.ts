@@ -104,6 +104,20 @@ describe('decideNode', () => {
       action: 'none',
       patch: undefined,
     },
+    {
+      name: 'launched with an output cap: written with the start, for the controller to compare with spec.output.maxSize',
+      agent: agent(),
+      local: { ...running, outputMaxBytes: 65536 },
+      action: 'none',
+      patch: { sessionName: 'agent-u', startTime: iso(1), outputMaxBytes: 65536 },
+    },
+    {
+      name: 'output cap already in status: no write',
+      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1), outputMaxBytes: 65536 }),
+      local: { ...running, outputMaxBytes: 65536 },
+      action: 'none',
+      patch: undefined,
+    },
     { name: 'facts already in status: no write', agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }), local: running, action: 'none', patch: undefined },
     {
       name: 'exit seen locally: cleanup at once, exit code written',

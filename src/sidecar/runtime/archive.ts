@@ -6,15 +6,28 @@
  * final name; leftover temp directories are removed by the next run.
  */
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, createReadStream, createWriteStream } from 'node:fs';
 import { copyFile, mkdir, readdir, rename, rm, stat, writeFile } from './boundedFs.js';
 import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { digestFile, errnoOf, exists, fsyncDir, fsyncFile, readOptional, writeFileAtomic, type FileDigest } from './files.js';
 import { assertAgentUid, assertObjectRef } from './workspace.js';
 
 /** Workspace files that are archived when present (the prompt and scratch/ never are). */
 export const ARCHIVED_FILES = ['output.log', 'reports.jsonl', 'findings.jsonl', 'agent.json', 'exit-code', 'launch-error'] as const;
+
+/** One archived file: a workspace file, or several concatenated (the output's tail, from its ring). */
+export interface ArchiveSource {
+  name: string;
+  /** Absolute paths; one part is skipped when missing, several must all exist. */
+  parts: readonly string[];
+}
+
+/** What is archived from a workspace (pure): ARCHIVED_FILES, then `composed` where it has parts. */
+export function archiveSources(dir: string, composed: readonly { name: string; parts: readonly string[] }[] = []): ArchiveSource[] {
+  return [...ARCHIVED_FILES.map((name) => ({ name, parts: [join(dir, name)] })), ...composed.filter((c) => c.parts.length > 0)];
+}
 export const MANIFEST_FILE = 'manifest.json';
 /** The cleanup record of the run that completed the archive. */
 export const RECORD_FILE = 'cleanup.json';
@@ -81,6 +94,14 @@ const manifestFileSchema = z.object({
   modifiedAt: z.string(),
 });
 
+/** The output capture's accounting (capture.ts), as the cleanup record carries it. */
+const outputSchema = z.object({
+  maxBytes: z.number().int().min(0),
+  totalBytes: z.number().int().min(0),
+  droppedBytes: z.number().int().min(0),
+  truncated: z.boolean(),
+});
+
 const manifestSchema = z.object({
   version: z.literal(1),
   uid: z.string(),
@@ -91,6 +112,7 @@ const manifestSchema = z.object({
   /** The workspace the files were copied from. */
   sourceDir: z.string(),
   files: z.array(manifestFileSchema),
+  output: outputSchema.optional(),
 });
 
 export type ManifestFile = z.infer<typeof manifestFileSchema>;
@@ -115,6 +137,7 @@ export function buildManifest(m: Omit<Manifest, 'version' | 'files'> & { files: 
     archivedAt: m.archivedAt,
     sourceDir: m.sourceDir,
     files,
+    ...(m.output !== undefined ? { output: m.output } : {}),
   };
 }
 
@@ -133,34 +156,39 @@ export function manifestProblems(files: readonly Pick<ManifestFile, 'name' | 'by
   return problems;
 }
 
-async function digestOptional(path: string): Promise<FileDigest | undefined> {
+async function digestOptional(parts: readonly string[]): Promise<FileDigest | undefined> {
   try {
-    return await digestFile(path);
+    return await digestFile(parts);
   } catch (err) {
     if (errnoOf(err) === 'ENOENT') return undefined;
     throw err;
   }
 }
 
-/** Digests of `names` in `dir` (undefined for a missing file). */
-export async function digestAll(dir: string, names: readonly string[]): Promise<Map<string, FileDigest | undefined>> {
-  return new Map(await Promise.all(names.map(async (n) => [n, await digestOptional(join(dir, n))] as const)));
+/** Digests of each source (undefined for a missing one). */
+export async function digestSources(sources: readonly ArchiveSource[]): Promise<Map<string, FileDigest | undefined>> {
+  return new Map(await Promise.all(sources.map(async (s) => [s.name, await digestOptional(s.parts)] as const)));
 }
 
 export type ArchiveState = { state: 'absent' } | { state: 'valid'; manifest: Manifest } | { state: 'invalid'; reason: string };
 
+/** An archive's manifest, or why it cannot be read. */
+export async function readManifest(dir: string): Promise<Manifest | { invalid: string }> {
+  const raw = await readOptional(join(dir, MANIFEST_FILE));
+  if (!raw) return { invalid: 'manifest.json is missing' };
+  try {
+    return manifestSchema.parse(JSON.parse(raw.toString('utf8')));
+  } catch (err) {
+    return { invalid: `manifest.json is unreadable: ${err instanceof Error ? err.message.slice(0, 200) : String(err)}` };
+  }
+}
+
 /** Reads an archive directory and recomputes every checksum its manifest lists. */
 export async function inspectArchive(dir: string): Promise<ArchiveState> {
   if (!(await exists(dir))) return { state: 'absent' };
-  const raw = await readOptional(join(dir, MANIFEST_FILE));
-  if (!raw) return { state: 'invalid', reason: 'manifest.json is missing' };
-  let manifest: Manifest;
-  try {
-    manifest = manifestSchema.parse(JSON.parse(raw.toString('utf8')));
-  } catch (err) {
-    return { state: 'invalid', reason: `manifest.json is unreadable: ${err instanceof Error ? err.message.slice(0, 200) : String(err)}` };
-  }
-  const problems = manifestProblems(manifest.files, await digestAll(dir, manifest.files.map((f) => f.name)));
+  const manifest = await readManifest(dir);
+  if ('invalid' in manifest) return { state: 'invalid', reason: manifest.invalid };
+  const problems = manifestProblems(manifest.files, await digestSources(manifest.files.map((f) => ({ name: f.name, parts: [join(dir, f.name)] }))));
   return problems.length ? { state: 'invalid', reason: problems.join('; ') } : { state: 'valid', manifest };
 }
 
@@ -181,22 +209,36 @@ export async function removeStaleTemps(loc: ArchiveLocation): Promise<number> {
   return stale.length;
 }
 
-/** Copies one file and checks the copy against the source, twice at most (the source should be quiet by now). */
-async function copyVerified(src: string, dst: string): Promise<FileDigest> {
+/** Copies a source (its parts one after the other) to `dst`. */
+async function copySource(parts: readonly string[], dst: string): Promise<void> {
+  if (parts.length === 1) {
+    await copyFile(parts[0]!, dst, constants.COPYFILE_EXCL);
+    return;
+  }
+  await writeFile(dst, '', { flag: 'wx', mode: 0o600 });
+  for (const part of parts) await pipeline(createReadStream(part), createWriteStream(dst, { flags: 'a' }));
+}
+
+/** Copies one source and checks the copy against it, twice at most (the source should be quiet by now). */
+async function copyVerified(parts: readonly string[], dst: string): Promise<FileDigest> {
   for (let attempt = 1; ; attempt++) {
-    const before = await digestFile(src);
+    const before = await digestFile(parts);
     await rm(dst, { force: true });
-    await copyFile(src, dst, constants.COPYFILE_EXCL);
+    await copySource(parts, dst);
     await fsyncFile(dst);
     const copy = await digestFile(dst);
     if (copy.bytes === before.bytes && copy.sha256 === before.sha256) return copy;
-    if (attempt >= 2) throw new Error(`copy of ${src} does not match its source (it is still being written?)`);
+    if (attempt >= 2) throw new Error(`copy of ${parts.join(' + ')} does not match its source (it is still being written?)`);
   }
 }
 
 export interface WriteArchiveInput {
   location: ArchiveLocation;
   sourceDir: string;
+  /** Default archiveSources(sourceDir). */
+  sources?: readonly ArchiveSource[];
+  /** The output capture's accounting, kept in the manifest (a re-run after the workspace is gone reads it there). */
+  output?: Manifest['output'];
   uid: string;
   namespace?: string;
   name?: string;
@@ -215,17 +257,16 @@ export async function writeArchive(input: WriteArchiveInput): Promise<Manifest> 
   await mkdir(tmp, { mode: 0o700 });
   try {
     const files: SourceFile[] = [];
-    for (const name of ARCHIVED_FILES) {
-      const src = join(input.sourceDir, name);
-      let mtime: Date;
+    for (const { name, parts } of input.sources ?? archiveSources(input.sourceDir)) {
+      let mtimeMs = 0;
       try {
-        mtime = (await stat(src)).mtime;
+        for (const part of parts) mtimeMs = Math.max(mtimeMs, (await stat(part)).mtimeMs);
       } catch (err) {
-        if (errnoOf(err) === 'ENOENT') continue;
+        if (errnoOf(err) === 'ENOENT' && parts.length === 1) continue;
         throw err;
       }
-      const digest = await copyVerified(src, join(tmp, name));
-      files.push({ name, ...digest, modifiedAt: mtime.toISOString() });
+      const digest = await copyVerified(parts, join(tmp, name));
+      files.push({ name, ...digest, modifiedAt: new Date(mtimeMs).toISOString() });
     }
     const manifest = buildManifest({
       uid: input.uid,
@@ -235,6 +276,7 @@ export async function writeArchive(input: WriteArchiveInput): Promise<Manifest> 
       archivedAt: (input.now ?? new Date()).toISOString(),
       sourceDir: input.sourceDir,
       files,
+      ...(input.output !== undefined ? { output: input.output } : {}),
     });
     await writeFile(join(tmp, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
     await fsyncFile(join(tmp, MANIFEST_FILE));

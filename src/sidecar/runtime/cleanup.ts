@@ -20,9 +20,9 @@ import type { Logger } from 'pino';
 import type { CleanupRecord } from '../../api/agent.js';
 import { DEFAULTS, LIMITS } from '../../api/constants.js';
 import {
-  ARCHIVED_FILES,
   archiveLocation,
-  digestAll,
+  archiveSources,
+  digestSources,
   findArchiveLocation,
   inspectArchive,
   removeStaleTemps,
@@ -31,6 +31,7 @@ import {
   type Manifest,
   type ManifestFile,
 } from './archive.js';
+import { ARCHIVED_TAIL_FILE, captureAccounting, readCaptureFiles, type CaptureAccounting } from './capture.js';
 import { crashPoint } from './crashPoint.js';
 import { errorMessage, exists, readOptional, type FileDigest } from './files.js';
 import { sandboxStarted } from './launcher.js';
@@ -244,6 +245,15 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
     await step('wait for reports in flight', () => withTimeout(hook(), timeouts.beforeArchiveMs, 'the beforeArchive hook'), undefined);
   }
 
+  // What the bounded capture saw, kept and dropped (capture.ts); its tail is archived as one file.
+  const limits = agentRecord?.output;
+  const capture: CaptureAccounting | undefined =
+    limits && workspaceExists ? await step('account for the output', async () => captureAccounting(limits, await readCaptureFiles(paths.dir, limits)), undefined) : undefined;
+  const output: Manifest['output'] =
+    limits && capture ? { maxBytes: limits.maxBytes, totalBytes: capture.totalBytes, droppedBytes: capture.droppedBytes, truncated: capture.truncated } : undefined;
+  if (output?.truncated) log.info({ output }, 'output went past its cap: head and tail kept');
+  const sources = archiveSources(paths.dir, [{ name: ARCHIVED_TAIL_FILE, parts: (capture?.tail ?? []).map((n) => join(paths.dir, n)) }]);
+
   // (d) archive before deleting anything
   let manifest: Manifest | undefined;
   let archivePath: string | undefined;
@@ -259,7 +269,7 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
         const existing = await inspectArchive(loc.dir);
         const newer =
           existing.state === 'valid' && workspaceExists
-            ? workspaceSupersedesArchive(existing.manifest.files, await digestAll(paths.dir, ARCHIVED_FILES))
+            ? workspaceSupersedesArchive(existing.manifest.files, await digestSources(sources))
             : false;
         const action = decideArchive({ keepLogs, archive: existing.state, workspaceExists, workspaceSupersedesArchive: newer });
         log.debug({ action, existing: existing.state }, 'archive decision');
@@ -268,6 +278,8 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
           manifest = await writeArchive({
             location: loc,
             sourceDir: paths.dir,
+            sources,
+            ...(output ? { output } : {}),
             uid: o.uid,
             ...(namespace !== undefined ? { namespace } : {}),
             ...(name !== undefined ? { name } : {}),
@@ -344,6 +356,7 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
     ...(usage.cpuSeconds !== undefined ? { cpuMilliseconds: Math.round(usage.cpuSeconds * 1000) } : {}),
     ...(usage.memoryPeakBytes !== undefined ? { memoryPeakBytes: usage.memoryPeakBytes } : {}),
     ...(cgroupRemoved !== undefined ? { cgroupRemoved } : {}),
+    ...((manifest?.output ?? output) ? { output: manifest?.output ?? output } : {}),
     errors: boundErrors(errors),
   };
   if (archivePath) {

@@ -77,14 +77,16 @@ export interface FileDigest {
   sha256: string;
 }
 
-/** Size and SHA-256 of a file's content, streamed. */
-async function digestFileNow(path: string): Promise<FileDigest> {
+/** Size and SHA-256 of the files' content one after the other (one file: its own), streamed. */
+async function digestFileNow(path: string | readonly string[]): Promise<FileDigest> {
   const hash = createHash('sha256');
   let bytes = 0;
-  for await (const chunk of createReadStream(path)) {
-    const buf = chunk as Buffer;
-    hash.update(buf);
-    bytes += buf.length;
+  for (const part of typeof path === 'string' ? [path] : path) {
+    for await (const chunk of createReadStream(part)) {
+      const buf = chunk as Buffer;
+      hash.update(buf);
+      bytes += buf.length;
+    }
   }
   return { bytes, sha256: hash.digest('hex') };
 }
@@ -146,6 +148,7 @@ export const fsyncDir = (dir: string): Promise<void> => bounded('fsync', dir, ()
 export const writeFileAtomic = (path: string, data: Buffer | string, mode = 0o600): Promise<void> =>
   bounded('write', path, () => writeFileAtomicNow(path, data, mode));
 export const fsyncFile = (path: string): Promise<void> => bounded('fsync', path, () => fsyncFileNow(path));
-export const digestFile = (path: string): Promise<FileDigest> => bounded('digest', path, () => digestFileNow(path));
+export const digestFile = (path: string | readonly string[]): Promise<FileDigest> =>
+  bounded('digest', typeof path === 'string' ? path : path.join(' + '), () => digestFileNow(path));
 export const readOptional = (path: string, maxBytes = STATE_FILE_MAX_BYTES): Promise<Buffer | undefined> =>
   bounded('read', path, () => readOptionalNow(path, maxBytes));

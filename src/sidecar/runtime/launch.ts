@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import type { Logger } from 'pino';
 import { AGENT_ENV, type LimitController } from '../../api/constants.js';
+import { captureLimits, captureScript, DEFAULT_OUTPUT_MAX_BYTES } from './capture.js';
 import { crashPoint } from './crashPoint.js';
 import { expandArgs } from './expand.js';
 import { errnoOf, writeFileAtomic } from './files.js';
@@ -76,6 +77,8 @@ export interface LaunchOptions {
    * command is released, at every launch() (a resumed one too). Idempotent.
    */
   openChannel?: (dir: string, gid: number) => Promise<void>;
+  /** The most of its output kept on the node (capture.ts). Default DEFAULT_OUTPUT_MAX_BYTES. */
+  outputMaxBytes?: number;
   logger: Logger;
   /** Bound for mkfifo and for the launcher to take its go signal (each tmux call has its own timeout). Default 10 s. */
   timeoutMs?: number;
@@ -224,6 +227,7 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
     sessionName: sessionNameFor(o.uid),
     ...(token !== undefined ? { reportTokenSha256: sha256Hex(token) } : {}),
     createdAt: new Date().toISOString(),
+    output: captureLimits(o.outputMaxBytes ?? DEFAULT_OUTPUT_MAX_BYTES),
   });
   return notEnforced;
 }
@@ -269,17 +273,24 @@ async function release(paths: WorkspacePaths, timeoutMs: number): Promise<void> 
 }
 
 /** remain-on-exit, output capture, go. Each step checks first, so a resumed start repeats nothing. */
-async function finishStart(paths: WorkspacePaths, sessionName: string, timeoutMs: number): Promise<void> {
+async function finishStart(paths: WorkspacePaths, sessionName: string, outputMaxBytes: number, timeoutMs: number): Promise<void> {
   await tmuxOk(paths.root, ['set-option', '-w', '-t', paneTarget(sessionName), 'remain-on-exit', 'on']);
   crashPoint('launch:remain-on-exit');
   const pane = await findPane(paths.root, sessionName);
   if (!pane) throw new Error(`session ${sessionName} vanished while starting`);
+  let record = await readAgentRecord(paths);
+  // The cap recorded when the workspace was prepared is the one cleanup accounts with (a workspace
+  // prepared by an older sidecar gets it recorded now, before any output is captured with it).
+  if (record && !record.output) {
+    record = { ...record, output: captureLimits(outputMaxBytes) };
+    await writeAgentRecord(paths, record);
+  }
+  const limits = record?.output ?? captureLimits(outputMaxBytes);
   // pipe-pane toggles an existing pipe off, so attach only when none is there.
-  if (!pane.piped) await tmuxOk(paths.root, ['pipe-pane', '-O', '-t', pane.paneId, pipeCommand(paths.output)]);
+  if (!pane.piped) await tmuxOk(paths.root, ['pipe-pane', '-O', '-t', pane.paneId, pipeCommand(captureScript(paths.dir, limits))]);
   crashPoint('launch:pipe-pane');
   await release(paths, timeoutMs);
   crashPoint('launch:release');
-  const record = await readAgentRecord(paths);
   if (record && !record.startedAt) await writeAgentRecord(paths, { ...record, startedAt: new Date().toISOString() });
 }
 
@@ -335,7 +346,7 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
       if (id === undefined) throw new Error('report channel: the agent has no sandbox uid');
       await o.openChannel(paths.channel, id);
     }
-    await finishStart(paths, sessionName, timeoutMs);
+    await finishStart(paths, sessionName, o.outputMaxBytes ?? DEFAULT_OUTPUT_MAX_BYTES, timeoutMs);
     log.info('agent session started');
     return {
       started: true,

@@ -1,6 +1,6 @@
 /** What a node can see of an agent: its tmux session and the files in its workspace. */
-import { stat } from './boundedFs.js';
-import { errnoOf, exists, readOptional } from './files.js';
+import { exists, readOptional } from './files.js';
+import { statOutput } from './capture.js';
 import { findPane, listPanes, sessionNameFor, uidFromSessionName, type PaneInfo } from './tmux.js';
 import { readAgentRecord, workspacePaths, type AgentRecord } from './workspace.js';
 
@@ -23,7 +23,7 @@ export interface SessionObservation {
   /** Started, not known to have exited, and the session is gone (tmux server killed, node rebooted). */
   lost: boolean;
   outputBytes: number;
-  /** mtime of output.log, once the session printed something. */
+  /** When the capture last wrote (output.log, then the tail it is writing), once the session printed something. */
   lastOutputAt?: string;
   /** When the command was released. */
   startTime?: string;
@@ -108,16 +108,6 @@ export function interpretObservation(uid: string, f: ObservedFacts): SessionObse
   };
 }
 
-async function statOptional(path: string): Promise<{ bytes: number; mtimeMs: number } | undefined> {
-  try {
-    const st = await stat(path);
-    return { bytes: st.size, mtimeMs: st.mtimeMs };
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return undefined;
-    throw err;
-  }
-}
-
 /** Gathers the facts about one agent from tmux and its workspace. */
 export async function observeFacts(root: string, uid: string): Promise<ObservedFacts> {
   const paths = workspacePaths(root, uid);
@@ -130,7 +120,7 @@ export async function observeFacts(root: string, uid: string): Promise<ObservedF
     exists(paths.go),
     readOptional(paths.exitCode),
     readOptional(paths.launchError),
-    statOptional(paths.output),
+    statOutput(paths.dir),
   ]);
   return {
     workspaceExists,

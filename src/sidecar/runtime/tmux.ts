@@ -45,12 +45,12 @@ export function shellQuote(value: string): string {
 }
 
 /**
- * The command tmux's pipe-pane runs (via `/bin/sh -c`) to append the pane's output to `logPath`.
- * pipe-pane expands strftime `%` sequences and `#` formats in it before the shell sees it, so both
- * are escaped after quoting.
+ * A shell program as tmux's pipe-pane takes it (it runs it via `/bin/sh -c`, the pane's output on
+ * stdin). pipe-pane expands strftime `%` sequences and `#` formats before the shell sees it, so both
+ * are escaped.
  */
-export function pipeCommand(logPath: string): string {
-  return `exec cat >>${shellQuote(logPath)}`.replace(/#/g, '##').replace(/%/g, '%%');
+export function pipeCommand(script: string): string {
+  return script.replace(/#/g, '##').replace(/%/g, '%%');
 }
 
 const BASE_ENV_NAMES = ['HOME', 'USER', 'LOGNAME', 'LANG', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR', 'PATH'] as const;

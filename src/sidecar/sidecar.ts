@@ -37,6 +37,7 @@ import { stallPoint } from './runtime/stallPoint.js';
 import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
 import { readSandboxUid } from './runtime/uids.js';
 import { hasTombstone, sha256Hex, tombstoneTrigger } from './runtime/workspace.js';
+import { registerSpawnMetric } from './runtime/spawn.js';
 
 type AgentObj = Agent & KubeObject;
 
@@ -183,6 +184,7 @@ export class NodeSidecar {
         this.set(progress.lastPassSeconds());
       },
     });
+    registerSpawnMetric(m.registry);
     const unfinished = this.unfinished;
     new Gauge({
       name: 'agent_operator_launches_unfinished',

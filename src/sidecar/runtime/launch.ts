@@ -4,9 +4,12 @@
  * Order, so that the whole output is captured from the first byte:
  *   prepare the state directory (the agent's uid, its scratch/ and home/, the prompt read-only for
  *   it, launch files, `go` FIFO, agent.json last)
- *   -> new-session running the launcher (which blocks on the FIFO)
+ *   -> new-session running the launcher (which blocks on the FIFO), remain-on-exit, pipe-pane to
+ *      output.log: one tmux client call (the server runs the chain in order, stopping at a failure)
  *   -> the report channel opened (sandboxed: the sidecar listens on the agent's socket)
- *   -> remain-on-exit -> pipe-pane to output.log -> release the launcher.
+ *   -> release the launcher.
+ * So a launch spawns two processes (mkfifo and that tmux client) besides the shared read of the
+ * panes that decides it (spawn.ts counts them).
  * A crash between any two steps converges on the next launch(): the FIFO's presence means the
  * command never ran, so the session can be finished or recreated; its absence means it ran, so
  * nothing is ever started twice. Each step leaves a mark (observe.ts launchProgress), and the
@@ -15,7 +18,6 @@
 import { constants } from 'node:fs';
 import { chmod, chown, mkdir, open, rm, writeFile } from './boundedFs.js';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import type { Logger } from 'pino';
 import { AGENT_ENV, type LimitController } from '../../api/constants.js';
 import { crashPoint } from './crashPoint.js';
@@ -25,16 +27,21 @@ import { EXEC_ARGV0, EXEC_SCRIPT, LAUNCHER_ARGV0, LAUNCHER_SCRIPT } from './laun
 import { createLeaf, leafOf, limitFiles, type Limits } from './cgroup.js';
 import { checkTraversable, joinCgroupArgv, sandboxArgv, type NodeSandbox } from './sandbox.js';
 import { allocateUid, readSandboxUid } from './uids.js';
-import { interpretObservation, launchProgress, observeFacts, observeSession, type ObservedFacts, type SessionObservation } from './observe.js';
+import { interpretObservation, launchProgress, observeFacts, observeFiles, observeSession, type ObservedFacts, type SessionObservation } from './observe.js';
+import { spawnProcess, withSpawnOp } from './spawn.js';
 import {
   baseEnvironment,
   findPane,
   killSession,
+  listSessionPanes,
   paneTarget,
+  parsePanes,
   pipeCommand,
   sessionNameFor,
-  tmuxOk,
+  tmuxChainOk,
   TmuxError,
+  type PaneInfo,
+  type TmuxCommand,
 } from './tmux.js';
 import { waitFor, withKeyLock } from './wait.js';
 import {
@@ -170,7 +177,7 @@ async function writeLaunchFiles(paths: WorkspacePaths, env: readonly [string, st
 
 async function mkfifo(path: string, timeoutMs: number): Promise<void> {
   await rm(path, { force: true });
-  await execa('mkfifo', ['-m', '600', '--', path], { timeout: timeoutMs, stdin: 'ignore' });
+  await spawnProcess('mkfifo', ['-m', '600', '--', path], { timeout: timeoutMs, stdin: 'ignore' });
 }
 
 /** A directory owned by `id` (the agent's uid and gid), mode 0700. */
@@ -228,8 +235,19 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
   return notEnforced;
 }
 
-async function newSession(paths: WorkspacePaths, sessionName: string, sessionEnv: Record<string, string>): Promise<'created' | 'exists'> {
-  const args = [
+/** The session's pane as the last command of a chain lists it. */
+function chainedPane(stdout: string, sessionName: string): PaneInfo {
+  const pane = parsePanes(stdout).find((p) => p.sessionName === sessionName);
+  if (!pane) throw new Error(`session ${sessionName} vanished while starting`);
+  return pane;
+}
+
+/**
+ * new-session running the launcher, remain-on-exit and output capture, in one tmux call; the pane,
+ * or undefined when the session already existed (the server stops at that, running none of the rest).
+ */
+async function newSession(paths: WorkspacePaths, sessionName: string, sessionEnv: Record<string, string>): Promise<PaneInfo | undefined> {
+  const create = [
     'new-session', '-d', '-s', sessionName,
     '-x', SESSION_SIZE.columns, '-y', SESSION_SIZE.rows,
     '-c', paths.dir,
@@ -237,12 +255,25 @@ async function newSession(paths: WorkspacePaths, sessionName: string, sessionEnv
     '--', '/bin/sh', '-c', LAUNCHER_SCRIPT, LAUNCHER_ARGV0, paths.dir,
   ];
   try {
-    await tmuxOk(paths.root, args);
-    return 'created';
+    return chainedPane(await tmuxChainOk(paths.root, [create, ...captureCommands(paths, sessionName), listSessionPanes(sessionName)]), sessionName);
   } catch (err) {
-    if (err instanceof TmuxError && /duplicate session/i.test(err.stderr)) return 'exists';
+    if (err instanceof TmuxError && /duplicate session/i.test(err.stderr)) return undefined;
     throw err;
   }
+}
+
+/** remain-on-exit, then the output capture unless one is attached (pipe-pane toggles an existing pipe off). */
+function captureCommands(paths: WorkspacePaths, sessionName: string, pane?: PaneInfo): TmuxCommand[] {
+  return [
+    ['set-option', '-w', '-t', paneTarget(sessionName), 'remain-on-exit', 'on'],
+    ...(pane?.piped ? [] : [['pipe-pane', '-O', '-t', pane?.paneId ?? paneTarget(sessionName), pipeCommand(paths.output)]]),
+  ];
+}
+
+/** Finishes setting up a session that exists (a resumed start, each step checked first): one tmux call. */
+async function finishSession(paths: WorkspacePaths, sessionName: string, pane: PaneInfo | undefined): Promise<PaneInfo> {
+  if (!pane) throw new Error(`session ${sessionName} vanished while starting`);
+  return chainedPane(await tmuxChainOk(paths.root, [...captureCommands(paths, sessionName, pane), listSessionPanes(sessionName)]), sessionName);
 }
 
 /** Opens the FIFO without blocking (ENXIO: the launcher is not reading yet) and writes the go line. */
@@ -268,15 +299,8 @@ async function release(paths: WorkspacePaths, timeoutMs: number): Promise<void> 
   );
 }
 
-/** remain-on-exit, output capture, go. Each step checks first, so a resumed start repeats nothing. */
-async function finishStart(paths: WorkspacePaths, sessionName: string, timeoutMs: number): Promise<void> {
-  await tmuxOk(paths.root, ['set-option', '-w', '-t', paneTarget(sessionName), 'remain-on-exit', 'on']);
-  crashPoint('launch:remain-on-exit');
-  const pane = await findPane(paths.root, sessionName);
-  if (!pane) throw new Error(`session ${sessionName} vanished while starting`);
-  // pipe-pane toggles an existing pipe off, so attach only when none is there.
-  if (!pane.piped) await tmuxOk(paths.root, ['pipe-pane', '-O', '-t', pane.paneId, pipeCommand(paths.output)]);
-  crashPoint('launch:pipe-pane');
+/** Go, then the record of the start (a resumed start repeats neither). */
+async function releaseAndRecord(paths: WorkspacePaths, timeoutMs: number): Promise<void> {
   await release(paths, timeoutMs);
   crashPoint('launch:release');
   const record = await readAgentRecord(paths);
@@ -310,7 +334,7 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
   const timeoutMs = o.timeoutMs ?? 10_000;
   const c = composeLaunch({ ...o, basePath: baseEnvironment().PATH ?? '' });
   const log = o.logger.child({ uid: o.uid, session: sessionName });
-  return withKeyLock(`${paths.root}\0${o.uid}`, async () => {
+  return withSpawnOp('launch', () => withKeyLock(`${paths.root}\0${o.uid}`, async () => {
     if (await hasTombstone(paths)) {
       log.info('not launching: the agent was already cleaned up');
       return { started: false, cleanedUp: true, sessionName, observation: await observeSession(o.root, o.uid) };
@@ -324,25 +348,31 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
       await killSession(o.root, sessionName);
     }
     let notEnforced: LimitController[] = [];
+    let pane = facts.pane;
     if (decision !== 'finish') {
       notEnforced = await prepareWorkspace(paths, o, c, timeoutMs);
       crashPoint('launch:workspace');
-      if ((await newSession(paths, sessionName, c.sessionEnv)) === 'exists') log.info('session already existed');
-      crashPoint('launch:session');
-    }
+      pane = await newSession(paths, sessionName, c.sessionEnv);
+      if (!pane) {
+        log.info('session already existed');
+        pane = await finishSession(paths, sessionName, await findPane(o.root, sessionName));
+      }
+    } else pane = await finishSession(paths, sessionName, pane);
+    crashPoint('launch:session');
     if (o.openChannel) {
       const id = await readSandboxUid(paths);
       if (id === undefined) throw new Error('report channel: the agent has no sandbox uid');
       await o.openChannel(paths.channel, id);
     }
-    await finishStart(paths, sessionName, timeoutMs);
+    await releaseAndRecord(paths, timeoutMs);
     log.info('agent session started');
     return {
       started: true,
       cleanedUp: false,
       sessionName,
-      observation: await observeSession(o.root, o.uid),
+      // The pane as the session's setup left it; the files as they are now (read after it).
+      observation: interpretObservation(o.uid, { ...(await observeFiles(o.root, o.uid)), pane }),
       ...(notEnforced.length > 0 ? { limitsNotEnforced: notEnforced } : {}),
     };
-  });
+  }));
 }

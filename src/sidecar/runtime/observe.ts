@@ -120,10 +120,15 @@ async function statOptional(path: string): Promise<{ bytes: number; mtimeMs: num
 
 /** Gathers the facts about one agent from tmux and its workspace. */
 export async function observeFacts(root: string, uid: string): Promise<ObservedFacts> {
-  const paths = workspacePaths(root, uid);
   // Files after tmux: the exit-code file is written before the pane dies, so a dead pane always
   // comes with its exit-code when the launcher got that far.
   const pane = await findPane(root, sessionNameFor(uid));
+  return { ...(await observeFiles(root, uid)), ...(pane ? { pane } : {}) };
+}
+
+/** The facts about one agent its workspace holds (all but the pane; read them after the pane). */
+export async function observeFiles(root: string, uid: string): Promise<Omit<ObservedFacts, 'pane'>> {
+  const paths = workspacePaths(root, uid);
   const [workspaceExists, record, goPresent, exitCode, launchError, output] = await Promise.all([
     exists(paths.dir),
     readAgentRecord(paths),
@@ -138,7 +143,6 @@ export async function observeFacts(root: string, uid: string): Promise<ObservedF
     ...(record ? { record } : {}),
     ...(exitCode ? { exitCodeText: exitCode.toString('utf8') } : {}),
     ...(launchError ? { launchErrorText: launchError.toString('utf8') } : {}),
-    ...(pane ? { pane } : {}),
     ...(output ? { output } : {}),
   };
 }

@@ -34,7 +34,7 @@ describe('agent UIDs', () => {
     assert.equal(p.root, '/node/root');
     assert.equal(p.socket, '/node/root/tmux.sock');
     assert.equal(p.dir, `/node/root/agents/${UID}`);
-    for (const f of [p.prompt, p.output, p.exitCode, p.reports, p.findings, p.scratch, p.agentJson, p.go, p.launchDir]) {
+    for (const f of [p.prompt, p.output, p.exitCode, p.reports, p.findings, p.scratch, p.agentJson, p.go, p.gate, p.launchDir]) {
       assert.ok(f.startsWith(`${p.dir}/`), f);
     }
     assert.throws(() => workspacePaths('/r', '../x'), /invalid agent UID/);

@@ -176,12 +176,12 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
   const pane = observed?.pane;
   const sandboxUid = await step('read the sandbox uid', () => readSandboxUid(paths), undefined);
   const leaf = o.cgroups ? leafOf(o.cgroups, o.uid) : undefined;
-  // Sandboxed, released (no go FIFO) and the sandbox started: its launcher records the status and
+  // Sandboxed, released (no `go` file) and the sandbox started: its launcher records the status and
   // ends by itself. A launcher not that far (a stop right after the release) is stopped with the rest,
   // or it would go on to join a cgroup this cleanup removes, or run the command after it.
   const launcherReleased =
     sandboxUid !== undefined &&
-    !(await step('inspect the go FIFO', () => exists(paths.go), true)) &&
+    !(await step('inspect the go file', () => exists(paths.go), true)) &&
     (await step('inspect the sandbox start', async () => sandboxStarted((await readOptional(paths.execStatus))?.toString('utf8')), false));
   const term = await step(
     'stop processes',

@@ -3,14 +3,15 @@
  *
  * Order, so that the whole output is captured from the first byte:
  *   prepare the state directory (the agent's uid, its scratch/ and home/, the prompt read-only for
- *   it, launch files, `go` FIFO, agent.json last)
- *   -> new-session running the launcher (which blocks on the FIFO), remain-on-exit, pipe-pane to
- *      output.log: one tmux client call (the server runs the chain in order, stopping at a failure)
+ *   it, launch files, the `go` file, agent.json last)
+ *   -> new-session running the launcher (which makes the `gate` FIFO and blocks on it),
+ *      remain-on-exit, pipe-pane to output.log: one tmux client call (the server runs the chain in
+ *      order, stopping at a failure)
  *   -> the report channel opened (sandboxed: the sidecar listens on the agent's socket)
- *   -> release the launcher.
- * So a launch spawns two processes (mkfifo and that tmux client) besides the shared read of the
- * panes that decides it (spawn.ts counts them).
- * A crash between any two steps converges on the next launch(): the FIFO's presence means the
+ *   -> release the launcher (`go` into the gate; it removes the `go` file).
+ * So the sidecar spawns two processes per launch: the read of the panes that decides it (shared
+ * with whoever reads them meanwhile) and that tmux client (spawn.ts counts them).
+ * A crash between any two steps converges on the next launch(): the `go` file's presence means the
  * command never ran, so the session can be finished or recreated; its absence means it ran, so
  * nothing is ever started twice. Each step leaves a mark (observe.ts launchProgress), and the
  * sidecar calls launch() again for every Agent whose marks show a launch part-way.
@@ -22,13 +23,13 @@ import type { Logger } from 'pino';
 import { AGENT_ENV, type LimitController } from '../../api/constants.js';
 import { crashPoint } from './crashPoint.js';
 import { expandArgs } from './expand.js';
-import { errnoOf, writeFileAtomic } from './files.js';
+import { errnoOf, exists, writeFileAtomic } from './files.js';
 import { EXEC_ARGV0, EXEC_SCRIPT, LAUNCHER_ARGV0, LAUNCHER_SCRIPT } from './launcher.js';
 import { createLeaf, leafOf, limitFiles, type Limits } from './cgroup.js';
 import { checkTraversable, joinCgroupArgv, sandboxArgv, type NodeSandbox } from './sandbox.js';
 import { allocateUid, readSandboxUid } from './uids.js';
 import { interpretObservation, launchProgress, observeFacts, observeFiles, observeSession, type ObservedFacts, type SessionObservation } from './observe.js';
-import { spawnProcess, withSpawnOp } from './spawn.js';
+import { withSpawnOp } from './spawn.js';
 import {
   baseEnvironment,
   findPane,
@@ -84,7 +85,7 @@ export interface LaunchOptions {
    */
   openChannel?: (dir: string, gid: number) => Promise<void>;
   logger: Logger;
-  /** Bound for mkfifo and for the launcher to take its go signal (each tmux call has its own timeout). Default 10 s. */
+  /** Bound for the launcher to take its go signal (each tmux call has its own timeout). Default 10 s. */
   timeoutMs?: number;
 }
 
@@ -175,11 +176,6 @@ async function writeLaunchFiles(paths: WorkspacePaths, env: readonly [string, st
   await Promise.all([...env.map(([k, v], i) => put(join(envDir, seq(i)), `${k}=${v}`)), ...argv.map((a, i) => put(join(argvDir, seq(i)), a))]);
 }
 
-async function mkfifo(path: string, timeoutMs: number): Promise<void> {
-  await rm(path, { force: true });
-  await spawnProcess('mkfifo', ['-m', '600', '--', path], { timeout: timeoutMs, stdin: 'ignore' });
-}
-
 /** A directory owned by `id` (the agent's uid and gid), mode 0700. */
 async function ownedDir(path: string, id: number | undefined): Promise<void> {
   await mkdir(path, { recursive: true, mode: 0o700 });
@@ -198,7 +194,7 @@ async function channelDir(path: string, id: number): Promise<void> {
  * Sandboxed, the node root, agents/ and the state directory are 0711 (the agent's bwrap, running as
  * its uid, passes through them to bind its own scratch/ and home/, and can list or open nothing).
  */
-async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: ComposedLaunch, timeoutMs: number): Promise<LimitController[]> {
+async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: ComposedLaunch): Promise<LimitController[]> {
   const sandboxed = o.sandbox.host.mode !== 'none';
   if (sandboxed) await checkTraversable(paths.root, 'their workspaces');
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
@@ -211,7 +207,7 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
   await writeFileAtomic(paths.prompt, o.prompt, id === undefined ? 0o600 : 0o440);
   if (id !== undefined) await chown(paths.prompt, 0, id);
   await (await open(paths.output, 'a', 0o600)).close(); // never truncates what was captured
-  await Promise.all([paths.execStatus, paths.sandboxLog, paths.launchError].map((f) => rm(f, { force: true })));
+  await Promise.all([paths.execStatus, paths.sandboxLog, paths.launchError, paths.gate].map((f) => rm(f, { force: true })));
   const cg = o.sandbox.cgroups;
   if (sandboxed && !cg) throw new Error('sandbox: no cgroup for agents (the sidecar sets one up at start-up)');
   const notEnforced = cg ? await createLeaf(cg, o.uid, o.limits) : limitFiles(o.limits ?? {}, []).notEnforced;
@@ -221,7 +217,7 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
   ];
   const workingDir = o.workingDir ?? paths.scratch;
   await writeLaunchFiles(paths, c.commandEnv, launcherArgv(prefix, workingDir, o.promptOnStdin === true ? paths.prompt : '', c.argv));
-  await mkfifo(paths.go, timeoutMs);
+  await writeFileAtomic(paths.go, 'go\n', 0o600);
   const token = o.env[AGENT_ENV.reportToken];
   await writeAgentRecord(paths, {
     version: 1,
@@ -276,16 +272,19 @@ async function finishSession(paths: WorkspacePaths, sessionName: string, pane: P
   return chainedPane(await tmuxChainOk(paths.root, [...captureCommands(paths, sessionName, pane), listSessionPanes(sessionName)]), sessionName);
 }
 
-/** Opens the FIFO without blocking (ENXIO: the launcher is not reading yet) and writes the go line. */
+/**
+ * Opens the launcher's gate without blocking and writes the go line. ENXIO: the launcher is not
+ * reading yet; ENOENT: it has not made the gate yet, or it took its go (then `go` is gone too).
+ */
 async function release(paths: WorkspacePaths, timeoutMs: number): Promise<void> {
   await waitFor(
     async () => {
       let fh;
       try {
-        fh = await open(paths.go, constants.O_WRONLY | constants.O_NONBLOCK);
+        fh = await open(paths.gate, constants.O_WRONLY | constants.O_NONBLOCK);
       } catch (err) {
         if (errnoOf(err) === 'ENXIO') return undefined;
-        if (errnoOf(err) === 'ENOENT') return true; // the launcher already consumed it
+        if (errnoOf(err) === 'ENOENT') return (await exists(paths.go)) ? undefined : true;
         throw err;
       }
       try {
@@ -310,7 +309,7 @@ async function releaseAndRecord(paths: WorkspacePaths, timeoutMs: number): Promi
 type Start = 'fresh' | 'finish' | 'recreate' | 'none';
 
 /**
- * What to do given how far a launch got (pure; observe.ts launchProgress). The FIFO is the witness:
+ * What to do given how far a launch got (pure; observe.ts launchProgress). The `go` file is the witness:
  * present, the command never ran, so the start can be redone or finished; absent, it ran, and only
  * the record of its start may be missing.
  */
@@ -350,7 +349,7 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
     let notEnforced: LimitController[] = [];
     let pane = facts.pane;
     if (decision !== 'finish') {
-      notEnforced = await prepareWorkspace(paths, o, c, timeoutMs);
+      notEnforced = await prepareWorkspace(paths, o, c);
       crashPoint('launch:workspace');
       pane = await newSession(paths, sessionName, c.sessionEnv);
       if (!pane) {

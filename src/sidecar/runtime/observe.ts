@@ -46,11 +46,11 @@ export interface ObservedFacts {
  * How far an agent's launch got, by the mark each step of launch() leaves on the node, in order:
  *  - none: no workspace;
  *  - begun: a workspace without agent.json (prepared in part);
- *  - workspace: prepared (agent.json, the `go` FIFO), no session yet;
- *  - session: the session runs the launcher, which waits on the FIFO;
+ *  - workspace: prepared (agent.json, the `go` file), no session yet;
+ *  - session: the session runs the launcher, which waits on its gate FIFO;
  *  - remain-on-exit: the session keeps its pane when the command ends;
  *  - pipe-pane: output capture is attached;
- *  - release: the launcher took its go (the FIFO is gone) but the start is not recorded;
+ *  - release: the launcher took its go (the `go` file is gone) but the start is not recorded;
  *  - done: the start is recorded, or the command ran and ended, or it can never run (the session
  *    died before its go): nothing is left to launch.
  * Anything but none and done is a launch interrupted part-way (a crash): launch() resumes it.

@@ -137,7 +137,7 @@ async function tmuxSession(count: number): Promise<{ newSession: Stats; killSess
 /**
  * What the sandbox itself costs a launch: spawning `true` through the agent's prefix (join a cgroup
  * leaf, setsid, setpriv to an unused uid, bwrap with an agent's mounts) minus spawning `true` bare,
- * interleaved, `count` times each.
+ * interleaved, `count` times each; and the same with the prefix's programs added one by one.
  */
 async function sandboxCost(count: number) {
   const uids = parseUidRange(DEFAULT_UID_RANGE, [0, process.getuid?.() ?? 0]);
@@ -162,37 +162,51 @@ async function sandboxCost(count: number) {
       await mkdir(leaf, { recursive: true });
       join_ = joinCgroupArgv(leaf);
     }
-    const prefix = [...join_, ...sandboxArgv(sandbox.host, { uid: id, gid: id, writable: [scratch, home], readOnly: [prompt, bin] })];
-    const run = (argv: string[]) => execa(argv[0]!, argv.slice(1), { timeout: COMMAND_TIMEOUT_MS, stdin: 'ignore', cwd: '/' });
-    const bare: number[] = [];
-    const sandboxed: number[] = [];
+    const sandboxed = sandboxArgv(sandbox.host, { uid: id, gid: id, writable: [scratch, home], readOnly: [prompt, bin] });
+    const bwrapAt = sandboxed.indexOf('bwrap');
+    // Each stage adds one program of the prefix, so what each costs shows too.
+    const stages: [string, string[]][] = [
+      ['bare', []],
+      ['cgroup join (sh)', join_],
+      ['setsid', [...join_, ...sandboxed.slice(0, 1)]],
+      ['setpriv', [...join_, ...sandboxed.slice(0, bwrapAt)]],
+      ['bwrap', [...join_, ...sandboxed]],
+    ];
+    const times = stages.map((): number[] => []);
     for (let i = 0; i < count; i++) {
-      bare.push(await timed(() => run(['/bin/true'])));
-      sandboxed.push(await timed(() => run([...prefix, '/bin/true'])));
+      for (const [k, [, prefix]] of stages.entries()) {
+        const argv = [...prefix, '/bin/true'];
+        times[k]!.push(await timed(() => execa(argv[0]!, argv.slice(1), { timeout: COMMAND_TIMEOUT_MS, stdin: 'ignore', cwd: '/' })));
+      }
     }
-    const b = stats(bare);
-    const s = stats(sandboxed);
-    return { bareSpawn: b, sandboxedSpawn: s, costMedianMs: Math.round((s.medianMs - b.medianMs) * 10) / 10, cgroupJoin: cgroupDir !== undefined };
+    const st = times.map(stats);
+    const b = st[0]!;
+    const s = st[st.length - 1]!;
+    const stageCostMs = Object.fromEntries(stages.slice(1).map(([name], k) => [name, Math.round((st[k + 1]!.medianMs - st[k]!.medianMs) * 10) / 10]));
+    return { bareSpawn: b, sandboxedSpawn: s, costMedianMs: Math.round((s.medianMs - b.medianMs) * 10) / 10, stageCostMs, cgroupJoin: cgroupDir !== undefined };
   } finally {
     if (cgroupDir) await removeAgentCgroups(cgroupDir);
     await rm(dir, { recursive: true, force: true });
   }
 }
 
-/** Every sidecar's spawn counter, summed by op. */
-async function spawnCounts(stack: Stack): Promise<Record<SpawnOp, number>> {
+/** Every sidecar's spawn counter by op, and its launch resumes (a resume in a bench is a sidecar seeing its own launch half-way). */
+async function nodeCounters(stack: Stack): Promise<Record<SpawnOp | 'resumes', number>> {
   const scraped = await Promise.all(stack.nodes.map((n) => scrape(n.metricsUrl)));
-  const sum = (op: SpawnOp) => scraped.reduce((acc, samples) => acc + (metricValue(samples, 'agent_operator_node_process_spawns_total', { op }) ?? 0), 0);
-  return Object.fromEntries(SPAWN_OPS.map((op) => [op, sum(op)])) as Record<SpawnOp, number>;
+  const sum = (name: string, labels: Record<string, string> = {}) => scraped.reduce((acc, samples) => acc + (metricValue(samples, name, labels) ?? 0), 0);
+  return {
+    ...(Object.fromEntries(SPAWN_OPS.map((op) => [op, sum('agent_operator_node_process_spawns_total', { op })])) as Record<SpawnOp, number>),
+    resumes: sum('agent_operator_launch_resumes_total'),
+  };
 }
 
-/** The spawns the sidecars made while fn ran, per agent it ran. */
-async function spawnsPerAgent<T>(stack: Stack, agents: number, fn: () => Promise<T>): Promise<[T, Record<SpawnOp, number>]> {
-  const before = await spawnCounts(stack);
+/** The sidecars' spawns per agent while fn ran (and the launch resumes, in all). */
+async function spawnsPerAgent<T>(stack: Stack, agents: number, fn: () => Promise<T>): Promise<[T, Record<SpawnOp, number> & { launchResumes: number }]> {
+  const before = await nodeCounters(stack);
   const result = await fn();
-  const after = await spawnCounts(stack);
+  const after = await nodeCounters(stack);
   const per = Object.fromEntries(SPAWN_OPS.map((op) => [op, Math.round(((after[op] - before[op]) / agents) * 100) / 100])) as Record<SpawnOp, number>;
-  return [result, per];
+  return [result, { ...per, launchResumes: after.resumes - before.resumes }];
 }
 
 /**
@@ -353,7 +367,8 @@ function table(r: Result): string {
   for (const [what, sp] of [[`${r.concurrent.agents} at once`, r.concurrent.spawnsPerAgent], ['sequential', r.sequential.spawnsPerAgent]] as const) {
     rows.push([`sidecar spawns per launch, ${what}`, String(sp.launch), '', '', `≤ 2 ${verdict(sp.launch <= 2)}`]);
     rows.push([`sidecar spawns per cleanup, ${what}`, String(sp.cleanup), '', '', `≤ 2 ${verdict(sp.cleanup <= 2)}`]);
-    rows.push([`  other spawns per agent (relist, heartbeat), ${what}`, String(sp.other), '', '', '']);
+    rows.push([`  other spawns per agent, ${what}`, String(sp.other), '', '', '']);
+    rows.push([`  launches resumed, ${what}`, String(sp.launchResumes), '', '', '']);
   }
   const head: [string, string, string, string, string] = ['figure', 'p50', 'p90', '× floor', 'target'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
@@ -363,6 +378,8 @@ function table(r: Result): string {
     line(head),
     line(widths.map((w) => '-'.repeat(w))),
     ...rows.map(line),
+    `sandbox cost by stage (p50 added): ${Object.entries(r.sandbox.stageCostMs).map(([k, v]) => `${k} ${v} ms`).join(', ')}`,
+    'other spawns: the reconciles\' and the relist\'s reads of the panes, the heartbeat (not part of a launch or cleanup)',
     `steady state: ${r.steadyState.agents} agents, sidecars ${r.steadyState.sidecarsCpuPercentOfOneCore}% of one core; RSS controller ${r.rssKiB.controller} KiB, sidecars ${r.rssKiB.sidecars.map((x) => x.rss).join(' / ')} KiB`,
   ].join('\n');
 }

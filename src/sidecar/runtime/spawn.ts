@@ -1,5 +1,5 @@
 /**
- * The one way the node runtime starts a process (tmux clients, mkfifo), counted by the operation it
+ * The one way the node runtime starts a process (tmux clients, sandbox probes), counted by the operation it
  * serves. A spawn from the sidecar's large Node process is most of what a launch or a cleanup costs
  * in CPU (issue 8 allows two each), so the count is a metric: the sidecar exports it as
  * agent_operator_node_process_spawns_total{op}, and `npm run bench` divides it by what ran.
@@ -40,7 +40,7 @@ export function spawnProcess<O extends Options>(file: string, args: readonly str
 export function registerSpawnMetric(registry: Registry): void {
   const spawns = new Counter({
     name: 'agent_operator_node_process_spawns_total',
-    help: 'Processes the node runtime started (tmux clients, mkfifo, sandbox probes), by the operation they served',
+    help: 'Processes the node runtime started (tmux clients, sandbox probes), by the operation they served',
     labelNames: ['op'],
     registers: [registry],
   });

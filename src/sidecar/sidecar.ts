@@ -39,6 +39,7 @@ import { enforceRetention, RETENTION_REASONS, type RetentionPolicy } from './run
 import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
 import { readSandboxUid } from './runtime/uids.js';
 import { hasTombstone, sha256Hex, tombstoneTrigger } from './runtime/workspace.js';
+import { registerSpawnMetric } from './runtime/spawn.js';
 
 type AgentObj = Agent & KubeObject;
 
@@ -207,6 +208,7 @@ export class NodeSidecar {
       this.archiveDeletedBytes.inc({ reason }, 0);
     }
     this.archiveBytes = new Gauge({ name: 'agent_operator_archive_bytes', help: 'Bytes the node\'s archives held after the last retention pass', registers: [m.registry] });
+    registerSpawnMetric(m.registry);
     const unfinished = this.unfinished;
     new Gauge({
       name: 'agent_operator_launches_unfinished',

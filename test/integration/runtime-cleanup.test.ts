@@ -12,6 +12,7 @@ import { archiveLocation, MANIFEST_FILE, RECORD_FILE, writeArchive, type Manifes
 import { cleanupAgent, type CleanupOptions } from '../../src/sidecar/runtime/cleanup.js';
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
 import { listProcesses } from '../../src/sidecar/runtime/procfs.js';
+import { onSpawn, type SpawnOp } from '../../src/sidecar/runtime/spawn.js';
 import { killSession } from '../../src/sidecar/runtime/tmux.js';
 import { hostPid } from '../support/sandbox.js';
 import { nodeFixture, type NodeFixture } from './runtimeFixture.js';
@@ -128,6 +129,27 @@ describe('cleanupAgent', () => {
     );
     assert.equal((await stat(join(first.archivePath!, MANIFEST_FILE))).mtimeMs, manifestStat.mtimeMs, 'the archive was not rewritten');
     assert.equal(JSON.parse(await readFile(join(first.archivePath!, RECORD_FILE), 'utf8')).trigger, 'Exited', 'the first record is kept');
+  });
+
+  it('spawns two processes per launch and two per cleanup of an exited agent (issue 8)', async (t) => {
+    const fx = await nodeFixture(t);
+    const ops: SpawnOp[] = [];
+    t.after(onSpawn((op) => ops.push(op)));
+    const count = (op: SpawnOp) => ops.filter((o) => o === op).length;
+    // The first launch starts the node's tmux server; the second finds it running. Both count the same.
+    for (const first of [true, false]) {
+      const launched = count('launch');
+      const { uid, started } = await fx.launch({ command: ['/bin/sh', '-c', 'echo done; exit 0'] });
+      assert.equal(started, true);
+      assert.equal(count('launch') - launched, 2, `spawns of a launch${first ? ' that starts the tmux server' : ''}`);
+      await fx.waitFor(uid, 'the pane to be dead', (o) => o.exited && o.sessionExists && !o.sessionAlive);
+      const cleaned = count('cleanup');
+      const record = await clean(fx, uid, { trigger: 'Exited' });
+      assert.deepEqual(record.errors, []);
+      assert.equal(record.sessionKilled, true);
+      assert.equal(count('cleanup') - cleaned, 2, 'spawns of a cleanup');
+    }
+    assert.deepEqual(await listSessions(fx.root), []);
   });
 
   it('converges after a crash: session already gone, a half-written archive left behind', async (t) => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { archiveLocation } from '../../src/sidecar/runtime/archive.js';
-import { paneTarget, parsePanes, pipeCommand, sessionNameFor, sessionTarget, shellQuote, tmuxArg, uidFromSessionName } from '../../src/sidecar/runtime/tmux.js';
+import { chainArgs, paneTarget, parsePanes, pipeCommand, sessionNameFor, sessionTarget, shellQuote, tmuxArg, uidFromSessionName } from '../../src/sidecar/runtime/tmux.js';
 import { assertObjectRef, isAgentUid, workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 
 const UID = '0f8c2b1e-7d4a-4c3b-9e2f-1a2b3c4d5e6f';
@@ -34,7 +34,7 @@ describe('agent UIDs', () => {
     assert.equal(p.root, '/node/root');
     assert.equal(p.socket, '/node/root/tmux.sock');
     assert.equal(p.dir, `/node/root/agents/${UID}`);
-    for (const f of [p.prompt, p.output, p.exitCode, p.reports, p.findings, p.scratch, p.agentJson, p.go, p.launchDir]) {
+    for (const f of [p.prompt, p.output, p.exitCode, p.reports, p.findings, p.scratch, p.agentJson, p.go, p.gate, p.launchDir]) {
       assert.ok(f.startsWith(`${p.dir}/`), f);
     }
     assert.throws(() => workspacePaths('/r', '../x'), /invalid agent UID/);
@@ -68,6 +68,12 @@ describe('tmux naming and quoting', () => {
     ['', ''],
   ];
   for (const [input, want] of args) it(`tmuxArg(${JSON.stringify(input)})`, () => assert.equal(tmuxArg(input), want));
+
+  it('chains commands into one client call: `;` between them, every argument escaped', () => {
+    assert.deepEqual(chainArgs([['new-session', '-d', '--', 'sh', '-c', 'a;']]), ['new-session', '-d', '--', 'sh', '-c', 'a\\;']);
+    assert.deepEqual(chainArgs([['set-option', 'x', ';'], ['pipe-pane', 'cat;'], ['list-panes']]), ['set-option', 'x', '\\;', ';', 'pipe-pane', 'cat\\;', ';', 'list-panes']);
+    assert.deepEqual(chainArgs([]), []);
+  });
 
   it('shell-quotes', () => {
     assert.equal(shellQuote(`a b`), `'a b'`);

@@ -13,7 +13,7 @@ const agent = (spec: Partial<Agent['spec']> = {}, status: Agent['status'] = {}, 
 });
 const fresh: LocalFacts = { launch: 'none', sessionAlive: false };
 const running: LocalFacts = { launch: 'done', sessionAlive: true, sessionName: 'agent-u', startTime: iso(1) };
-/** Cut short by a crash: the session waits on its go FIFO, nothing written to status yet. */
+/** Cut short by a crash: the session waits for its go, nothing written to status yet. */
 const cutShort = (launch: LocalFacts['launch']): LocalFacts => ({ launch, sessionAlive: launch !== 'begun' && launch !== 'workspace', sessionName: 'agent-u' });
 
 describe('decideNode', () => {

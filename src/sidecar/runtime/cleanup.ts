@@ -3,6 +3,7 @@
  *   a. stop its processes (terminate.ts);
  *   b. wait for tmux to mark the pane dead (tmux only does so once every byte read from the pane has
  *      been handed to the pipe-pane writer), then kill the session (never the shared server);
+ *      an agent that had exited costs two spawns: the read of the panes and kill-session;
  *   c. flush: wait until no process holds output.log, reports.jsonl or findings.jsonl open;
  *   d. archive (verified, atomic) BEFORE deleting anything, then delete the prompt and the workspace;
  *   e. verify that no process is left: the agent's cgroup reports `populated 0` (a kernel fact), and
@@ -33,6 +34,7 @@ import {
 } from './archive.js';
 import { ARCHIVED_TAIL_FILE, captureAccounting, readCaptureFiles, type CaptureAccounting } from './capture.js';
 import { crashPoint } from './crashPoint.js';
+import { withSpawnOp } from './spawn.js';
 import { errorMessage, exists, readOptional, type FileDigest } from './files.js';
 import { sandboxStarted } from './launcher.js';
 import { findMarkerProcesses, holdersOf } from './procfs.js';
@@ -136,7 +138,7 @@ export function boundErrors(errors: readonly string[]): string[] {
 export async function cleanupAgent(o: CleanupOptions): Promise<CleanupRecord> {
   assertAgentUid(o.uid);
   const paths = workspacePaths(o.root, o.uid);
-  return withKeyLock(`${paths.root}\0${o.uid}`, () => runCleanup(o));
+  return withSpawnOp('cleanup', () => withKeyLock(`${paths.root}\0${o.uid}`, () => runCleanup(o)));
 }
 
 async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
@@ -171,15 +173,16 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
   const name = o.name ?? agentRecord?.name;
 
   // (a) stop the agent
-  const pane = await step('observe session', () => findPane(o.root, sessionName), undefined);
+  const observed = await step('observe session', async () => ({ pane: await findPane(o.root, sessionName) }), undefined);
+  const pane = observed?.pane;
   const sandboxUid = await step('read the sandbox uid', () => readSandboxUid(paths), undefined);
   const leaf = o.cgroups ? leafOf(o.cgroups, o.uid) : undefined;
-  // Sandboxed, released (no go FIFO) and the sandbox started: its launcher records the status and
+  // Sandboxed, released (no `go` file) and the sandbox started: its launcher records the status and
   // ends by itself. A launcher not that far (a stop right after the release) is stopped with the rest,
   // or it would go on to join a cgroup this cleanup removes, or run the command after it.
   const launcherReleased =
     sandboxUid !== undefined &&
-    !(await step('inspect the go FIFO', () => exists(paths.go), true)) &&
+    !(await step('inspect the go file', () => exists(paths.go), true)) &&
     (await step('inspect the sandbox start', async () => sandboxStarted((await readOptional(paths.execStatus))?.toString('utf8')), false));
   const term = await step(
     'stop processes',
@@ -216,8 +219,10 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
   const sessionKilled = await step(
     'kill session',
     async () => {
+      // kill-session ends the session or finds none (else it throws), and with the tombstone
+      // written nothing starts one again: only a session never seen is looked for again.
       if (pane) await killSession(o.root, sessionName);
-      return (await findPane(o.root, sessionName)) === undefined;
+      return observed ? true : (await findPane(o.root, sessionName)) === undefined;
     },
     false,
   );

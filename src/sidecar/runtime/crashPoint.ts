@@ -12,9 +12,9 @@ export const CRASH_FILE_ENV = 'AGENT_OPERATOR_TEST_CRASH_FILE';
 
 export const CRASH_POINTS = [
   'launch:workspace',
+  // After the one tmux call that creates the session, sets remain-on-exit and attaches the output
+  // capture: a crash cannot fall between those three, so the node shows 'pipe-pane' (launch.ts).
   'launch:session',
-  'launch:remain-on-exit',
-  'launch:pipe-pane',
   'launch:release',
   'cleanup:tombstone',
   'cleanup:stop',

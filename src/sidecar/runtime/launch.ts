@@ -3,11 +3,15 @@
  *
  * Order, so that the whole output is captured from the first byte:
  *   prepare the state directory (the agent's uid, its scratch/ and home/, the prompt read-only for
- *   it, launch files, `go` FIFO, agent.json last)
- *   -> new-session running the launcher (which blocks on the FIFO)
+ *   it, launch files, the `go` file, agent.json last)
+ *   -> new-session running the launcher (which makes the `gate` FIFO and blocks on it),
+ *      remain-on-exit, pipe-pane to output.log: one tmux client call (the server runs the chain in
+ *      order, stopping at a failure)
  *   -> the report channel opened (sandboxed: the sidecar listens on the agent's socket)
- *   -> remain-on-exit -> pipe-pane to output.log -> release the launcher.
- * A crash between any two steps converges on the next launch(): the FIFO's presence means the
+ *   -> release the launcher (`go` into the gate; it removes the `go` file).
+ * So the sidecar spawns two processes per launch: the read of the panes that decides it (shared
+ * with whoever reads them meanwhile) and that tmux client (spawn.ts counts them).
+ * A crash between any two steps converges on the next launch(): the `go` file's presence means the
  * command never ran, so the session can be finished or recreated; its absence means it ran, so
  * nothing is ever started twice. Each step leaves a mark (observe.ts launchProgress), and the
  * sidecar calls launch() again for every Agent whose marks show a launch part-way.
@@ -15,27 +19,31 @@
 import { constants } from 'node:fs';
 import { chmod, chown, mkdir, open, rm, writeFile } from './boundedFs.js';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import type { Logger } from 'pino';
 import { AGENT_ENV, type LimitController } from '../../api/constants.js';
-import { captureLimits, captureScript, DEFAULT_OUTPUT_MAX_BYTES } from './capture.js';
+import { captureLimits, captureScript, DEFAULT_OUTPUT_MAX_BYTES, type CaptureLimits } from './capture.js';
 import { crashPoint } from './crashPoint.js';
 import { expandArgs } from './expand.js';
-import { errnoOf, writeFileAtomic } from './files.js';
+import { errnoOf, exists, writeFileAtomic } from './files.js';
 import { EXEC_ARGV0, EXEC_SCRIPT, LAUNCHER_ARGV0, LAUNCHER_SCRIPT } from './launcher.js';
 import { createLeaf, leafOf, limitFiles, type Limits } from './cgroup.js';
 import { checkTraversable, joinCgroupArgv, sandboxArgv, type NodeSandbox } from './sandbox.js';
 import { allocateUid, readSandboxUid } from './uids.js';
-import { interpretObservation, launchProgress, observeFacts, observeSession, type ObservedFacts, type SessionObservation } from './observe.js';
+import { interpretObservation, launchProgress, observeFacts, observeFiles, observeSession, type ObservedFacts, type SessionObservation } from './observe.js';
+import { withSpawnOp } from './spawn.js';
 import {
   baseEnvironment,
   findPane,
   killSession,
+  listSessionPanes,
   paneTarget,
+  parsePanes,
   pipeCommand,
   sessionNameFor,
-  tmuxOk,
+  tmuxChainOk,
   TmuxError,
+  type PaneInfo,
+  type TmuxCommand,
 } from './tmux.js';
 import { waitFor, withKeyLock } from './wait.js';
 import {
@@ -80,7 +88,7 @@ export interface LaunchOptions {
   /** The most of its output kept on the node (capture.ts). Default DEFAULT_OUTPUT_MAX_BYTES. */
   outputMaxBytes?: number;
   logger: Logger;
-  /** Bound for mkfifo and for the launcher to take its go signal (each tmux call has its own timeout). Default 10 s. */
+  /** Bound for the launcher to take its go signal (each tmux call has its own timeout). Default 10 s. */
   timeoutMs?: number;
 }
 
@@ -171,11 +179,6 @@ async function writeLaunchFiles(paths: WorkspacePaths, env: readonly [string, st
   await Promise.all([...env.map(([k, v], i) => put(join(envDir, seq(i)), `${k}=${v}`)), ...argv.map((a, i) => put(join(argvDir, seq(i)), a))]);
 }
 
-async function mkfifo(path: string, timeoutMs: number): Promise<void> {
-  await rm(path, { force: true });
-  await execa('mkfifo', ['-m', '600', '--', path], { timeout: timeoutMs, stdin: 'ignore' });
-}
-
 /** A directory owned by `id` (the agent's uid and gid), mode 0700. */
 async function ownedDir(path: string, id: number | undefined): Promise<void> {
   await mkdir(path, { recursive: true, mode: 0o700 });
@@ -194,7 +197,7 @@ async function channelDir(path: string, id: number): Promise<void> {
  * Sandboxed, the node root, agents/ and the state directory are 0711 (the agent's bwrap, running as
  * its uid, passes through them to bind its own scratch/ and home/, and can list or open nothing).
  */
-async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: ComposedLaunch, timeoutMs: number): Promise<LimitController[]> {
+async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: ComposedLaunch): Promise<LimitController[]> {
   const sandboxed = o.sandbox.host.mode !== 'none';
   if (sandboxed) await checkTraversable(paths.root, 'their workspaces');
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
@@ -207,7 +210,7 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
   await writeFileAtomic(paths.prompt, o.prompt, id === undefined ? 0o600 : 0o440);
   if (id !== undefined) await chown(paths.prompt, 0, id);
   await (await open(paths.output, 'a', 0o600)).close(); // never truncates what was captured
-  await Promise.all([paths.execStatus, paths.sandboxLog, paths.launchError].map((f) => rm(f, { force: true })));
+  await Promise.all([paths.execStatus, paths.sandboxLog, paths.launchError, paths.gate].map((f) => rm(f, { force: true })));
   const cg = o.sandbox.cgroups;
   if (sandboxed && !cg) throw new Error('sandbox: no cgroup for agents (the sidecar sets one up at start-up)');
   const notEnforced = cg ? await createLeaf(cg, o.uid, o.limits) : limitFiles(o.limits ?? {}, []).notEnforced;
@@ -217,7 +220,7 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
   ];
   const workingDir = o.workingDir ?? paths.scratch;
   await writeLaunchFiles(paths, c.commandEnv, launcherArgv(prefix, workingDir, o.promptOnStdin === true ? paths.prompt : '', c.argv));
-  await mkfifo(paths.go, timeoutMs);
+  await writeFileAtomic(paths.go, 'go\n', 0o600);
   const token = o.env[AGENT_ENV.reportToken];
   await writeAgentRecord(paths, {
     version: 1,
@@ -232,8 +235,19 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
   return notEnforced;
 }
 
-async function newSession(paths: WorkspacePaths, sessionName: string, sessionEnv: Record<string, string>): Promise<'created' | 'exists'> {
-  const args = [
+/** The session's pane as the last command of a chain lists it. */
+function chainedPane(stdout: string, sessionName: string): PaneInfo {
+  const pane = parsePanes(stdout).find((p) => p.sessionName === sessionName);
+  if (!pane) throw new Error(`session ${sessionName} vanished while starting`);
+  return pane;
+}
+
+/**
+ * new-session running the launcher, remain-on-exit and output capture, in one tmux call; the pane,
+ * or undefined when the session already existed (the server stops at that, running none of the rest).
+ */
+async function newSession(paths: WorkspacePaths, sessionName: string, sessionEnv: Record<string, string>, limits: CaptureLimits): Promise<PaneInfo | undefined> {
+  const create = [
     'new-session', '-d', '-s', sessionName,
     '-x', SESSION_SIZE.columns, '-y', SESSION_SIZE.rows,
     '-c', paths.dir,
@@ -241,24 +255,40 @@ async function newSession(paths: WorkspacePaths, sessionName: string, sessionEnv
     '--', '/bin/sh', '-c', LAUNCHER_SCRIPT, LAUNCHER_ARGV0, paths.dir,
   ];
   try {
-    await tmuxOk(paths.root, args);
-    return 'created';
+    return chainedPane(await tmuxChainOk(paths.root, [create, ...captureCommands(paths, sessionName, limits), listSessionPanes(sessionName)]), sessionName);
   } catch (err) {
-    if (err instanceof TmuxError && /duplicate session/i.test(err.stderr)) return 'exists';
+    if (err instanceof TmuxError && /duplicate session/i.test(err.stderr)) return undefined;
     throw err;
   }
 }
 
-/** Opens the FIFO without blocking (ENXIO: the launcher is not reading yet) and writes the go line. */
+/** remain-on-exit, then the output capture unless one is attached (pipe-pane toggles an existing pipe off). */
+function captureCommands(paths: WorkspacePaths, sessionName: string, limits: CaptureLimits, pane?: PaneInfo): TmuxCommand[] {
+  return [
+    ['set-option', '-w', '-t', paneTarget(sessionName), 'remain-on-exit', 'on'],
+    ...(pane?.piped ? [] : [['pipe-pane', '-O', '-t', pane?.paneId ?? paneTarget(sessionName), pipeCommand(captureScript(paths.dir, limits))]]),
+  ];
+}
+
+/** Finishes setting up a session that exists (a resumed start, each step checked first): one tmux call. */
+async function finishSession(paths: WorkspacePaths, sessionName: string, limits: CaptureLimits, pane: PaneInfo | undefined): Promise<PaneInfo> {
+  if (!pane) throw new Error(`session ${sessionName} vanished while starting`);
+  return chainedPane(await tmuxChainOk(paths.root, [...captureCommands(paths, sessionName, limits, pane), listSessionPanes(sessionName)]), sessionName);
+}
+
+/**
+ * Opens the launcher's gate without blocking and writes the go line. ENXIO: the launcher is not
+ * reading yet; ENOENT: it has not made the gate yet, or it took its go (then `go` is gone too).
+ */
 async function release(paths: WorkspacePaths, timeoutMs: number): Promise<void> {
   await waitFor(
     async () => {
       let fh;
       try {
-        fh = await open(paths.go, constants.O_WRONLY | constants.O_NONBLOCK);
+        fh = await open(paths.gate, constants.O_WRONLY | constants.O_NONBLOCK);
       } catch (err) {
         if (errnoOf(err) === 'ENXIO') return undefined;
-        if (errnoOf(err) === 'ENOENT') return true; // the launcher already consumed it
+        if (errnoOf(err) === 'ENOENT') return (await exists(paths.go)) ? undefined : true;
         throw err;
       }
       try {
@@ -272,32 +302,31 @@ async function release(paths: WorkspacePaths, timeoutMs: number): Promise<void> 
   );
 }
 
-/** remain-on-exit, output capture, go. Each step checks first, so a resumed start repeats nothing. */
-async function finishStart(paths: WorkspacePaths, sessionName: string, outputMaxBytes: number, timeoutMs: number): Promise<void> {
-  await tmuxOk(paths.root, ['set-option', '-w', '-t', paneTarget(sessionName), 'remain-on-exit', 'on']);
-  crashPoint('launch:remain-on-exit');
-  const pane = await findPane(paths.root, sessionName);
-  if (!pane) throw new Error(`session ${sessionName} vanished while starting`);
-  let record = await readAgentRecord(paths);
-  // The cap recorded when the workspace was prepared is the one cleanup accounts with (a workspace
-  // prepared by an older sidecar gets it recorded now, before any output is captured with it).
-  if (record && !record.output) {
-    record = { ...record, output: captureLimits(outputMaxBytes) };
-    await writeAgentRecord(paths, record);
-  }
-  const limits = record?.output ?? captureLimits(outputMaxBytes);
-  // pipe-pane toggles an existing pipe off, so attach only when none is there.
-  if (!pane.piped) await tmuxOk(paths.root, ['pipe-pane', '-O', '-t', pane.paneId, pipeCommand(captureScript(paths.dir, limits))]);
-  crashPoint('launch:pipe-pane');
+/**
+ * The output cap the capture runs with: the one recorded when the workspace was prepared, which
+ * cleanup accounts with (a workspace prepared by an older sidecar gets it recorded now, before any
+ * output is captured with it).
+ */
+async function recordedCaptureLimits(paths: WorkspacePaths, outputMaxBytes: number): Promise<CaptureLimits> {
+  const record = await readAgentRecord(paths);
+  if (record?.output) return record.output;
+  const limits = captureLimits(outputMaxBytes);
+  if (record) await writeAgentRecord(paths, { ...record, output: limits });
+  return limits;
+}
+
+/** Go, then the record of the start (a resumed start repeats neither). */
+async function releaseAndRecord(paths: WorkspacePaths, timeoutMs: number): Promise<void> {
   await release(paths, timeoutMs);
   crashPoint('launch:release');
+  const record = await readAgentRecord(paths);
   if (record && !record.startedAt) await writeAgentRecord(paths, { ...record, startedAt: new Date().toISOString() });
 }
 
 type Start = 'fresh' | 'finish' | 'recreate' | 'none';
 
 /**
- * What to do given how far a launch got (pure; observe.ts launchProgress). The FIFO is the witness:
+ * What to do given how far a launch got (pure; observe.ts launchProgress). The `go` file is the witness:
  * present, the command never ran, so the start can be redone or finished; absent, it ran, and only
  * the record of its start may be missing.
  */
@@ -321,7 +350,7 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
   const timeoutMs = o.timeoutMs ?? 10_000;
   const c = composeLaunch({ ...o, basePath: baseEnvironment().PATH ?? '' });
   const log = o.logger.child({ uid: o.uid, session: sessionName });
-  return withKeyLock(`${paths.root}\0${o.uid}`, async () => {
+  return withSpawnOp('launch', () => withKeyLock(`${paths.root}\0${o.uid}`, async () => {
     if (await hasTombstone(paths)) {
       log.info('not launching: the agent was already cleaned up');
       return { started: false, cleanedUp: true, sessionName, observation: await observeSession(o.root, o.uid) };
@@ -335,25 +364,33 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
       await killSession(o.root, sessionName);
     }
     let notEnforced: LimitController[] = [];
+    let pane = facts.pane;
+    const outputMaxBytes = o.outputMaxBytes ?? DEFAULT_OUTPUT_MAX_BYTES;
     if (decision !== 'finish') {
-      notEnforced = await prepareWorkspace(paths, o, c, timeoutMs);
+      notEnforced = await prepareWorkspace(paths, o, c);
       crashPoint('launch:workspace');
-      if ((await newSession(paths, sessionName, c.sessionEnv)) === 'exists') log.info('session already existed');
-      crashPoint('launch:session');
-    }
+      const limits = await recordedCaptureLimits(paths, outputMaxBytes);
+      pane = await newSession(paths, sessionName, c.sessionEnv, limits);
+      if (!pane) {
+        log.info('session already existed');
+        pane = await finishSession(paths, sessionName, limits, await findPane(o.root, sessionName));
+      }
+    } else pane = await finishSession(paths, sessionName, await recordedCaptureLimits(paths, outputMaxBytes), pane);
+    crashPoint('launch:session');
     if (o.openChannel) {
       const id = await readSandboxUid(paths);
       if (id === undefined) throw new Error('report channel: the agent has no sandbox uid');
       await o.openChannel(paths.channel, id);
     }
-    await finishStart(paths, sessionName, o.outputMaxBytes ?? DEFAULT_OUTPUT_MAX_BYTES, timeoutMs);
+    await releaseAndRecord(paths, timeoutMs);
     log.info('agent session started');
     return {
       started: true,
       cleanedUp: false,
       sessionName,
-      observation: await observeSession(o.root, o.uid),
+      // The pane as the session's setup left it; the files as they are now (read after it).
+      observation: interpretObservation(o.uid, { ...(await observeFiles(o.root, o.uid)), pane }),
       ...(notEnforced.length > 0 ? { limitsNotEnforced: notEnforced } : {}),
     };
-  });
+  }));
 }

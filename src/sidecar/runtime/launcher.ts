@@ -6,8 +6,10 @@
  *
  *   /bin/sh -c LAUNCHER_SCRIPT agent-launcher <state dir>
  *
- * 1. Blocks on the `go` FIFO until the sidecar has attached pipe-pane, so the command's first byte
- *    is captured; then removes the FIFO (its absence means "released").
+ * 1. Makes the `gate` FIFO and blocks on it until the sidecar has attached pipe-pane and writes
+ *    `go`, so the command's first byte is captured; then removes `go` (the file the sidecar wrote:
+ *    its absence means "released") and the FIFO. The launcher makes the FIFO, not the sidecar: a
+ *    spawn less from the sidecar's large process per launch (issue 8's budget is two).
  * 2. Reads launch/env/NNNN (`NAME=VALUE`) and launch/argv/NNNN, then deletes launch/ (the env may
  *    hold secrets). The argv is the sandbox's prefix (see sandbox.ts; empty with --sandbox=none),
  *    then EXEC_SCRIPT with the working directory, the prompt to put on stdin (or ''), the command.
@@ -55,8 +57,9 @@ export const EXEC_ARGV0 = 'agent-exec';
 
 // In these template literals `${'$'}{` writes a literal `${` (shell parameter expansion).
 export const LAUNCHER_SCRIPT = String.raw`d=$1
-IFS= read -r go < "$d/go" && [ "$go" = go ] || exit 125
-rm -f -- "$d/go"
+rm -f -- "$d/gate"
+mkfifo -m 600 -- "$d/gate" && IFS= read -r go < "$d/gate" && [ "$go" = go ] || exit 125
+rm -f -- "$d/go" "$d/gate"
 trap : TERM HUP INT
 exec 3>&2 2>/dev/null
 (

@@ -46,11 +46,11 @@ export interface ObservedFacts {
  * How far an agent's launch got, by the mark each step of launch() leaves on the node, in order:
  *  - none: no workspace;
  *  - begun: a workspace without agent.json (prepared in part);
- *  - workspace: prepared (agent.json, the `go` FIFO), no session yet;
- *  - session: the session runs the launcher, which waits on the FIFO;
+ *  - workspace: prepared (agent.json, the `go` file), no session yet;
+ *  - session: the session runs the launcher, which waits on its gate FIFO;
  *  - remain-on-exit: the session keeps its pane when the command ends;
  *  - pipe-pane: output capture is attached;
- *  - release: the launcher took its go (the FIFO is gone) but the start is not recorded;
+ *  - release: the launcher took its go (the `go` file is gone) but the start is not recorded;
  *  - done: the start is recorded, or the command ran and ended, or it can never run (the session
  *    died before its go): nothing is left to launch.
  * Anything but none and done is a launch interrupted part-way (a crash): launch() resumes it.
@@ -110,10 +110,15 @@ export function interpretObservation(uid: string, f: ObservedFacts): SessionObse
 
 /** Gathers the facts about one agent from tmux and its workspace. */
 export async function observeFacts(root: string, uid: string): Promise<ObservedFacts> {
-  const paths = workspacePaths(root, uid);
   // Files after tmux: the exit-code file is written before the pane dies, so a dead pane always
   // comes with its exit-code when the launcher got that far.
   const pane = await findPane(root, sessionNameFor(uid));
+  return { ...(await observeFiles(root, uid)), ...(pane ? { pane } : {}) };
+}
+
+/** The facts about one agent its workspace holds (all but the pane; read them after the pane). */
+export async function observeFiles(root: string, uid: string): Promise<Omit<ObservedFacts, 'pane'>> {
+  const paths = workspacePaths(root, uid);
   const [workspaceExists, record, goPresent, exitCode, launchError, output] = await Promise.all([
     exists(paths.dir),
     readAgentRecord(paths),
@@ -128,7 +133,6 @@ export async function observeFacts(root: string, uid: string): Promise<ObservedF
     ...(record ? { record } : {}),
     ...(exitCode ? { exitCodeText: exitCode.toString('utf8') } : {}),
     ...(launchError ? { launchErrorText: launchError.toString('utf8') } : {}),
-    ...(pane ? { pane } : {}),
     ...(output ? { output } : {}),
   };
 }

@@ -25,9 +25,9 @@
  */
 import { lstat, readFile, readlink, stat } from './boundedFs.js';
 import { dirname } from 'node:path';
-import { execa } from 'execa';
 import { SANDBOX_REPORT_DIR } from '../../api/constants.js';
 import { errnoOf } from './files.js';
+import { spawnProcess } from './spawn.js';
 import type { AgentCgroups } from './cgroup.js';
 import type { UidRange } from './uids.js';
 
@@ -191,11 +191,11 @@ export class SandboxUnavailableError extends Error {
 export async function probeSandbox(host: SandboxHost, uid: number, timeoutMs = 10_000): Promise<void> {
   if (host.mode === 'none') return;
   for (const tool of ['setpriv', 'bwrap']) {
-    const r = await execa(tool, ['--version'], { reject: false, timeout: timeoutMs, stdin: 'ignore' });
+    const r = await spawnProcess(tool, ['--version'], { reject: false, timeout: timeoutMs, stdin: 'ignore' });
     if (r.exitCode !== 0) throw new SandboxUnavailableError(`sandbox: ${tool} is not installed or does not run (${r.shortMessage}); install it (Debian: ${tool === 'bwrap' ? 'bubblewrap' : 'util-linux'}) or run with --sandbox=none on a trusted single-tenant node`);
   }
   const argv = [...sandboxArgv(host, { uid, gid: uid, writable: [], readOnly: [] }), '/bin/true'];
-  const r = await execa(argv[0]!, argv.slice(1), { reject: false, timeout: timeoutMs, stdin: 'ignore', cwd: '/' });
+  const r = await spawnProcess(argv[0]!, argv.slice(1), { reject: false, timeout: timeoutMs, stdin: 'ignore', cwd: '/' });
   if (r.exitCode === 0) return;
   throw new SandboxUnavailableError(`sandbox: cannot create an agent sandbox as uid ${uid}: ${String(r.stderr).trim() || r.shortMessage}. ${await userNamespaceHint()}`);
 }

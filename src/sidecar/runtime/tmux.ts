@@ -1,12 +1,12 @@
 /**
  * The node's private tmux server, `tmux -S <root>/tmux.sock` (never the default server), driven
- * through execa with argv arrays and a timeout. Targets use tmux's exact-match form `=<name>` so a
+ * through execa with argv arrays and a timeout (spawn.ts counts each client). Targets use tmux's exact-match form `=<name>` so a
  * name never matches another session by prefix.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execa } from 'execa';
 import { assertAgentUid, isAgentUid, nodePaths } from './workspace.js';
 import { coalesce } from './coalesce.js';
+import { spawnProcess } from './spawn.js';
 
 export const TMUX_TIMEOUT_MS = 5_000;
 /** Unix socket paths are limited to 108 bytes (sun_path) including the terminating NUL. */
@@ -97,13 +97,26 @@ export function tmuxSocket(root: string): string {
   return socket;
 }
 
+/** A tmux command and its arguments, unescaped. */
+export type TmuxCommand = readonly string[];
+
 /**
- * Runs one tmux command on the node's server. Resolves with its exit status (non-zero included);
- * rejects only when tmux could not be run or timed out.
+ * The argv of one client call that runs `commands` in order (pure): every argument escaped
+ * (tmuxArg), the commands separated by `;`. The server runs them in one go and stops at the first
+ * that fails, so one spawn does what took one each.
  */
-export async function tmux(root: string, args: readonly string[], timeoutMs = TMUX_TIMEOUT_MS): Promise<TmuxResult> {
-  const full = ['-f', '/dev/null', '-S', tmuxSocket(root), ...args.map(tmuxArg)];
-  const r = await execa('tmux', full, {
+export function chainArgs(commands: readonly TmuxCommand[]): string[] {
+  return commands.flatMap((c, i) => [...(i > 0 ? [';'] : []), ...c.map(tmuxArg)]);
+}
+
+/**
+ * Runs commands (one client call) on the node's server. Resolves with the exit status (non-zero
+ * included: the first command that failed); rejects only when tmux could not be run or timed out.
+ */
+export async function tmuxChain(root: string, commands: readonly TmuxCommand[], timeoutMs = TMUX_TIMEOUT_MS): Promise<TmuxResult> {
+  const argv = chainArgs(commands);
+  const full = ['-f', '/dev/null', '-S', tmuxSocket(root), ...argv];
+  const r = await spawnProcess('tmux', full, {
     reject: false,
     timeout: timeoutMs,
     env: baseEnvironment(),
@@ -115,9 +128,14 @@ export async function tmux(root: string, args: readonly string[], timeoutMs = TM
     // short call into process signals costs more than the call.
     cleanup: false,
   });
-  if (r.timedOut) throw new TmuxError(args, undefined, `timed out after ${timeoutMs} ms`);
-  if (r.exitCode === undefined) throw new TmuxError(args, undefined, r.message ?? 'could not run tmux');
+  if (r.timedOut) throw new TmuxError(argv, undefined, `timed out after ${timeoutMs} ms`);
+  if (r.exitCode === undefined) throw new TmuxError(argv, undefined, r.message ?? 'could not run tmux');
   return { exitCode: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+/** Runs one tmux command on the node's server (see tmuxChain). */
+export function tmux(root: string, args: TmuxCommand, timeoutMs = TMUX_TIMEOUT_MS): Promise<TmuxResult> {
+  return tmuxChain(root, [args], timeoutMs);
 }
 
 /** The server was exiting (its last session just ended) while we connected: safe to retry. */
@@ -133,14 +151,22 @@ export function isAbsent(stderr: string): boolean {
   return isServerExiting(stderr) || /no server running|error connecting to|can't find (session|window|pane)|no current (session|target)/i.test(stderr);
 }
 
-/** Runs a command that must succeed; retries briefly when it raced a server that was shutting down. */
-export async function tmuxOk(root: string, args: readonly string[], timeoutMs = TMUX_TIMEOUT_MS): Promise<string> {
+/**
+ * Runs commands (one client call) that must succeed; retries briefly when the call raced a server
+ * that was shutting down (which ran none of them).
+ */
+export async function tmuxChainOk(root: string, commands: readonly TmuxCommand[], timeoutMs = TMUX_TIMEOUT_MS): Promise<string> {
   for (let attempt = 1; ; attempt++) {
-    const r = await tmux(root, args, timeoutMs);
+    const r = await tmuxChain(root, commands, timeoutMs);
     if (r.exitCode === 0) return r.stdout;
-    if (attempt >= 5 || !isServerExiting(r.stderr)) throw new TmuxError(args, r.exitCode, r.stderr);
+    if (attempt >= 5 || !isServerExiting(r.stderr)) throw new TmuxError(chainArgs(commands), r.exitCode, r.stderr);
     await sleep(20 * attempt);
   }
+}
+
+/** One command that must succeed (see tmuxChainOk). */
+export function tmuxOk(root: string, args: TmuxCommand, timeoutMs = TMUX_TIMEOUT_MS): Promise<string> {
+  return tmuxChainOk(root, [args], timeoutMs);
 }
 
 export interface PaneInfo {
@@ -184,6 +210,11 @@ export function parsePanes(stdout: string): PaneInfo[] {
     });
   }
   return panes;
+}
+
+/** Lists one session's panes in PANE_FORMAT (for parsePanes): the last command of a chain that changed them. */
+export function listSessionPanes(sessionName: string): TmuxCommand {
+  return ['list-panes', '-s', '-t', sessionTarget(sessionName), '-F', PANE_FORMAT];
 }
 
 /** Every pane on the node's server; empty when there is no server. */

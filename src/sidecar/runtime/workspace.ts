@@ -71,8 +71,10 @@ export interface WorkspacePaths extends NodePaths {
   sandboxLog: string;
   /** The facts needed to rediscover and clean this agent after a sidecar restart. */
   agentJson: string;
-  /** FIFO the launcher waits on until output capture is attached; removed by the launcher once released. */
+  /** Written before the session starts, removed by the launcher once released: present, the command never ran. */
   go: string;
+  /** The FIFO the launcher makes and waits on until output capture is attached (the sidecar writes `go` into it). */
+  gate: string;
   /** argv, env and options for the launcher; removed by the launcher once read (they may hold secrets). */
   launchDir: string;
   /** `<root>/cleaned/<uid>`: outlives the workspace. */
@@ -101,6 +103,7 @@ export function workspacePaths(root: string, uid: string): WorkspacePaths {
     sandboxLog: join(dir, 'sandbox.log'),
     agentJson: join(dir, 'agent.json'),
     go: join(dir, 'go'),
+    gate: join(dir, 'gate'),
     launchDir: join(dir, 'launch'),
     tombstone: join(node.cleanedDir, uid),
   };

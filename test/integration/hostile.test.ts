@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 import { execa } from 'execa';
 import { REPORTING_CONTROLLER } from '../../src/controller/controller.js';
 import { MAX_BODY_BYTES } from '../../src/report/protocol.js';
-import { captureAccounting, captureLimits, readCaptureFiles } from '../../src/sidecar/runtime/capture.js';
+import { captureAccounting, captureLimits, readCaptureFiles, workspaceOutput } from '../../src/sidecar/runtime/capture.js';
 import { cgroup2Mount, ownCgroup } from '../../src/sidecar/runtime/cgroup.js';
 import { environValue } from '../../src/sidecar/runtime/procfs.js';
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
@@ -138,9 +138,12 @@ describe('hostile agents on one node', () => {
         const files = await readCaptureFiles(dir, limits);
         most = Math.max(most, files.headBytes + files.newBytes + files.slotBytes.reduce<number>((n, b) => n + (b ?? 0), 0));
         const total = captureAccounting(limits, files).totalBytes;
-        return total > 20 * limits.maxBytes ? total : undefined;
+        if (total <= 20 * limits.maxBytes) return undefined;
+        // And the capture is past the kill: the newest part it keeps holds what came after it.
+        const newest = (await workspaceOutput(dir, limits)).parts.at(-1);
+        return newest && (await readFile(newest, 'utf8').catch(() => '')).includes('flood-line') ? total : undefined;
       },
-      { timeoutMs: 60_000, what: 'the flood to pass 20 times its cap', intervalMs: 20 },
+      { timeoutMs: 60_000, what: 'the flood to pass 20 times its cap, and on past its kill -9 -1', intervalMs: 20 },
     );
     t.diagnostic(`seen ${seen} bytes; the node held at most ${most}`);
     assert.ok(most <= limits.maxBytes, `the node held ${most} bytes of output, cap ${limits.maxBytes}`);

@@ -15,7 +15,7 @@ import { isTerminalPhase } from '../../src/api/phase.js';
 import { Stack } from '../../src/dev/stack.js';
 import { agentCgroupDir, leafPids } from '../../src/sidecar/runtime/cgroup.js';
 import { observeSession } from '../../src/sidecar/runtime/observe.js';
-import { createTestNamespace } from '../support/cluster.js';
+import { createTestNamespace, waitFor } from '../support/cluster.js';
 import { alive } from '../support/procs.js';
 import { assertNothingLeft, createAgent, patchSpec, useStack, waitForAgent, waitForCleanedUp } from '../support/stack.js';
 
@@ -31,8 +31,11 @@ describe('stacks on one machine', () => {
     const uid = running.metadata!.uid!;
     const node = stack().node(NODE);
     const leaf = join((await agentCgroupDir(node.agentsCgroup))!, uid);
-    const pids = await leafPids(leaf);
-    assert.ok(pids.size > 0, `the agent's processes are in its leaf ${leaf}`);
+    // Running once released: its launcher joins the leaf a moment later.
+    const pids = await waitFor(async () => {
+      const p = await leafPids(leaf);
+      return p.size > 0 ? p : undefined;
+    }, { timeoutMs: 30_000, what: `the agent's processes in its leaf ${leaf}` });
 
     // A second stack, its own control plane, the same node name: started and stopped as a test file or `agent-operator dev` would.
     const dir = await mkdtemp(join(tmpdir(), 'stack-iso-other-'));

@@ -44,11 +44,10 @@ describe('stacks on one machine', () => {
     const otherCgroup = other.node(NODE).agentsCgroup;
     await other.stop();
 
-    assert.ok((await stat(leaf)).isDirectory(), 'the agent\'s leaf is still there');
-    for (const pid of pids) assert.ok(await alive(pid), `process ${pid} of the agent still runs`);
     const obs = await observeSession(node.root, uid);
-    assert.equal(obs.sessionAlive, true, 'its command still runs');
-    assert.equal(obs.exitCode, undefined);
+    assert.deepEqual({ alive: obs.sessionAlive, exitCode: obs.exitCode, launchError: obs.launchError }, { alive: true, exitCode: undefined, launchError: undefined }, 'its command still runs');
+    for (const pid of pids) assert.ok(await alive(pid), `process ${pid} of the agent still runs`);
+    assert.ok((await stat(leaf)).isDirectory(), 'the agent\'s leaf is still there');
 
     assert.notEqual(otherCgroup, node.agentsCgroup, 'each stack\'s node has its own agents\' cgroup');
 

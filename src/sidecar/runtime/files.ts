@@ -107,6 +107,38 @@ export function stateFileVerdict(st: { isFile(): boolean; nlink: number; size: n
 }
 
 /**
+ * The first `maxBytes` of a node-state file another process writes in place (exec-status, which the
+ * launcher opens and the exec step writes through its descriptor), as defensive as readOptional but
+ * without its refusal of a file that grows while it is read: what is there now, and when it was last
+ * written (stat after the read, so no later than what was read); undefined when it does not exist.
+ */
+export async function readHead(path: string, maxBytes: number): Promise<{ head: Buffer; mtimeMs: number } | undefined> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return undefined;
+    if (errnoOf(err) === 'ELOOP') throw new Error(`refusing to read ${path}: it is a symbolic link`);
+    throw err;
+  }
+  try {
+    const verdict = stateFileVerdict(await fh.stat(), Number.POSITIVE_INFINITY);
+    if (verdict === 'gone') return undefined;
+    if (verdict !== 'read') throw new Error(`refusing to read ${path}: ${verdict}`);
+    const buf = Buffer.alloc(maxBytes);
+    let n = 0;
+    while (n < maxBytes) {
+      const { bytesRead } = await fh.read(buf, n, maxBytes - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+    return { head: buf.subarray(0, n), mtimeMs: (await fh.stat()).mtimeMs };
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
  * Reads a small node-state file, or undefined when it does not exist. Defensive whoever could
  * have put something there: never follows a symlink (O_NOFOLLOW), never blocks on a FIFO or device
  * (O_NONBLOCK, then only a regular file with one link is read), and never reads more than

@@ -63,6 +63,7 @@ describe('interpretObservation', () => {
     ['released, ended, its start never recorded: when its exec step ran', { ...base, record: unstarted, exitCodeText: '0\n', pane: pane({ dead: true, deadStatus: 0 }), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') }, { started: true, exitCode: 0, startTime: '2024-01-01T00:00:01.250Z' }],
     ['the record of the start wins over the exec step\'s time', { ...base, pane: pane(), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') }, { startTime: record.startedAt }],
     ['released, the exec step not run yet: no start', { ...base, record: unstarted, pane: pane() }, { started: true, startTime: undefined }],
+    ['released and running, its start not recorded: the resume records it, not the observation', { ...base, record: unstarted, pane: pane(), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') }, { started: true, startTime: undefined }],
     ['not released: no start, whatever a file says', { ...base, record: unstarted, goPresent: true, pane: pane(), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') }, { started: false, startTime: undefined }],
   ];
   for (const [name, facts, want] of cases) {

@@ -90,7 +90,9 @@ export function interpretObservation(uid: string, f: ObservedFacts): SessionObse
   const exited = fileCode !== undefined || pane?.dead === true;
   const started = f.record !== undefined && !f.goPresent;
   const exitCode = fileCode ?? paneCode;
-  const startTime = f.record?.startedAt ?? (started && f.execStartedAtMs !== undefined ? new Date(f.execStartedAtMs).toISOString() : undefined);
+  // Only where nothing will record it any more (the launch is done): a resume after the release records it itself.
+  const unrecorded = started && !f.record?.startedAt && launchProgress(f) === 'done';
+  const startTime = f.record?.startedAt ?? (unrecorded && f.execStartedAtMs !== undefined ? new Date(f.execStartedAtMs).toISOString() : undefined);
   let launchError = f.launchErrorText?.trim() || undefined;
   if (!launchError && exited && !started && f.record !== undefined) {
     launchError = `the session ended before the command was started${exitCode === undefined ? '' : ` (status ${exitCode})`}`;

@@ -167,7 +167,11 @@ async function main(): Promise<number> {
       const want = kindOf.get(name)!.expect;
       const s = a.status ?? {};
       phases[`${s.phase}/${s.reason}`] = (phases[`${s.phase}/${s.reason}`] ?? 0) + 1;
-      if (s.phase !== want.phase || s.reason !== want.reason) misses.push(`${name}: ${s.phase}/${s.reason} (${s.message ?? ''}), expected ${want.phase}/${want.reason}`);
+      if (s.phase !== want.phase || s.reason !== want.reason) {
+        // When and where, to set beside the components' logs (and anything else the machine ran then).
+        const when = `on ${s.nodeName ?? 'no node'}, scheduled ${s.scheduledTime ?? '-'}, started ${s.startTime ?? '-'}, finished ${s.completionTime ?? '-'}, cleanup trigger ${s.cleanup?.trigger ?? '-'}`;
+        misses.push(`${name}: ${s.phase}/${s.reason} (${s.message ?? ''}), expected ${want.phase}/${want.reason}; ${when}`);
+      }
       if (!s.cleanup?.completionTime) misses.push(`${name}: no cleanup record`);
       else {
         if (!s.cleanup.verifiedNoProcesses) misses.push(`${name}: cleanup did not verify that no process remained`);

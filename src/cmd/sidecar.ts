@@ -7,7 +7,7 @@ import { loadKubeConfig } from '../kube/client.js';
 import { DEFAULT_REPORT_CAPS } from '../report/limits.js';
 import { MAX_BODY_BYTES } from '../report/protocol.js';
 import { newReconcileMetrics } from '../observability/metrics.js';
-import { setupAgentCgroups } from '../sidecar/runtime/cgroup.js';
+import { checkAgentsCgroupName, defaultAgentsCgroupName, setupAgentCgroups } from '../sidecar/runtime/cgroup.js';
 import { DEFAULT_UID_RANGE, nodeSandbox, parseUidRange, SANDBOX_MODES, type SandboxMode } from '../sidecar/runtime/index.js';
 import { DEFAULT_STALL_THRESHOLD_MS } from '../sidecar/progress.js';
 import { DEFAULT_FILE_OPERATION_TIMEOUT_MS, setFileOperationTimeout } from '../sidecar/runtime/boundedFs.js';
@@ -37,6 +37,7 @@ const FLAGS: FlagSpec = {
   'sweep-min-age-seconds': { type: 'string', default: '60', help: 'how old an orphan (a session or workspace no Agent accounts for) must be before it is swept' },
   sandbox: { type: 'string', default: 'bwrap', help: 'how agents are confined: bwrap (own uid, namespaces; see docs/install.md) or none (trusted single-tenant nodes only: agents run as the sidecar)' },
   'agent-uid-range': { type: 'string', default: DEFAULT_UID_RANGE, help: 'uids (and gids) given to agents, one per live agent: FIRST-LAST, excluding 0 and the sidecar\'s uid' },
+  'agents-cgroup': { type: 'string', help: 'the cgroup, under the sidecar\'s own, that holds one leaf per agent (default: agent-operator-<node-name>); sidecars that share a cgroup (simulated nodes of several stacks on one machine) each need their own' },
   'sandbox-shared-dir': { type: 'string', help: 'a directory every agent on this node sees read-write at the same path (a shared cache; it is shared between agents, so they are no longer isolated there)' },
   'health-stall-threshold-seconds': { type: 'string', default: String(DEFAULT_STALL_THRESHOLD_MS / 1000), help: '/healthz fails when the relist of the node\'s agents has not completed a pass for this long while there is work (docs/install.md)' },
   'file-operation-timeout-seconds': { type: 'string', default: String(DEFAULT_FILE_OPERATION_TIMEOUT_MS / 1000), help: 'bound of every file operation on the node; one that takes longer fails (and is retried with backoff)' },
@@ -110,12 +111,18 @@ export async function runSidecar(argv: string[]): Promise<number> {
   } catch (err) {
     throw new UsageError(`--agent-uid-range: ${(err as Error).message}`);
   }
+  const agentsCgroup = (flags['agents-cgroup'] as string | undefined) ?? defaultAgentsCgroupName(nodeName);
+  try {
+    checkAgentsCgroupName(agentsCgroup);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
   const cliPath = fileURLToPath(new URL('../cli.js', import.meta.url));
   // The shim runs node on this installation: both visible, read-only, in every sandbox.
   // One cgroup v2 leaf per agent, under this sidecar's own cgroup (required with the sandbox).
   let cgroups;
   try {
-    cgroups = await setupAgentCgroups(`agent-operator-${nodeName}`);
+    cgroups = await setupAgentCgroups(agentsCgroup);
   } catch (err) {
     if (mode !== 'none') throw err;
     logger.warn({ err: (err as Error).message }, 'no cgroup for agents: stopping and verifying rest on the process scan alone');
@@ -149,7 +156,7 @@ export async function runSidecar(argv: string[]): Promise<number> {
       heartbeat: () => (sidecar.heartbeatHealthy() ? undefined : 'no recent heartbeat'),
     },
     healthz: { progress: () => sidecar.progressProblem() },
-    facts: { root, archiveDir, sandbox: mode, fileOperationTimeoutMs, ...tuning },
+    facts: { root, archiveDir, sandbox: mode, fileOperationTimeoutMs, ...(cgroups ? { agentsCgroup: cgroups.dir } : {}), ...tuning },
     onShutdown: 'agent sessions keep running',
     run: (stop) => sidecar.run(stop),
   });

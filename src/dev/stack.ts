@@ -7,6 +7,7 @@
  * on a real node does, and the policies hold each sidecar to its own node. Used by
  * `agent-operator dev`, `npm run demo` and the integration tests.
  */
+import { createHash } from 'node:crypto';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,7 +17,7 @@ import type { Logger } from 'pino';
 import { CONTROLLER_SERVICE_ACCOUNT, OPERATOR_NAMESPACE, referencesRoleBinding, SIDECAR_SERVICE_ACCOUNT } from '../api/references.js';
 import { CRASH_FILE_ENV } from '../sidecar/runtime/crashPoint.js';
 import { STALL_DIR_ENV } from '../sidecar/runtime/stallPoint.js';
-import { agentCgroupDir, removeAgentCgroups } from '../sidecar/runtime/cgroup.js';
+import { agentCgroupDir, defaultAgentsCgroupName, removeAgentCgroups } from '../sidecar/runtime/cgroup.js';
 import { groupByAgent, listProcesses, sendSignal } from '../sidecar/runtime/procfs.js';
 import { killServer } from '../sidecar/runtime/tmux.js';
 import { apiErrorCode } from './apiErrors.js';
@@ -90,6 +91,18 @@ export interface NodeHandle extends Component {
   readonly stallDir?: string;
   /** The sidecar's kubeconfig: its ServiceAccount token, bound to this node's core/v1 Node. */
   readonly kubeconfig: string;
+  /** The name of its agents' cgroup (--agents-cgroup; cgroup.ts agentCgroupDir finds it). */
+  readonly agentsCgroup: string;
+}
+
+/**
+ * A simulated node's agents' cgroup (pure): its stack's own, whatever the node is called. Every
+ * stack on a machine puts its nodes' cgroups in the same parent, and `node-1` is the default name
+ * of all of them; named by the node alone, the stack that stops first would cgroup.kill and remove
+ * the others' agents. Derived from the state directory, so a stack restarted on it finds its own.
+ */
+export function stackAgentsCgroup(stateDir: string, node: string): string {
+  return `${defaultAgentsCgroupName(node)}-${createHash('sha256').update(resolve(stateDir)).digest('hex').slice(0, 10)}`;
 }
 
 interface Spec {
@@ -104,7 +117,7 @@ interface Spec {
 export class Stack {
   readonly envPath: string;
   private readonly controllers: Spec[] = [];
-  private readonly sidecars = new Map<string, Spec & { root: string; archiveDir: string; kubeconfig: string; crashFile?: string; stallDir?: string }>();
+  private readonly sidecars = new Map<string, Spec & { root: string; archiveDir: string; kubeconfig: string; agentsCgroup: string; crashFile?: string; stallDir?: string }>();
   private stopping: Promise<void> | undefined;
 
   private constructor(
@@ -188,7 +201,7 @@ export class Stack {
       // Sessions outlive sidecars by design; the stack is not a node, so it ends them itself.
       for (const s of this.sidecars.values()) {
         await killNodeLeftovers(s.root, this.o.logger);
-        const cgroups = await agentCgroupDir(`agent-operator-${s.name}`);
+        const cgroups = await agentCgroupDir(s.agentsCgroup);
         if (cgroups) await removeAgentCgroups(cgroups);
       }
       await rm(this.envPath, { force: true });
@@ -220,7 +233,7 @@ export class Stack {
       metricsUrl: s.metricsUrl,
       healthUrl: s.healthUrl,
       process: () => s.proc,
-      ...(node ? { root: node.root, archiveDir: node.archiveDir, kubeconfig: node.kubeconfig, ...(node.crashFile ? { crashFile: node.crashFile } : {}), ...(node.stallDir ? { stallDir: node.stallDir } : {}) } : {}),
+      ...(node ? { root: node.root, archiveDir: node.archiveDir, kubeconfig: node.kubeconfig, agentsCgroup: node.agentsCgroup, ...(node.crashFile ? { crashFile: node.crashFile } : {}), ...(node.stallDir ? { stallDir: node.stallDir } : {}) } : {}),
     } as never;
   }
 
@@ -298,11 +311,13 @@ export class Stack {
       const stallDir = o.stallPoints ? join(o.stateDir, 'nodes', `${node}.stall`) : undefined;
       if (stallDir) await mkdir(stallDir, { recursive: true, mode: 0o700 });
       const env = { ...(crashFile ? { [CRASH_FILE_ENV]: crashFile } : {}), ...(stallDir ? { [STALL_DIR_ENV]: stallDir } : {}) };
+      const agentsCgroup = stackAgentsCgroup(o.stateDir, node);
       this.sidecars.set(node, {
         name: node,
         root,
         archiveDir,
         kubeconfig: sidecarKc,
+        agentsCgroup,
         ...(crashFile ? { crashFile } : {}),
         ...(stallDir ? { stallDir } : {}),
         ...(Object.keys(env).length > 0 ? { env } : {}),
@@ -319,6 +334,7 @@ export class Stack {
           // own uids (256 from a base chosen by pid), as two real nodes' agents never meet.
           '--sandbox-shared-dir', this.sharedDir,
           '--agent-uid-range', `${uidBase + i * 256}-${uidBase + i * 256 + 255}`,
+          '--agents-cgroup', agentsCgroup,
           '--metrics-bind-address', m,
           '--health-probe-bind-address', h,
           '--poll-interval-ms', String(o.pollIntervalMs ?? 500),

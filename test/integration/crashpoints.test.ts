@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import { CRASH_POINTS, type CrashPoint } from '../../src/sidecar/runtime/crashPoint.js';
 import { exists } from '../../src/sidecar/runtime/files.js';
 import { launchProgress, observeFacts, type LaunchProgress } from '../../src/sidecar/runtime/observe.js';
+import { readAgentRecord, workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import type { NodeHandle } from '../../src/dev/stack.js';
 import { createTestNamespace, waitFor } from '../support/cluster.js';
 import { useGates } from '../support/gate.js';
@@ -80,6 +81,30 @@ describe('crash points: the sidecar SIGKILLed right after each step, then restar
       await assertNothingLeft(stack(), done!);
     });
   }
+
+  it('launch cut short after launch:release, the command ended before the sidecar came back: Completed/Exited, with when it started', async (t) => {
+    const ns = await createTestNamespace(t, 'crash-release-ended');
+    const node = stack().nodes[0]!;
+    let created: AgentObj | undefined;
+    await crashAt(node, 'launch:release', async () => {
+      created = await createAgent(ns, 'ended', { command: ['sh', '-c', `echo ${FIRST}; exit 0`], nodeName: node.name });
+    });
+    const uid = created!.metadata!.uid!;
+    const paths = workspacePaths(node.root, uid);
+    await waitFor(() => exists(paths.exitCode), { timeoutMs: 30_000, what: 'the command to end while the sidecar is down' });
+    assert.equal(launchProgress(await observeFacts(node.root, uid)), 'done');
+    assert.equal((await readAgentRecord(paths))?.startedAt, undefined, 'the sidecar died before it recorded the start');
+
+    await stack().startComponent(node.name);
+    const done = await waitForCleanedUp(ns, 'ended');
+    assert.deepEqual([done.status?.phase, done.status?.reason], ['Completed', 'Exited'], done.status?.message);
+    const started = Date.parse(done.status?.startTime ?? '');
+    assert.ok(Number.isFinite(started), 'status.startTime is set');
+    // Whole seconds in status: within the second of its binding and its end.
+    assert.ok(started >= Date.parse(done.status!.scheduledTime!) - 1000 && started <= Date.parse(done.status!.completionTime!), `started ${done.status?.startTime}`);
+    assert.ok((await archivedOutput(done)).startsWith(FIRST), 'the first output bytes were not captured');
+    await assertNothingLeft(stack(), done);
+  });
 
   const cleanupSteps = CRASH_POINTS.filter((p) => p.startsWith('cleanup:'));
   for (const step of cleanupSteps) {

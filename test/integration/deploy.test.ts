@@ -25,7 +25,7 @@ import { freePorts } from '../../src/dev/ports.js';
 import { closeConnections, shareConnections } from '../../src/kube/client.js';
 import { EventRecorder, type EventSubject } from '../../src/kube/events.js';
 import { killServer } from '../../src/sidecar/runtime/tmux.js';
-import { agentCgroupDir, removeAgentCgroups } from '../../src/sidecar/runtime/cgroup.js';
+import { agentCgroupDir, defaultAgentsCgroupName, removeAgentCgroups } from '../../src/sidecar/runtime/cgroup.js';
 import { controlPlane, createTestNamespace, kubeConfig, kubectl, uniqueSuffix, waitFor } from '../support/cluster.js';
 import { CONTROLLER, DEPLOY_DIR, SIDECAR, baseObjects, findObject, flagValue, isRbacRefusal, type KubeObject, type Workload } from '../support/deployManifests.js';
 
@@ -251,7 +251,7 @@ async function runWorkload(t: TestContext, workload: Workload, identity: Identit
     const root = flagValue(args, '--root');
     if (root) await killServer(root).catch(() => undefined);
     // And the agents' cgroup it made for its node.
-    const cgroups = identity === 'sidecar' ? await agentCgroupDir(`agent-operator-${nodeName}`) : undefined;
+    const cgroups = identity === 'sidecar' ? await agentCgroupDir(defaultAgentsCgroupName(nodeName)) : undefined;
     if (cgroups) await removeAgentCgroups(cgroups);
   });
   return { identity, child, metricsPort: metricsPort!, probePort: probePort!, volumes, output: () => output };

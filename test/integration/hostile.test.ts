@@ -167,7 +167,7 @@ describe('hostile agents on one node', () => {
     const node = stack().nodes[0]!;
     const running = await waitForAgent(ns, 'normal', (x) => x.status?.phase === 'Running' || x.status?.phase === 'Working', 'to run');
     const own = ownCgroup(await readFile(`/proc/${node.process()!.pid}/cgroup`, 'utf8'))!;
-    const agentsCgroup = join(cgroup2Mount(await readFile('/proc/self/mountinfo', 'utf8'))!, own, `agent-operator-${node.name}`);
+    const agentsCgroup = join(cgroup2Mount(await readFile('/proc/self/mountinfo', 'utf8'))!, own, node.agentsCgroup);
     const controllers = (await readFile(join(agentsCgroup, 'cgroup.subtree_control'), 'utf8')).split(/\s+/);
     const leaf = join(agentsCgroup, running.metadata!.uid!);
     const want: [string, string, string][] = [['memory', 'memory.max', '268435456'], ['cpu', 'cpu.max', '50000 100000'], ['pids', 'pids.max', '200']];

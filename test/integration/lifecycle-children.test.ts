@@ -208,7 +208,7 @@ describe('child agents through MCP', () => {
     const sandboxUid = await readSandboxUid(workspacePaths(node.root, bossUid));
     assert.ok(sandboxUid !== undefined && sandboxUid > 0 && sandboxUid !== process.getuid?.(), `sandbox uid ${sandboxUid}`);
     assert.equal(server.uid, sandboxUid, 'the MCP server runs as the agent\'s own uid');
-    assert.match(server.cgroup ?? '', new RegExp(`/agent-operator-${node.name}/${bossUid}$`), 'in the agent\'s cgroup leaf');
+    assert.match(server.cgroup ?? '', new RegExp(`/${node.agentsCgroup}/${bossUid}$`), 'in the agent\'s cgroup leaf');
     assert.notEqual(server.user[0], server.user[1], 'in its own user namespace');
     assert.notEqual(server.mnt[0], server.mnt[1], 'in its own mount namespace');
     assert.equal(await server.sees(CLI), true, 'the installation is visible to it');

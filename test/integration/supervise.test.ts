@@ -16,7 +16,7 @@ import { supervise } from '../../src/cmd/supervise.js';
 import { freePorts } from '../../src/dev/ports.js';
 import { agentNodeClient } from '../../src/kube/resources.js';
 import { ensureNodeObject, killNodeLeftovers, OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT } from '../../src/dev/stack.js';
-import { agentCgroupDir, removeAgentCgroups } from '../../src/sidecar/runtime/cgroup.js';
+import { agentCgroupDir, defaultAgentsCgroupName, removeAgentCgroups } from '../../src/sidecar/runtime/cgroup.js';
 import { parseStat } from '../../src/sidecar/runtime/procfs.js';
 import { controlPlane, kubeConfig, uniqueSuffix, waitFor } from '../support/cluster.js';
 import { useStack } from '../support/stack.js';
@@ -98,7 +98,7 @@ describe('supervise', () => {
         if (supervisor.exitCode === null) process.kill(-supervisor.pid!, 'SIGKILL');
         await killNodeLeftovers(dir, quiet);
         // The agents' cgroup the sidecar made beside ours (it outlives the sidecar, as agents do).
-        const cgroups = await agentCgroupDir(`agent-operator-${node}`);
+        const cgroups = await agentCgroupDir(defaultAgentsCgroupName(node));
         if (cgroups) await removeAgentCgroups(cgroups);
         await agentNodeClient(kubeConfig()).delete({ name: node });
         await kubeConfig().makeApiClient(CoreV1Api).deleteNode({ name: node });

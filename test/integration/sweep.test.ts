@@ -36,7 +36,7 @@ describe('sweeper', () => {
       prompt: 'nobody asked for this\n',
       binDir: join(node.root, 'bin'),
       // The node's own sandbox and cgroup, as its sidecar set them up.
-      sandbox: await nodeSandbox('bwrap', testUidRange(), [], await setupAgentCgroups(`agent-operator-${node.name}`)),
+      sandbox: await nodeSandbox('bwrap', testUidRange(), [], await setupAgentCgroups(node.agentsCgroup)),
       logger: pino({ level: 'silent' }),
     });
     assert.equal(started.started, true);

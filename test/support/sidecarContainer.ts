@@ -31,7 +31,7 @@ import { PACKAGE_ROOT } from '../../src/dev/paths.js';
 import { freePorts } from '../../src/dev/ports.js';
 import { startContainer, type RunningContainer } from '../../src/dev/runc.js';
 import { ensureNodeObject, OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT } from '../../src/dev/stack.js';
-import { cgroup2Mount, removeAgentCgroups } from '../../src/sidecar/runtime/cgroup.js';
+import { cgroup2Mount, defaultAgentsCgroupName, removeAgentCgroups } from '../../src/sidecar/runtime/cgroup.js';
 import { kubeConfig } from './cluster.js';
 import { baseObjects, findObject, withLoopbackPorts, type Workload } from './deployManifests.js';
 
@@ -144,7 +144,7 @@ export async function startSidecarContainer(o: { cp: ControlPlaneClient; nodeNam
     await mkdir(cgroupDir, { recursive: true });
     for (const f of ['', ...DELEGATED_FILES]) await own(join(cgroupDir, f));
     cleanups.push(async () => {
-      await removeAgentCgroups(join(cgroupDir, `agent-operator-${o.nodeName}`));
+      await removeAgentCgroups(join(cgroupDir, defaultAgentsCgroupName(o.nodeName)));
       await rmdir(cgroupDir).catch(() => undefined);
       await rmdir(dirname(cgroupDir)).catch(() => undefined);
       // runc made the path in every cgroup v1 hierarchy too (a hybrid machine); it removes its leaf, not the parent.

@@ -59,6 +59,12 @@ describe('interpretObservation', () => {
     ['died before go', { ...base, goPresent: true, pane: pane({ dead: true, deadStatus: 125 }) }, { started: false, exited: true, exitCode: 125, launchError: 'the session ended before the command was started (status 125)' }],
     ['nothing at all', { workspaceExists: false, goPresent: false }, { workspaceExists: false, sessionExists: false, started: false, exited: false, lost: false, outputBytes: 0 }],
     ['garbage exit-code is ignored', { ...base, exitCodeText: 'x' }, { exited: false, lost: true }],
+    // The sidecar died between the release and its record of the start, and the command ended before it came back.
+    ['released, ended, its start never recorded: when its exec step ran', { ...base, record: unstarted, exitCodeText: '0\n', pane: pane({ dead: true, deadStatus: 0 }), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') }, { started: true, exitCode: 0, startTime: '2024-01-01T00:00:01.250Z' }],
+    ['the record of the start wins over the exec step\'s time', { ...base, pane: pane(), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') }, { startTime: record.startedAt }],
+    ['released, the exec step not run yet: no start', { ...base, record: unstarted, pane: pane() }, { started: true, startTime: undefined }],
+    ['released and running, its start not recorded: the resume records it, not the observation', { ...base, record: unstarted, pane: pane(), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') }, { started: true, startTime: undefined }],
+    ['not released: no start, whatever a file says', { ...base, record: unstarted, goPresent: true, pane: pane(), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') }, { started: false, startTime: undefined }],
   ];
   for (const [name, facts, want] of cases) {
     it(name, () => {

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { bytesOf, milliCpuOf, parseQuantity } from '../../src/api/quantity.js';
 import { limitsOf } from '../../src/sidecar/sidecar.js';
-import { cgroup2Mount, limitFiles, ownCgroup, parseCpuUsageUsec, parsePopulated } from '../../src/sidecar/runtime/cgroup.js';
+import { cgroup2Mount, checkAgentsCgroupName, defaultAgentsCgroupName, limitFiles, ownCgroup, parseCpuUsageUsec, parsePopulated } from '../../src/sidecar/runtime/cgroup.js';
+import { stackAgentsCgroup } from '../../src/dev/stack.js';
 import { sandboxStarted } from '../../src/sidecar/runtime/launcher.js';
 import { checkLayout, checkTraversable, isWithin, joinCgroupArgv, sandboxArgv, type SandboxHost } from '../../src/sidecar/runtime/sandbox.js';
 import { parseUidFile, parseUidRange, pickUid } from '../../src/sidecar/runtime/uids.js';
@@ -144,6 +145,37 @@ describe('cgroup parsing', () => {
     });
     assert.deepEqual(limitFiles({ memoryBytes: 1, pids: 3 }, []), { files: [], notEnforced: ['memory', 'pids'] });
     assert.deepEqual(limitFiles({}, []), { files: [], notEnforced: [] });
+  });
+});
+
+describe('the agents\' cgroup name', () => {
+  const cases: [string, string, RegExp | undefined][] = [
+    ['the default', defaultAgentsCgroupName('node-1'), undefined],
+    ['a 63-character node name', defaultAgentsCgroupName('n'.repeat(63)), undefined],
+    ['underscores and capitals', 'Agents_Of_node2', undefined],
+    ['empty', '', /one directory name/],
+    ['a path', 'a/b', /one directory name/],
+    ['the parent', '..', /one directory name/],
+    ['an interface file\'s shape', 'cgroup.procs', /one directory name/],
+    ['a leading dash', '-x', /one directory name/],
+    ['too long', 'a'.repeat(201), /at most 200/],
+    ['the sidecar\'s own leaf', 'sidecar', /the leaf the sidecar itself moves into/],
+  ];
+  for (const [what, name, refused] of cases) {
+    it(`${what}: ${refused ? 'refused, naming the flag' : 'accepted'}`, () => {
+      if (refused) assert.throws(() => checkAgentsCgroupName(name), (err: Error) => refused.test(err.message) && err.message.startsWith('--agents-cgroup:'));
+      else assert.doesNotThrow(() => checkAgentsCgroupName(name));
+    });
+  }
+
+  it('a simulated node\'s is its stack\'s own: two stacks with the same node name never share one, a stack restarted on its state dir finds its own', () => {
+    const a = stackAgentsCgroup('/tmp/stack-a', 'node-1');
+    assert.equal(stackAgentsCgroup('/tmp/stack-a/', 'node-1'), a, 'the same state dir, however written');
+    assert.notEqual(stackAgentsCgroup('/tmp/stack-b', 'node-1'), a);
+    assert.notEqual(stackAgentsCgroup('/tmp/stack-a', 'node-2'), a);
+    assert.notEqual(a, defaultAgentsCgroupName('node-1'), 'not what a sidecar started by hand on this machine uses');
+    assert.ok(a.startsWith('agent-operator-node-1-'), a);
+    for (const name of [a, stackAgentsCgroup('/tmp/x', 'n'.repeat(63))]) assert.doesNotThrow(() => checkAgentsCgroupName(name));
   });
 });
 

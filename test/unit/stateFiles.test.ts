@@ -1,11 +1,11 @@
-/** readOptional against the traps a hostile process could plant where the sidecar reads (real files, FIFOs, links). */
+/** readOptional and readHead against the traps a hostile process could plant where the sidecar reads (real files, FIFOs, links). */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { link, mkdtemp, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { readOptional, stateFileVerdict, writeFileAtomic } from '../../src/sidecar/runtime/files.js';
+import { readHead, readOptional, stateFileVerdict, writeFileAtomic } from '../../src/sidecar/runtime/files.js';
 
 describe('readOptional', () => {
   it('reads a regular file, says undefined for a missing one, and refuses every trap at once', async (t) => {
@@ -63,5 +63,43 @@ describe('readOptional', () => {
       stop = true;
       await churn;
     }
+  });
+});
+
+describe('readHead', () => {
+  it('refuses the same traps as readOptional, and reads only the head of a big file', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'ao-state-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    await writeFile(join(dir, 'ok'), 'started\nmore\n');
+    assert.equal((await readHead(join(dir, 'ok'), 64))?.head.toString(), 'started\nmore\n');
+    assert.equal((await readHead(join(dir, 'ok'), 7))?.head.toString(), 'started');
+    assert.equal(await readHead(join(dir, 'missing'), 64), undefined);
+    execFileSync('mkfifo', [join(dir, 'fifo')], { timeout: 5_000 });
+    await symlink('/dev/zero', join(dir, 'zero'));
+    await link(join(dir, 'ok'), join(dir, 'hardlink'));
+    await assert.rejects(readHead(join(dir, 'fifo'), 64), /not a regular file/);
+    await assert.rejects(readHead(join(dir, 'zero'), 64), /symbolic link/);
+    await assert.rejects(readHead('/dev/zero', 64), /not a regular file/);
+    await assert.rejects(readHead(join(dir, 'hardlink'), 64), /2 links/);
+  });
+
+  // exec-status is opened by the launcher and written in place by the exec step: readOptional refused
+  // it while it grew, which failed 18 launches of a 1000-Agent soak (LaunchFailed).
+  it('reads a file another process is writing in place, every time, and says when it was last written', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'ao-state-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const path = join(dir, 'exec-status');
+    await writeFile(path, '');
+    const writer = spawn('sh', ['-c', 'exec 3>>"$1"; while :; do printf started >&3; done', 'writer', path], { stdio: 'ignore' });
+    t.after(() => writer.kill('SIGKILL'));
+    let grown = 0;
+    for (let i = 0; i < 500; i++) {
+      const before = Date.now();
+      const got = await readHead(path, 64);
+      assert.ok(got && /^(started)*(s(t(a(r(te?)?)?)?)?)?$/.test(got.head.toString()) && got.head.length <= 64, `read ${i}: ${got?.head.toString()}`);
+      assert.ok(got.mtimeMs <= Date.now() + 1, 'not written in the future');
+      if (got.head.length === 64 && got.mtimeMs >= before - 1000) grown++;
+    }
+    assert.ok(grown > 0, 'the writer wrote while it was read');
   });
 });

@@ -24,6 +24,22 @@ import { assertAgentUid } from './workspace.js';
 
 const SIDECAR_LEAF = 'sidecar';
 
+/** The default name of the agents' cgroup of a node: one sidecar per machine in a cluster. */
+export function defaultAgentsCgroupName(nodeName: string): string {
+  return `agent-operator-${nodeName}`;
+}
+
+/**
+ * Refuses a name that is not one cgroup directory of its own (pure): a path, `.`/`..`, a cgroup
+ * interface file's shape, or the leaf the sidecar itself moves into. The message names the flag.
+ */
+export function checkAgentsCgroupName(name: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,199}$/.test(name)) {
+    throw new Error(`--agents-cgroup: "${name}" must be one directory name (letters, digits, '-', '_', at most 200, not starting with '-' or '_')`);
+  }
+  if (name === SIDECAR_LEAF) throw new Error(`--agents-cgroup: "${name}" is the leaf the sidecar itself moves into`);
+}
+
 /** Where the agents' leaves go, and which controllers they have. */
 export interface AgentCgroups {
   /** Absolute path of the parent of every agent leaf. */

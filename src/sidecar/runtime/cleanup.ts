@@ -35,8 +35,8 @@ import {
 import { ARCHIVED_TAIL_FILE, captureAccounting, readCaptureFiles, type CaptureAccounting } from './capture.js';
 import { crashPoint } from './crashPoint.js';
 import { withSpawnOp } from './spawn.js';
-import { errorMessage, exists, readOptional, type FileDigest } from './files.js';
-import { sandboxStarted } from './launcher.js';
+import { errorMessage, exists, type FileDigest } from './files.js';
+import { execStartedAtMs } from './observe.js';
 import { findMarkerProcesses, holdersOf } from './procfs.js';
 import { terminateProcesses } from './terminate.js';
 import { findPane, killSession, sessionNameFor } from './tmux.js';
@@ -183,7 +183,7 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
   const launcherReleased =
     sandboxUid !== undefined &&
     !(await step('inspect the go file', () => exists(paths.go), true)) &&
-    (await step('inspect the sandbox start', async () => sandboxStarted((await readOptional(paths.execStatus))?.toString('utf8')), false));
+    (await step('inspect the sandbox start', async () => (await execStartedAtMs(paths)) !== undefined, false));
   const term = await step(
     'stop processes',
     () =>

@@ -107,12 +107,11 @@ export function stateFileVerdict(st: { isFile(): boolean; nlink: number; size: n
 }
 
 /**
- * Reads a small node-state file, or undefined when it does not exist. Defensive whoever could
- * have put something there: never follows a symlink (O_NOFOLLOW), never blocks on a FIFO or device
- * (O_NONBLOCK, then only a regular file with one link is read), and never reads more than
- * `maxBytes` (a /dev/zero cannot grow the heap).
+ * Reads from a node-state file, defensive whoever could have put something there: never follows a
+ * symlink (O_NOFOLLOW), never blocks on a FIFO or device (O_NONBLOCK, then only a regular file with
+ * one link is read), refuses one bigger than `maxBytes`. Undefined when it does not exist.
  */
-async function readOptionalNow(path: string, maxBytes: number): Promise<Buffer | undefined> {
+async function withStateFile<T>(path: string, maxBytes: number, read: (fh: FileHandle, size: number) => Promise<T>): Promise<T | undefined> {
   let fh: FileHandle;
   try {
     fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -126,8 +125,39 @@ async function readOptionalNow(path: string, maxBytes: number): Promise<Buffer |
     const verdict = stateFileVerdict(st, maxBytes);
     if (verdict === 'gone') return undefined;
     if (verdict !== 'read') throw new Error(`refusing to read ${path}: ${verdict}`);
+    return await read(fh, st.size);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * The first `maxBytes` of a node-state file another process writes in place (exec-status, which the
+ * launcher opens and the exec step writes through its descriptor): what is there now, without
+ * readOptional's refusal of a file that grows while it is read, and when it was last written (stat
+ * after the read, so no earlier than what was read).
+ */
+function readHeadNow(path: string, maxBytes: number): Promise<{ head: Buffer; mtimeMs: number } | undefined> {
+  return withStateFile(path, Number.POSITIVE_INFINITY, async (fh) => {
+    const buf = Buffer.alloc(maxBytes);
+    let n = 0;
+    while (n < maxBytes) {
+      const { bytesRead } = await fh.read(buf, n, maxBytes - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+    return { head: buf.subarray(0, n), mtimeMs: (await fh.stat()).mtimeMs };
+  });
+}
+
+/**
+ * Reads a small node-state file whole (see withStateFile), or undefined when it does not exist;
+ * never more than `maxBytes` (a /dev/zero cannot grow the heap).
+ */
+function readOptionalNow(path: string, maxBytes: number): Promise<Buffer | undefined> {
+  return withStateFile(path, maxBytes, async (fh, size) => {
     // One byte more than its size: state files are replaced, never grown in place.
-    const buf = Buffer.alloc(st.size + 1);
+    const buf = Buffer.alloc(size + 1);
     let n = 0;
     for (;;) {
       const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
@@ -136,9 +166,7 @@ async function readOptionalNow(path: string, maxBytes: number): Promise<Buffer |
       if (n === buf.length) throw new Error(`refusing to read ${path}: it grew while being read`);
     }
     return buf.subarray(0, n);
-  } finally {
-    await fh.close();
-  }
+  });
 }
 
 // Each of the above as one bounded file operation (boundedFs.ts): what it does on the open file
@@ -152,3 +180,5 @@ export const digestFile = (path: string | readonly string[]): Promise<FileDigest
   bounded('digest', typeof path === 'string' ? path : path.join(' + '), () => digestFileNow(path));
 export const readOptional = (path: string, maxBytes = STATE_FILE_MAX_BYTES): Promise<Buffer | undefined> =>
   bounded('read', path, () => readOptionalNow(path, maxBytes));
+export const readHead = (path: string, maxBytes: number): Promise<{ head: Buffer; mtimeMs: number } | undefined> =>
+  bounded('read', path, () => readHeadNow(path, maxBytes));

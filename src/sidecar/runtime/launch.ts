@@ -29,7 +29,7 @@ import { EXEC_ARGV0, EXEC_SCRIPT, LAUNCHER_ARGV0, LAUNCHER_SCRIPT } from './laun
 import { createLeaf, leafOf, limitFiles, type Limits } from './cgroup.js';
 import { checkTraversable, joinCgroupArgv, sandboxArgv, type NodeSandbox } from './sandbox.js';
 import { allocateUid, readSandboxUid } from './uids.js';
-import { interpretObservation, launchProgress, observeFacts, observeFiles, observeSession, type ObservedFacts, type SessionObservation } from './observe.js';
+import { execStartedAtMs, interpretObservation, launchProgress, observeFacts, observeFiles, observeSession, type ObservedFacts, type SessionObservation } from './observe.js';
 import { withSpawnOp } from './spawn.js';
 import {
   baseEnvironment,
@@ -320,7 +320,9 @@ async function releaseAndRecord(paths: WorkspacePaths, timeoutMs: number): Promi
   await release(paths, timeoutMs);
   crashPoint('launch:release');
   const record = await readAgentRecord(paths);
-  if (record && !record.startedAt) await writeAgentRecord(paths, { ...record, startedAt: new Date().toISOString() });
+  // A resume after the release: when its exec step ran, as the node reports it meanwhile (observe.ts).
+  const execAt = await execStartedAtMs(paths);
+  if (record && !record.startedAt) await writeAgentRecord(paths, { ...record, startedAt: new Date(execAt ?? Date.now()).toISOString() });
 }
 
 type Start = 'fresh' | 'finish' | 'recreate' | 'none';

@@ -1,8 +1,9 @@
 /** What a node can see of an agent: its tmux session and the files in its workspace. */
-import { exists, readOptional } from './files.js';
+import { exists, readHead, readOptional } from './files.js';
 import { statOutput } from './capture.js';
+import { sandboxStarted } from './launcher.js';
 import { findPane, listPanes, sessionNameFor, uidFromSessionName, type PaneInfo } from './tmux.js';
-import { readAgentRecord, workspacePaths, type AgentRecord } from './workspace.js';
+import { readAgentRecord, workspacePaths, type AgentRecord, type WorkspacePaths } from './workspace.js';
 
 export interface SessionObservation {
   uid: string;
@@ -25,7 +26,10 @@ export interface SessionObservation {
   outputBytes: number;
   /** When the capture last wrote (output.log, then the tail it is writing), once the session printed something. */
   lastOutputAt?: string;
-  /** When the command was released. */
+  /**
+   * When the command was started: agent.json's record of its release, else (a sidecar that died
+   * between the release and that record, the command ended before it came back) when its exec step ran.
+   */
   startTime?: string;
   record?: AgentRecord;
   /** How far its launch got (launchProgress). */
@@ -40,6 +44,8 @@ export interface ObservedFacts {
   launchErrorText?: string;
   pane?: PaneInfo;
   output?: { bytes: number; mtimeMs: number };
+  /** When the exec step inside the sandbox last wrote exec-status (just before it ran the command), once it started. */
+  execStartedAtMs?: number;
 }
 
 /**
@@ -84,6 +90,9 @@ export function interpretObservation(uid: string, f: ObservedFacts): SessionObse
   const exited = fileCode !== undefined || pane?.dead === true;
   const started = f.record !== undefined && !f.goPresent;
   const exitCode = fileCode ?? paneCode;
+  // Only where nothing will record it any more (the launch is done): a resume after the release records it itself.
+  const unrecorded = started && !f.record?.startedAt && launchProgress(f) === 'done';
+  const startTime = f.record?.startedAt ?? (unrecorded && f.execStartedAtMs !== undefined ? new Date(f.execStartedAtMs).toISOString() : undefined);
   let launchError = f.launchErrorText?.trim() || undefined;
   if (!launchError && exited && !started && f.record !== undefined) {
     launchError = `the session ended before the command was started${exitCode === undefined ? '' : ` (status ${exitCode})`}`;
@@ -102,10 +111,23 @@ export function interpretObservation(uid: string, f: ObservedFacts): SessionObse
     lost: started && !exited && pane === undefined,
     outputBytes: f.output?.bytes ?? 0,
     ...(f.output && f.output.bytes > 0 ? { lastOutputAt: new Date(f.output.mtimeMs).toISOString() } : {}),
-    ...(f.record?.startedAt ? { startTime: f.record.startedAt } : {}),
+    ...(startTime ? { startTime } : {}),
     ...(f.record ? { record: f.record } : {}),
     launch: launchProgress(f),
   };
+}
+
+/** Enough of exec-status for its first line (`started`). */
+const EXEC_STATUS_HEAD_BYTES = 64;
+
+/**
+ * When the agent's exec step ran (epoch ms): the mtime of exec-status once it says `started`. The
+ * launcher (root) opens it and the exec step writes it just before it closes it and execs the
+ * command, which never holds it: the agent cannot move it.
+ */
+export async function execStartedAtMs(paths: WorkspacePaths): Promise<number | undefined> {
+  const status = await readHead(paths.execStatus, EXEC_STATUS_HEAD_BYTES);
+  return status && sandboxStarted(status.head.toString('utf8')) ? status.mtimeMs : undefined;
 }
 
 /** Gathers the facts about one agent from tmux and its workspace. */
@@ -127,6 +149,8 @@ export async function observeFiles(root: string, uid: string): Promise<Omit<Obse
     readOptional(paths.launchError),
     statOutput(paths.dir),
   ]);
+  // Only for a start agent.json does not record: the exec step writes the file while we read it.
+  const execStarted = record && !record.startedAt && !goPresent ? await execStartedAtMs(paths) : undefined;
   return {
     workspaceExists,
     goPresent,
@@ -134,6 +158,7 @@ export async function observeFiles(root: string, uid: string): Promise<Omit<Obse
     ...(exitCode ? { exitCodeText: exitCode.toString('utf8') } : {}),
     ...(launchError ? { launchErrorText: launchError.toString('utf8') } : {}),
     ...(output ? { output } : {}),
+    ...(execStarted !== undefined ? { execStartedAtMs: execStarted } : {}),
   };
 }
 

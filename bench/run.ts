@@ -224,7 +224,7 @@ async function steadyState(stack: Stack, ns: string, count: number, seconds: num
         kind: 'Agent',
         metadata: { name, namespace: ns },
         spec: { prompt: 'bench', command: ['sh', '-c', 'while :; do echo tick; sleep 2; done'], cleanup: { gracePeriodSeconds: 1 } },
-      } as AgentObj),
+      }),
     ),
   );
   const deadline = Date.now() + 60_000;
@@ -265,7 +265,7 @@ async function runBatch(stack: Stack, ns: string, count: number, concurrent: boo
       kind: 'Agent',
       metadata: { name, namespace: ns },
       spec: { prompt: 'bench', command: ['sh', '-c', 'sleep 1; date +END%s%3N'] },
-    } as AgentObj);
+    });
     const deadline = Date.now() + 120_000;
     while (!samples.get(name)!.cleaned) {
       if (Date.now() > deadline) throw new Error(`${name} not cleaned up within 120 s`);

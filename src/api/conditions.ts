@@ -27,10 +27,6 @@ export function setCondition(
   return [...rest, next].sort((a, b) => a.type.localeCompare(b.type));
 }
 
-export function isConditionTrue(list: readonly Condition[] | undefined, type: string): boolean {
-  return findCondition(list, type)?.status === 'True';
-}
-
 /**
  * Sets each of `inputs` and removes the conditions of `family` that are not among them: for a
  * family whose members are present only while they hold (kstatus' Reconciling and Stalled).

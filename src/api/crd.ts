@@ -111,7 +111,7 @@ function crd(opts: {
 }
 
 function rootRulesOf(schema: z.ZodType): unknown[] {
-  const meta = schema.meta() as JsonSchema | undefined;
+  const meta = schema.meta();
   return (meta?.['x-kubernetes-validations'] as unknown[] | undefined) ?? [];
 }
 
@@ -177,8 +177,4 @@ const HEADER = '# Generated from src/api by `npm run gen:crds`. Do not edit by h
 
 export function renderCrd(obj: unknown): string {
   return HEADER + stringify(obj, { lineWidth: 0 });
-}
-
-export function allCrds(): unknown[] {
-  return Object.values(CRD_FILES).map((f) => f());
 }

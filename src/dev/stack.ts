@@ -196,8 +196,8 @@ export class Stack {
   stop(): Promise<void> {
     return (this.stopping ??= (async () => {
       // Sidecars first: a controller that outlives them would start giving their nodes up.
-      await Promise.all([...this.sidecars.values()].map((s) => s.proc?.stop(30_000)));
-      await Promise.all(this.controllers.map((c) => c.proc?.stop(30_000)));
+      await Promise.all([...this.sidecars.values()].map(async (s) => s.proc?.stop(30_000)));
+      await Promise.all(this.controllers.map(async (c) => c.proc?.stop(30_000)));
       // Sessions outlive sidecars by design; the stack is not a node, so it ends them itself.
       for (const s of this.sidecars.values()) {
         await killNodeLeftovers(s.root, this.o.logger);

@@ -47,9 +47,17 @@ export const isGone = (err: unknown): boolean => statusCode(err) === 410;
 export const isInvalid = (err: unknown): boolean => statusCode(err) === 422;
 
 /** The metav1.Status body of an API error (parsed), when there is one. */
-export function statusBody(err: unknown): { message?: string; reason?: string; code?: number } | undefined {
+/** The fields of a metav1.Status this code reads. */
+export interface StatusBody {
+  message?: string;
+  reason?: string;
+  code?: number;
+  details?: { causes?: unknown[] };
+}
+
+export function statusBody(err: unknown): StatusBody | undefined {
   if (typeof err !== 'object' || err === null || !('body' in err)) return undefined;
-  let body = (err as { body: unknown }).body;
+  let body = err.body;
   if (typeof body === 'string') {
     const text = body;
     try {
@@ -58,7 +66,7 @@ export function statusBody(err: unknown): { message?: string; reason?: string; c
       return { message: text };
     }
   }
-  return typeof body === 'object' && body !== null ? (body as { message?: string; reason?: string; code?: number }) : undefined;
+  return typeof body === 'object' && body !== null ? body : undefined;
 }
 
 function statusMessage(body: unknown): string | undefined {

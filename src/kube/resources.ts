@@ -291,7 +291,7 @@ export function finalizerRemoveOps(obj: KubeObject, finalizer: string): JsonPatc
  * no longer exists) with a bare 422: the generic message and no field causes, unlike validation errors.
  */
 function isFailedTest(err: unknown): boolean {
-  const body = statusBody(err) as { message?: string; details?: { causes?: unknown[] } } | undefined;
+  const body = statusBody(err);
   return /rejected our request due to an error in our request/.test(body?.message ?? '') && !body?.details?.causes?.length;
 }
 

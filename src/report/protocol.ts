@@ -9,7 +9,6 @@ import { LIMITS } from '../api/constants.js';
 import { REPORTED_STATES } from '../api/phase.js';
 
 export const SEVERITIES = ['info', 'low', 'medium', 'high', 'critical'] as const;
-export type Severity = (typeof SEVERITIES)[number];
 
 export const REPORT_PATHS = { status: '/v1/report', finding: '/v1/findings', health: '/healthz' } as const;
 
@@ -109,8 +108,6 @@ export type Finding = z.infer<typeof findingSchema>;
 const recordedAt = { at: z.iso.datetime() };
 export const statusRecordSchema = statusReportSchema.extend(recordedAt);
 export const findingRecordSchema = findingSchema.extend(recordedAt);
-export type StatusRecord = z.infer<typeof statusRecordSchema>;
-export type FindingRecord = z.infer<typeof findingRecordSchema>;
 
 /** 202: the report is durable in the agent's workspace; it reaches the Agent's status later. */
 export const acceptedResponseSchema = z.object({ accepted: z.literal(true), at: z.iso.datetime() }).strict();

@@ -8,7 +8,7 @@ import type { KeySelector } from '../api/fields.js';
 import { optInCommand, REFERENCES_ROLE_BINDING } from '../api/references.js';
 import { callOptions } from '../kube/client.js';
 import { isNotFound, statusCode } from '../kube/errors.js';
-import type { EnvEntry } from './runtime/index.js';
+import type { EnvEntry } from './runtime/expand.js';
 
 export class ResolveError extends Error {}
 

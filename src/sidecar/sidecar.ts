@@ -30,7 +30,13 @@ import { ExitWatches } from './exitWatch.js';
 import { Heartbeat, registerNode } from './registration.js';
 import { addFinding, latestReport, replayReports, type FindingsSummary, type LatestReport } from './reports.js';
 import { ResolveError, SpecResolver } from './resolve.js';
-import { checkLayout, checkTraversable, cleanupAgent, expandEnv, isAgentUid, probeSandbox, type NodeSandbox, launch, listSessions, listWorkspaces, observeSession, sweepNode, workspacePaths } from './runtime/index.js';
+import { cleanupAgent } from './runtime/cleanup.js';
+import { expandEnv } from './runtime/expand.js';
+import { launch } from './runtime/launch.js';
+import { listSessions, observeSession } from './runtime/observe.js';
+import { checkLayout, checkTraversable, probeSandbox, type NodeSandbox } from './runtime/sandbox.js';
+import { sweepNode } from './runtime/sweep.js';
+import { hasTombstone, isAgentUid, listWorkspaces, sha256Hex, tombstoneTrigger, workspacePaths } from './runtime/workspace.js';
 import { findArchiveLocation } from './runtime/archive.js';
 import { exists } from './runtime/files.js';
 import { stallPoint } from './runtime/stallPoint.js';
@@ -38,7 +44,6 @@ import { DEFAULT_OUTPUT_MAX_BYTES, outputCapFor, statOutput } from './runtime/ca
 import { enforceRetention, RETENTION_REASONS, type RetentionPolicy } from './runtime/retention.js';
 import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
 import { readSandboxUid } from './runtime/uids.js';
-import { hasTombstone, sha256Hex, tombstoneTrigger } from './runtime/workspace.js';
 import { registerSpawnMetric } from './runtime/spawn.js';
 
 type AgentObj = Agent & KubeObject;
@@ -380,7 +385,7 @@ export class NodeSidecar {
     let port = this.o.reportPort;
     if (port === undefined) {
       // Running sessions carry AGENT_REPORT_URL: the port must survive restarts.
-      const saved = await readFile(statePath, 'utf8').then((t) => JSON.parse(t) as { reportPort?: number }, () => ({}) as { reportPort?: number });
+      const saved = await readFile(statePath, 'utf8').then((t) => JSON.parse(t) as { reportPort?: number }, (): { reportPort?: number } => ({}));
       port = saved.reportPort ?? 0;
     }
     const server = await startReportServer<Ctx>({

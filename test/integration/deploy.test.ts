@@ -164,7 +164,7 @@ async function mustSucceed(args: string[], input?: string): Promise<string> {
 
 /** `fn` over `items`, at most `limit` at a time, results in order. */
 async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
+  const results = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {
     while (next < items.length) {

@@ -151,7 +151,7 @@ describe('report server', () => {
     const seenAtCallback: unknown[][] = [];
     const f: Fixture = await startFixture(t, {
       // The callback runs after the write: the line is already in the file when it is called.
-      onStatus: async (ctx) => void seenAtCallback.push(await f.lines(ctx as Agent)),
+      onStatus: async (ctx) => void seenAtCallback.push(await f.lines(ctx)),
     });
     const report = { status: 'working', progress: 40, message: 'halfway' };
     const r = await reportAs(f, f.a, report);
@@ -334,9 +334,9 @@ describe('report server', () => {
       onStatus: async (ctx, report) => {
         if (report.progress !== 5) return;
         // What cleanup does: stop accepting, then wait for what was accepted before archiving.
-        (ctx as Agent).acceptingReports = false;
+        (ctx).acceptingReports = false;
         await f.server.whenIdle(ctx.uid);
-        linesWhenIdle = (await f.lines(ctx as Agent)).length;
+        linesWhenIdle = (await f.lines(ctx)).length;
       },
     });
     const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => reportAs(f, f.a, { status: 'working', progress: i })));

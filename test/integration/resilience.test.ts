@@ -227,7 +227,7 @@ describe('resilience: a node that never comes back', () => {
     const lost = await waitForAgent(ns, 'l1', (a) => a.status?.phase === 'Error', 'to be given up', 40_000);
     assert.equal(lost.status?.reason, 'NodeLost');
     const lastHeartbeat = Date.parse((await nodes.get({ name: node.name })).status!.lastHeartbeatTime!);
-    assert.ok(Date.parse(lost.status!.completionTime!) - lastHeartbeat >= 8_000, 'given up before nodeLostGraceSeconds passed');
+    assert.ok(Date.parse(lost.status.completionTime!) - lastHeartbeat >= 8_000, 'given up before nodeLostGraceSeconds passed');
     // Nobody could stop it: the node is gone as far as the cluster knows.
     assert.ok((await markerPids(node.root, uid)).length > 0, 'the agent was stopped although its node was down');
 

@@ -96,9 +96,9 @@ describe('cleanupAgent', () => {
     assert.equal(record.cgroupRemoved, true);
     assert.ok(record.cpuMilliseconds !== undefined, 'CPU time from the cgroup');
     assert.equal(manifest.trigger, 'Stopped');
-    assert.equal(await readFile(join(record.archivePath!, 'output.log'), 'utf8'), 'ready\r\n');
-    assert.equal(await readFile(join(record.archivePath!, 'reports.jsonl'), 'utf8'), '{"state":"working"}\n');
-    assert.deepEqual(JSON.parse(await readFile(join(record.archivePath!, RECORD_FILE), 'utf8')), record);
+    assert.equal(await readFile(join(record.archivePath, 'output.log'), 'utf8'), 'ready\r\n');
+    assert.equal(await readFile(join(record.archivePath, 'reports.jsonl'), 'utf8'), '{"state":"working"}\n');
+    assert.deepEqual(JSON.parse(await readFile(join(record.archivePath, RECORD_FILE), 'utf8')), record);
   });
 
   it('cleans an agent that exited by itself without signalling anything, and a re-run is a truthful no-op', async (t) => {
@@ -128,7 +128,7 @@ describe('cleanupAgent', () => {
       { ...firstWithoutUsage, startTime: '', completionTime: '', durationMilliseconds: 0, trigger: '' },
     );
     assert.equal((await stat(join(first.archivePath!, MANIFEST_FILE))).mtimeMs, manifestStat.mtimeMs, 'the archive was not rewritten');
-    assert.equal(JSON.parse(await readFile(join(first.archivePath!, RECORD_FILE), 'utf8')).trigger, 'Exited', 'the first record is kept');
+    assert.equal((JSON.parse(await readFile(join(first.archivePath!, RECORD_FILE), 'utf8')) as { trigger: string }).trigger, 'Exited', 'the first record is kept');
   });
 
   it('spawns two processes per launch and two per cleanup of an exited agent (issue 8)', async (t) => {
@@ -242,8 +242,8 @@ describe('cleanupAgent', () => {
     assert.equal(record.workspaceDeleted, false);
     assert.equal(record.sessionKilled, true);
     assert.equal(record.errors?.length, 2, JSON.stringify(record.errors));
-    assert.match(record.errors![0]!, /^archive logs: /);
-    assert.match(record.errors![1]!, /kept, because its logs are not archived/);
+    assert.match(record.errors[0]!, /^archive logs: /);
+    assert.match(record.errors[1]!, /kept, because its logs are not archived/);
     assert.ok((await stat(fx.paths(uid).output)).size > 0);
   });
 });

@@ -94,7 +94,7 @@ describe('launch', () => {
     assert.equal(environValue(env, 'AGENT_PROMPT_FILE'), fx.paths(r.uid).prompt);
     const sessions = await listSessions(fx.root);
     assert.deepEqual(sessions.map((s) => s.uid), [r.uid]);
-    const record = JSON.parse(await readFile(fx.paths(r.uid).agentJson, 'utf8'));
+    const record = JSON.parse(await readFile(fx.paths(r.uid).agentJson, 'utf8')) as Record<string, unknown>;
     assert.deepEqual(
       { uid: record.uid, namespace: record.namespace, name: record.name, sessionName: record.sessionName },
       { uid: r.uid, namespace: 'team-a', name: `agent-${r.uid.slice(0, 8)}`, sessionName: r.sessionName },

@@ -52,7 +52,7 @@ describe('sweepNode', () => {
     assert.equal(first[0]!.record?.processesKilled, 1);
     assert.equal(first[0]!.record?.logsArchived, false);
     assert.equal(first[0]!.record?.trigger, ORPHANED_TRIGGER);
-    assert.equal(sendSignal(elsewhere.pid!, 0), true, "another node's process was left alone");
+    assert.equal(sendSignal(elsewhere.pid, 0), true, "another node's process was left alone");
     assert.equal((await listSessions(fx.root)).length, 3);
 
     const t0 = Date.now();

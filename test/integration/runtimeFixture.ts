@@ -35,7 +35,7 @@ export interface NodeFixture {
   waitForLine(path: string, timeoutMs?: number): Promise<string>;
 }
 
-export const logger = pino({ level: process.env.LOG_LEVEL ?? 'silent' });
+const logger = pino({ level: process.env.LOG_LEVEL ?? 'silent' });
 
 export async function nodeFixture(t: TestContext): Promise<NodeFixture> {
   const root = await mkdtemp(join(tmpdir(), `ao-rt '"$(x) #{y} %H;`));

@@ -19,6 +19,8 @@ export interface ArgoHealth {
 
 /** A Lua 5.1 string literal: quotes, backslashes and control characters escaped; other bytes as they are. */
 export function luaString(s: string): string {
+  // Matching control characters is the point here: they are what must be escaped.
+  // eslint-disable-next-line no-control-regex
   const escaped = s.replace(/[\\"\x00-\x1f\x7f]/g, (c) => {
     if (c === '\\') return '\\\\';
     if (c === '"') return '\\"';

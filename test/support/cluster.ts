@@ -2,6 +2,7 @@
  * Helpers for integration tests against the control plane test/run.ts starts once per run
  * (KUBECONFIG, AO_TEST_STATE_DIR and AO_KUBECTL point at it).
  */
+import { inspect } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -117,7 +118,7 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | false> | T | 
       lastError = err;
     }
     if (Date.now() >= deadline) {
-      const why = lastError === undefined ? '' : ` (last error: ${lastError instanceof Error ? lastError.message : String(lastError)})`;
+      const why = lastError === undefined ? '' : ` (last error: ${lastError instanceof Error ? lastError.message : inspect(lastError)})`;
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${opts.what}${why}`);
     }
     await sleep(Math.min(opts.intervalMs ?? 200, Math.max(0, deadline - Date.now())));

@@ -68,7 +68,7 @@ export function agentManifest(namespace: string, name: string, spec: Partial<Age
     kind: 'Agent',
     metadata: { name, namespace },
     spec: { prompt: 'do the thing', command: ['true'], ...spec },
-  } as AgentObj;
+  };
 }
 
 export async function createAgent(namespace: string, name: string, spec: Partial<Agent['spec']>): Promise<AgentObj> {

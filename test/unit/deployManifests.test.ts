@@ -9,7 +9,7 @@ import { DEFAULT_RESTART_POLICY } from '../../src/cmd/restartPolicy.js';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { describe, it } from 'node:test';
-import { isMap, isScalar, isSeq, type Document } from 'yaml';
+import { isMap, isScalar, isSeq } from 'yaml';
 import { CRD_FILES } from '../../src/api/crd.js';
 import { DEFAULTS } from '../../src/api/constants.js';
 import { agentStatus } from '../../src/api/agent.js';
@@ -69,7 +69,7 @@ describe('RBAC in deploy/base', () => {
     assert.ok(rbacFiles.length >= 2, 'controller and sidecar RBAC files');
     let verbs = 0;
     for (const file of rbacFiles) {
-      for (const doc of readDocuments(file) as Document[]) {
+      for (const doc of readDocuments(file)) {
         if (!/^(Cluster)?Role$/.test(String(doc.get('kind')))) continue;
         const rules = doc.get('rules');
         assert.ok(isSeq(rules), `${relative(PACKAGE_ROOT, file)}: rules`);

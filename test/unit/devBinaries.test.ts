@@ -47,7 +47,7 @@ test('fromEnvironment: KUBEBUILDER_ASSETS first, then TEST_ASSET_* per binary', 
   ];
   for (const c of cases) {
     const found = fromEnvironment(c.env, only(c.executables));
-    const paths = Object.fromEntries(Object.entries(found).map(([k, v]) => [k, v!.path]));
+    const paths = Object.fromEntries(Object.entries(found).map(([k, v]) => [k, v.path]));
     assert.deepEqual(paths, c.want, c.name);
   }
 });

@@ -7,7 +7,7 @@ import { bounded } from './boundedFs.js';
 
 /** Errno of a Node fs error, or undefined. */
 export function errnoOf(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
+  return typeof err === 'object' && err !== null && 'code' in err ? String((err).code) : undefined;
 }
 
 export function errorMessage(err: unknown): string {

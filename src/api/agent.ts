@@ -170,10 +170,12 @@ const agentSpecObject = z
   .object({
     prompt: z
       .string()
+      // An empty prompt would start the agent with nothing to do: refused at apply, like a missing one.
+      .min(1, { error: 'must not be empty' })
       .max(LIMITS.promptBytes)
       .optional()
       .meta({
-        description: `The prompt, inline (at most ${LIMITS.promptBytes} characters). It reaches the agent as a 0600 file named by $AGENT_PROMPT_FILE. Exactly one of prompt and promptFrom.`,
+        description: `The prompt, inline (1 to ${LIMITS.promptBytes} characters). It reaches the agent as a 0600 file named by $AGENT_PROMPT_FILE. Exactly one of prompt and promptFrom.`,
       }),
     promptFrom: promptSource.optional(),
     promptOnStdin: z

@@ -171,6 +171,7 @@ const CASES: Case[] = [
   { kind: 'create', name: 'relative workingDir', spec: goodSpec({ workingDir: 'src/app' }), accept: false, field: 'spec.workingDir' },
   { kind: 'create', name: 'negative activeDeadlineSeconds', spec: goodSpec({ activeDeadlineSeconds: -5 }), accept: false, field: 'spec.activeDeadlineSeconds' },
   { kind: 'create', name: 'fractional idleTimeoutSeconds', spec: goodSpec({ idleTimeoutSeconds: 1.5 }), accept: false, field: 'spec.idleTimeoutSeconds' },
+  { kind: 'create', name: 'empty inline prompt', spec: goodSpec({ prompt: '' }), accept: false, field: 'spec.prompt' },
   { kind: 'create', name: 'oversized prompt', spec: goodSpec({ prompt: 'x'.repeat(LIMITS.promptBytes + 1) }), accept: false, field: 'spec.prompt' },
   { kind: 'create', name: 'invalid env name', spec: goodSpec({ env: [{ name: '1ST', value: 'v' }] }), accept: false, field: 'spec.env[0].name' },
   { kind: 'create', name: 'reserved env name', spec: goodSpec({ env: [{ name: 'AGENT_UID', value: 'forged' }] }), accept: false, field: 'spec.env[0].name' },

@@ -1,5 +1,5 @@
 /**
- * Cleanup for real (DESIGN.md step 4): hostile processes that ignore SIGTERM/SIGHUP and escape
+ * Cleanup for real (docs/architecture.md lifecycle step 9): hostile processes that ignore SIGTERM/SIGHUP and escape
  * their process group, archive verified against recomputed checksums, re-runs and crash recovery.
  */
 import assert from 'node:assert/strict';

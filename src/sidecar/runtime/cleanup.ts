@@ -1,5 +1,5 @@
 /**
- * Node-side cleanup of one agent (DESIGN.md lifecycle step 4), in order:
+ * Node-side cleanup of one agent (docs/architecture.md lifecycle step 9), in order:
  *   a. stop its processes (terminate.ts);
  *   b. wait for tmux to mark the pane dead (tmux only does so once every byte read from the pane has
  *      been handed to the pipe-pane writer), then kill the session (never the shared server);

@@ -1,5 +1,5 @@
 /**
- * Starts an agent's tmux session (DESIGN.md lifecycle step 2), idempotently by UID.
+ * Starts an agent's tmux session (docs/architecture.md lifecycle step 4), idempotently by UID.
  *
  * Order, so that the whole output is captured from the first byte:
  *   prepare the state directory (the agent's uid, its scratch/ and home/, the prompt read-only for

@@ -1,5 +1,5 @@
 /**
- * Stops every process of an agent (DESIGN.md step 4a): one SIGTERM (with SIGCONT, so a stopped
+ * Stops every process of an agent (docs/architecture.md lifecycle step 9a): one SIGTERM (with SIGCONT, so a stopped
  * process can act on it) to the pane's process group and to every process carrying the agent's
  * marker, poll until they are gone or the grace period ends, then SIGKILL whatever is left,
  * including processes that escaped the group (setsid, double fork) or were forked during the grace

@@ -12,12 +12,12 @@ import { AGENT_KIND, AGENT_NODE_KIND, API_VERSION, FINALIZER, NODE_LABEL, NODE_S
 import { isTerminalPhase, PHASES } from '../api/phase.js';
 import { rfc3339 } from '../api/time.js';
 import { isConflict, isNotFound } from '../kube/errors.js';
+import { runController } from '../kube/controllerLoop.js';
 import { EventRecorder } from '../kube/events.js';
 import { Informer, objectKey } from '../kube/informer.js';
 import { diffStatus } from '../kube/mergePatch.js';
 import { AGENT_NODE_RESOURCE, AGENT_RESOURCE, NAMESPACE_RESOURCE, agentClient, agentNodeClient, refOf, type ResourceClient, type KubeObject } from '../kube/resources.js';
-import { runWorkers, WorkQueue } from '../kube/workqueue.js';
-import { sleep } from '../kube/backoff.js';
+import { WorkQueue } from '../kube/workqueue.js';
 import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../observability/metrics.js';
 import { Gauge } from 'prom-client';
 import { bindingOf } from './binding.js';
@@ -92,26 +92,22 @@ export class AgentController {
 
   /** Runs until `signal` aborts, then drains the work in hand and stops. */
   async run(signal: AbortSignal): Promise<void> {
-    this.agents.start();
-    this.nodes.start();
-    this.namespaces.start();
     const monitor = setInterval(() => this.monitorNodes(), this.o.nodeMonitorPeriodMs ?? 5000);
     try {
-      // The informers retry forever; an API server that is down at start only delays this.
-      while (!this.hasSynced() && !signal.aborted) await sleep(100, signal);
-      if (signal.aborted) return;
-      this.log.info({ agents: this.agents.keys().length, nodes: this.nodes.keys().length }, 'caches synced; starting workers');
-      const workers = runWorkers(this.queue, this.o.workers ?? 4, (key) => this.reconcileKey(key), {
-        logger: this.log,
-        onReconcile: reconcileObserver(this.o.metrics, CONTROLLER_NAME),
-      });
-      await aborted(signal);
-      await this.queue.shutDownWithDrain();
-      await workers;
+      await runController(
+        {
+          informers: [this.agents, this.nodes, this.namespaces],
+          queue: this.queue,
+          workers: this.o.workers ?? 4,
+          reconcile: (key) => this.reconcileKey(key),
+          logger: this.log,
+          onReconcile: reconcileObserver(this.o.metrics, CONTROLLER_NAME),
+          onSynced: () => this.log.info({ agents: this.agents.keys().length, nodes: this.nodes.keys().length }, 'caches synced; starting workers'),
+        },
+        signal,
+      );
     } finally {
       clearInterval(monitor);
-      this.queue.shutDown();
-      await Promise.all([this.agents.stop(), this.nodes.stop(), this.namespaces.stop()]);
       await this.events.flush();
     }
   }
@@ -339,8 +335,4 @@ export class AgentController {
 function schedulingView(n: NodeObj): string {
   const ready = n.status?.conditions?.find((c) => c.type === 'Ready')?.status;
   return JSON.stringify([n.metadata?.labels, n.spec?.unschedulable, n.status?.capacity, ready]);
-}
-
-function aborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
 }

@@ -15,10 +15,11 @@ import type { Limits } from './runtime/cgroup.js';
 import { AGENT_ENV, API_VERSION, AGENT_KIND, DEFAULTS, NODE_LABEL, REPORT_SOCKET_NAME, SANDBOX_REPORT_DIR, type LimitController } from '../api/constants.js';
 import { sleep } from '../kube/backoff.js';
 import { describeError } from '../kube/errors.js';
+import { runController } from '../kube/controllerLoop.js';
 import { EventRecorder } from '../kube/events.js';
 import { Informer, objectKey } from '../kube/informer.js';
 import { AGENT_RESOURCE, agentClient, agentNodeClient, refOf, type KubeObject, type ResourceClient } from '../kube/resources.js';
-import { runWorkers, WorkQueue } from '../kube/workqueue.js';
+import { WorkQueue } from '../kube/workqueue.js';
 import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../observability/metrics.js';
 import type { ReportCaps } from '../report/limits.js';
 import { startReportServer, type AgentContext, type ReportServer } from '../report/server.js';
@@ -284,32 +285,34 @@ export class NodeSidecar {
       await this.heartbeat.beat(running);
     };
     await beat();
-    this.agents.start();
     this.progress.started(Date.now());
     const timers = [
       setInterval(() => void beat(), this.o.heartbeatIntervalMs ?? 10_000),
       setInterval(() => void this.poll().catch((err: unknown) => this.log.error({ err: describeError(err) }, 'relist failed')), this.o.pollIntervalMs ?? 1000),
       setInterval(() => void this.sweep().then(() => this.retain()), this.o.sweepIntervalMs ?? 60_000),
     ];
+    const server = this.server;
     try {
-      while (!this.agents.hasSynced() && !signal.aborted) await sleep(100, signal);
-      if (signal.aborted) return;
-      this.log.info({ agents: this.agents.keys().length, report: this.server.url }, 'synced; managing agents');
-      void this.sweep();
-      const workers = runWorkers(this.queue, this.o.workers ?? workersFor(this.o.capacity), (key) => this.reconcile(key), {
-        logger: this.log,
-        onReconcile: reconcileObserver(this.o.metrics, CONTROLLER_NAME),
-      });
-      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
-      // Cleanups in hand finish; sessions are never killed because the sidecar stops.
-      await this.queue.shutDownWithDrain();
-      await workers;
+      // On stop, cleanups in hand finish; sessions are never killed because the sidecar stops.
+      await runController(
+        {
+          informers: [this.agents],
+          queue: this.queue,
+          workers: this.o.workers ?? workersFor(this.o.capacity),
+          reconcile: (key) => this.reconcile(key),
+          logger: this.log,
+          onReconcile: reconcileObserver(this.o.metrics, CONTROLLER_NAME),
+          onSynced: () => {
+            this.log.info({ agents: this.agents.keys().length, report: server.url }, 'synced; managing agents');
+            void this.sweep();
+          },
+        },
+        signal,
+      );
     } finally {
       timers.forEach(clearInterval);
       this.exits.closeAll();
-      this.queue.shutDown();
-      await this.agents.stop();
-      await this.server.close();
+      await server.close();
       await this.events.flush();
     }
   }

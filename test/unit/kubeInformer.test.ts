@@ -292,5 +292,10 @@ describe('Informer', () => {
     const { inf } = start(t);
     await assert.rejects(inf.waitForSync(100), /not synced/);
     assert.equal(inf.hasSynced(), false);
+    // Without a limit, only the caller's signal ends the wait.
+    const ac = new AbortController();
+    const unbounded = inf.waitForSync(Infinity, ac.signal);
+    setTimeout(() => ac.abort(), 50);
+    await assert.rejects(unbounded, /waiting for sync aborted/);
   });
 });

@@ -13,7 +13,7 @@ import type { Agent, CleanupRecord } from '../api/agent.js';
 import { bytesOf, milliCpuOf } from '../api/quantity.js';
 import type { Limits } from './runtime/cgroup.js';
 import { AGENT_ENV, API_VERSION, AGENT_KIND, DEFAULTS, NODE_LABEL, REPORT_SOCKET_NAME, SANDBOX_REPORT_DIR, type LimitController } from '../api/constants.js';
-import { sleep } from '../kube/backoff.js';
+import { backoffDelay, sleep } from '../kube/backoff.js';
 import { describeError } from '../kube/errors.js';
 import { runController } from '../kube/controllerLoop.js';
 import { EventRecorder } from '../kube/events.js';
@@ -105,6 +105,9 @@ export const REPORTING_CONTROLLER = 'orchestrator.dev/sidecar';
 const RESYNC_TICKS = 30;
 /** A launch unfinished for longer than this is logged at every resync until it ends. */
 const SLOW_LAUNCH_MS = 30_000;
+
+/** Registration retries: 0.5 s doubling to 30 s. */
+const REGISTRATION_BACKOFF = { baseMs: 500, maxMs: 30_000 };
 
 export class NodeSidecar {
   private readonly log: Logger;
@@ -731,7 +734,7 @@ export class NodeSidecar {
       try {
         return await fn();
       } catch (err) {
-        const delay = Math.min(30_000, 500 * 2 ** attempt);
+        const delay = backoffDelay(attempt, REGISTRATION_BACKOFF);
         this.log.warn({ err: describeError(err), retryInMs: delay }, `${what} failed`);
         await sleep(delay, signal);
       }

@@ -10,6 +10,7 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { withTimeout } from '../kube/backoff.js';
 
 export interface ExitInfo {
   code: number | null;
@@ -98,16 +99,6 @@ function tail(path: string, lines: number): string {
   }
 }
 
-/** `promise`, or undefined after `ms`; the timer is cleared either way so it never holds the process open. */
-async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  const ac = new AbortController();
-  try {
-    return await Promise.race([promise, sleep(ms, undefined, { signal: ac.signal }).then(() => undefined, () => undefined)]);
-  } finally {
-    ac.abort();
-  }
-}
-
 export async function startProcess(opts: {
   name: string;
   command: string;
@@ -150,11 +141,14 @@ export async function startProcess(opts: {
     stop: async (graceMs = 10_000) => {
       if (running) {
         child.kill('SIGTERM');
-        const result = await raceTimeout(exited, graceMs);
-        if (!result) {
+        const stopped = await withTimeout(exited, graceMs, `${opts.name} to exit`).then(
+          () => true,
+          () => false,
+        );
+        if (!stopped) {
           opts.logger.warn({ process: opts.name, pid: spawned, graceMs }, 'did not stop after SIGTERM; sending SIGKILL');
           child.kill('SIGKILL');
-          await raceTimeout(exited, 10_000);
+          await withTimeout(exited, 10_000, `${opts.name} to exit`).catch(() => undefined);
         }
       }
       await rm(pidPath, { force: true });

@@ -15,9 +15,9 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { withTimeout } from '../kube/backoff.js';
 import { listenOnChannel, type Channel } from './channel.js';
 import { DEFAULT_REPORT_CAPS, ReportLimiter, type CapKind, type ReportCaps } from './limits.js';
-import { withTimeout } from '../sidecar/runtime/wait.js';
 import { appendToJournal, DEFAULT_JOURNAL_MAX_BYTES, JournalFullError } from './journal.js';
 import {
   CALL_PATHS,

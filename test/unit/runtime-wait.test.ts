@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { nextInterval, waitFor, WaitTimeoutError, withKeyLock, withTimeout } from '../../src/sidecar/runtime/wait.js';
+import { WaitTimeoutError, withTimeout } from '../../src/kube/backoff.js';
+import { nextInterval, waitFor, withKeyLock } from '../../src/sidecar/runtime/wait.js';
 
 describe('waitFor', () => {
   it('returns the first defined value', async () => {

@@ -11,7 +11,7 @@
  */
 import * as fsp from 'node:fs/promises';
 import { Counter, type Registry } from 'prom-client';
-import { WaitTimeoutError, withTimeout } from './wait.js';
+import { WaitTimeoutError, withTimeout } from '../../kube/backoff.js';
 
 /** Long enough for a busy disk's fsync or a workspace's recursive removal, short against a liveness probe. */
 export const DEFAULT_FILE_OPERATION_TIMEOUT_MS = 30_000;

@@ -4,12 +4,16 @@
  */
 import { ApiException } from '@kubernetes/client-node';
 
-/** A non-2xx answer to a raw request; `body` is the parsed metav1.Status when the server sent one. */
+/**
+ * A non-2xx HTTP answer: one received (a raw request to the API server; `body` is the parsed
+ * metav1.Status when the server sent one) or one to send (the report endpoint; `headers` go with it).
+ */
 export class HttpError extends Error {
   constructor(
     readonly statusCode: number,
     readonly body: unknown,
     message?: string,
+    readonly headers: Record<string, string> = {},
   ) {
     super(message ?? `HTTP ${statusCode}: ${statusMessage(body) ?? 'no message'}`);
     this.name = 'HttpError';

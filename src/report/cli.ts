@@ -9,6 +9,7 @@ import https from 'node:https';
 import { parseArgs } from 'node:util';
 import { AGENT_ENV, LIMITS } from '../api/constants.js';
 import { REPORTED_STATES } from '../api/phase.js';
+import { UsageError } from '../cmd/flags.js';
 import {
   acceptedResponseSchema,
   errorResponseSchema,
@@ -72,8 +73,6 @@ export interface ReportCliOptions {
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_RETRY_DELAYS_MS = [500, 1_500] as const;
-
-class UsageError extends Error {}
 
 const asFlag = (field: string) => `--${field.split('.')[0]}`;
 

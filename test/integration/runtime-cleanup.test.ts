@@ -11,9 +11,9 @@ import type { CleanupRecord } from '../../src/api/agent.js';
 import { archiveLocation, MANIFEST_FILE, RECORD_FILE, writeArchive, type Manifest } from '../../src/sidecar/runtime/archive.js';
 import { cleanupAgent, type CleanupOptions } from '../../src/sidecar/runtime/cleanup.js';
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
-import { listProcesses } from '../../src/sidecar/runtime/procfs.js';
 import { onSpawn, type SpawnOp } from '../../src/sidecar/runtime/spawn.js';
 import { killSession } from '../../src/sidecar/runtime/tmux.js';
+import { livePids } from '../support/procs.js';
 import { hostPid } from '../support/sandbox.js';
 import { nodeFixture, type NodeFixture } from './runtimeFixture.js';
 
@@ -44,11 +44,6 @@ async function assertWorkspaceGone(fx: NodeFixture, uid: string): Promise<void> 
   assert.deepEqual((await listSessions(fx.root)).filter((s) => s.uid === uid), []);
 }
 
-async function alive(pids: readonly number[]): Promise<number[]> {
-  const live = new Set((await listProcesses()).map((p) => p.pid));
-  return pids.filter((p) => live.has(p));
-}
-
 // Ignores TERM and HUP; starts a setsid'd child that ignores them too and keeps the marker, and a
 // child in the pane's group with an empty environment (found only through the group); reports pids.
 // `$$$$` is the shell's `$$`: the command goes through Kubernetes expansion, where `$$` means `$`.
@@ -69,7 +64,7 @@ describe('cleanupAgent', () => {
     for (const f of ['main.pid', 'setsid.pid', 'noenv.pid']) pids.push(await hostPid(Number((await fx.waitForLine(join(p.scratch, f))).trim()), observation.panePid!));
     await writeFile(p.reports, '{"state":"working"}\n');
     await writeFile(p.findings, '{"type":"x"}\n');
-    assert.deepEqual(await alive(pids), pids);
+    assert.deepEqual(await livePids(pids), pids);
 
     const t0 = Date.now();
     const record = await clean(fx, uid, { trigger: 'Stopped' });
@@ -85,7 +80,7 @@ describe('cleanupAgent', () => {
     assert.equal(record.workspaceDeleted, true);
     assert.equal(record.logsArchived, true);
     assert.ok(record.durationMilliseconds! >= 1000, 'waited the grace period before SIGKILL');
-    assert.deepEqual(await alive(pids), []);
+    assert.deepEqual(await livePids(pids), []);
     await assertWorkspaceGone(fx, uid);
 
     assert.equal(record.archivePath, archiveLocation(fx.archiveDir, { uid, namespace: 'team-a', name: `agent-${uid.slice(0, 8)}` }).dir);

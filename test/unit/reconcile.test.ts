@@ -5,19 +5,11 @@ import type { Condition } from '../../src/api/fields.js';
 import { FINALIZER, NODE_LABEL } from '../../src/api/constants.js';
 import type { NodeView } from '../../src/controller/nodes.js';
 import { reconcile, type Observed, type Plan } from '../../src/controller/reconcile.js';
+import { testAgent, type AgentParts } from '../support/agents.js';
+import { at, T0 } from '../support/time.js';
 
-const T0 = Date.parse('2026-11-25T10:00:00Z');
-const at = (s: number) => new Date(T0 + s * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
-
-function agent(over: { spec?: Partial<Agent['spec']>; status?: Agent['status']; meta?: Partial<NonNullable<Agent['metadata']>> } = {}): Agent {
-  return {
-    apiVersion: 'orchestrator.dev/v1alpha1',
-    kind: 'Agent',
-    metadata: { name: 'a', namespace: 'ns', uid: '11111111-2222-3333-4444-555555555555', generation: 1, finalizers: [FINALIZER], ...over.meta },
-    spec: { prompt: 'p', command: ['echo'], ...over.spec },
-    status: over.status,
-  };
-}
+/** The controller sees Agents it has already given its finalizer, unless a case says otherwise. */
+const agent = (over: AgentParts = {}): Agent => testAgent({ ...over, meta: { finalizers: [FINALIZER], ...over.meta } });
 
 const node = (name: string, over: Partial<NodeView> = {}): NodeView => ({
   name,

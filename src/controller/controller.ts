@@ -1,7 +1,7 @@
 /**
  * The Agent controller: informers on Agents and AgentNodes feed a keyed work queue; each reconcile
- * reads the cache, asks the pure decision (reconcile.ts) for a plan, and executes it against the API
- * server. Writes are minimal merge patches and only happen when something changed.
+ * reads the cache, asks the pure planner (planAgent, reconcile.ts) for a plan, and executes it against
+ * the API server. Writes are minimal merge patches and only happen when something changed.
  */
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';

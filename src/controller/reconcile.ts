@@ -1,6 +1,6 @@
 /**
- * The Agent reconcile decision (pure): observed state in, a plan of effects out. The controller's
- * effect layer executes the plan; nothing here talks to the API server or reads the clock.
+ * The Agent controller's planner, planAgent (pure): observed state in, a plan of effects out. The
+ * controller's effect layer executes the plan; nothing here talks to the API server or reads the clock.
  */
 import { validateSpec, type Agent, type AgentStatus } from '../api/agent.js';
 import { findCondition, observedAt, setCondition, setConditionFamily, type ConditionInput } from '../api/conditions.js';

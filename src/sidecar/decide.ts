@@ -1,7 +1,7 @@
 /**
- * The node sidecar's decision for one Agent bound to its node (pure): launch it, leave it running,
- * or clean it up; and which sidecar-owned status fields to write. What the node has seen (an exit
- * code, a final report) counts at once, before the controller's phase comes back round.
+ * The node sidecar's plan for one Agent bound to its node, planAgentOnNode (pure): launch it, leave
+ * it running, or clean it up; and which sidecar-owned status fields to write. What the node has seen
+ * (an exit code, a final report) counts at once, before the controller's phase comes back round.
  */
 import type { Agent, AgentStatus, CleanupRecord } from '../api/agent.js';
 import type { LimitController } from '../api/constants.js';

@@ -95,7 +95,7 @@ export interface LaunchOptions {
 export interface LaunchResult {
   /** This call let the command run (false: it was already started, had exited, was lost, or was cleaned up). */
   started: boolean;
-  /** The agent's cleanup has begun (a tombstone exists): it is never started again. */
+  /** A tombstone exists (its cleanup has begun): the agent is never started again. */
   cleanedUp: boolean;
   /** Limits asked for that this node's cgroup cannot enforce (no such controller). */
   limitsNotEnforced?: LimitController[];

@@ -99,7 +99,7 @@ async function main(): Promise<number> {
       const name = `${kind.name}-${i}`;
       kindOf.set(name, kind);
       created.set(name, Date.now());
-      await api.create({ apiVersion: 'orchestrator.dev/v1alpha1', kind: 'Agent', metadata: { name, namespace: NS }, spec: { prompt: `soak ${name}`, command: ['true'], ...kind.spec(i) } } as AgentObj);
+      await api.create({ apiVersion: 'orchestrator.dev/v1alpha1', kind: 'Agent', metadata: { name, namespace: NS }, spec: { prompt: `soak ${name}`, command: ['true'], ...kind.spec(i) } });
     }
     log.info({ agents: n, ms: Date.now() - t0 }, 'applied');
 

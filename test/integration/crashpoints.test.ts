@@ -143,7 +143,7 @@ describe('launch timeout: a launch nobody finishes', () => {
     const failed = await waitForAgent(ns, 'stuck', (a) => a.status?.phase === 'Error', 'to be given up', 60_000);
     assert.equal(failed.status?.reason, 'LaunchTimeout');
     assert.match(failed.status?.message ?? '', new RegExp(`not started within ${TIMEOUT_SECONDS}s`));
-    const waited = Date.parse(failed.status!.completionTime!) - Date.parse(failed.status!.scheduledTime!);
+    const waited = Date.parse(failed.status.completionTime!) - Date.parse(failed.status.scheduledTime!);
     assert.ok(waited >= TIMEOUT_SECONDS * 1000, `given up ${waited} ms after the binding`);
     const event = await waitFor(async () => (await eventsAbout(ns, uid)).find((e) => e.reason === 'LaunchTimeout'), { timeoutMs: 15_000, what: 'a LaunchTimeout Event' });
     assert.equal(event.type, 'Warning');
@@ -158,7 +158,7 @@ describe('launch timeout: a launch nobody finishes', () => {
     assert.equal(done.status?.startTime, undefined);
     assert.equal(await gates().starts('stuck'), 0, 'the command ran after its launch was given up');
     // Its (empty) output is archived like any agent's before the workspace goes.
-    assert.equal(await readFile(`${done.status!.cleanup!.archivePath!}/output.log`, 'utf8'), '');
+    assert.equal(await readFile(`${done.status.cleanup.archivePath!}/output.log`, 'utf8'), '');
     await assertNodeClean(stack(), uid);
     const samples = await scrape(node.metricsUrl);
     assert.equal(metricValue(samples, 'agent_operator_launches_unfinished'), 0);

@@ -10,11 +10,11 @@ import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CoordinationV1Api, type V1Container, type V1PodSecurityContext, type V1Volume } from '@kubernetes/client-node';
+import { CoordinationV1Api, type V1Container, type V1Volume } from '@kubernetes/client-node';
 import { execa } from 'execa';
 import { pino } from 'pino';
 import { BUILD_CA_PATH, BUILD_NPMRC_PATH, HOST_CA_BUNDLE, buildImage, mountImage, type BuiltImage, type MountedImage } from '../../src/dev/image.js';
-import { ociSpec, type ImageConfig } from '../../src/dev/ociSpec.js';
+import { ociSpec } from '../../src/dev/ociSpec.js';
 import { PACKAGE_ROOT } from '../../src/dev/paths.js';
 import { freePorts } from '../../src/dev/ports.js';
 import { runContainer, startContainer } from '../../src/dev/runc.js';
@@ -133,10 +133,10 @@ describe('the production image', () => {
 
     const id = `agent-operator-controller-${uniqueSuffix()}`;
     const { spec, notApplied } = ociSpec({
-      image: mounted().config as ImageConfig,
+      image: mounted().config,
       rootfs: mounted().rootfs,
       hostname: id,
-      pod: pod.securityContext as V1PodSecurityContext,
+      pod: pod.securityContext,
       container: { ...container, args: [...args, `--kubeconfig=${KUBECONFIG_IN_CONTAINER}`] },
       volumes: pod.volumes as V1Volume[],
       resolvedEnv: { POD_NAMESPACE: OPERATOR_NAMESPACE },

@@ -87,7 +87,7 @@ describe('cleanupAgent', () => {
     const manifest = await assertArchiveMatches(record);
     // The launcher, outside the sandbox, outlived it and recorded how it ended (SIGKILL).
     assert.deepEqual(manifest.files.map((f) => f.name), ['agent.json', 'exit-code', 'findings.jsonl', 'output.log', 'reports.jsonl']);
-    assert.equal(await readFile(join(record.archivePath!, 'exit-code'), 'utf8'), '137\n');
+    assert.equal(await readFile(join(record.archivePath, 'exit-code'), 'utf8'), '137\n');
     assert.equal(record.cgroupRemoved, true);
     assert.ok(record.cpuMilliseconds !== undefined, 'CPU time from the cgroup');
     assert.equal(manifest.trigger, 'Stopped');

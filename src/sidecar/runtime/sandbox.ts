@@ -1,6 +1,7 @@
 /**
- * The sandbox every agent runs in (DESIGN.md threat model: agents are hostile to each other and to
- * the node). Built from kernel primitives by two small, well-kept tools rather than by our own code:
+ * The sandbox every agent runs in (docs/architecture.md, the pieces: agents are hostile to each
+ * other and to the node; docs/install.md#security-model). Built from kernel primitives by two
+ * small, well-kept tools rather than by our own code:
  *
  *   setsid, setpriv       (util-linux) a session of its own; root -> the agent's own uid/gid, no supplementary groups, every capability
  *                         set emptied (bounding set included), no_new_privs;

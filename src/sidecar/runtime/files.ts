@@ -96,13 +96,13 @@ export const STATE_FILE_MAX_BYTES = 1 << 20;
 
 /**
  * Whether an opened state file may be read: 'read', 'gone' (unlinked since it was opened: a cleanup
- * removing another agent's state, or an atomic replace; as absent as ENOENT), or why not.
+ * removing another agent's state, or an atomic replace; as absent as ENOENT), or refused, saying why.
  */
-export function stateFileVerdict(st: { isFile(): boolean; nlink: number; size: number }, maxBytes: number): 'read' | 'gone' | string {
-  if (!st.isFile()) return 'not a regular file';
+export function stateFileVerdict(st: { isFile(): boolean; nlink: number; size: number }, maxBytes: number): 'read' | 'gone' | { refused: string } {
+  if (!st.isFile()) return { refused: 'not a regular file' };
   if (st.nlink === 0) return 'gone';
-  if (st.nlink !== 1) return `it has ${st.nlink} links`;
-  if (st.size > maxBytes) return `${st.size} bytes, more than ${maxBytes}`;
+  if (st.nlink !== 1) return { refused: `it has ${st.nlink} links` };
+  if (st.size > maxBytes) return { refused: `${st.size} bytes, more than ${maxBytes}` };
   return 'read';
 }
 
@@ -124,7 +124,7 @@ async function withStateFile<T>(path: string, maxBytes: number, read: (fh: FileH
     const st = await fh.stat();
     const verdict = stateFileVerdict(st, maxBytes);
     if (verdict === 'gone') return undefined;
-    if (verdict !== 'read') throw new Error(`refusing to read ${path}: ${verdict}`);
+    if (verdict !== 'read') throw new Error(`refusing to read ${path}: ${verdict.refused}`);
     return await read(fh, st.size);
   } finally {
     await fh.close();

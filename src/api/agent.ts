@@ -276,7 +276,6 @@ export const childSpec = agentSpecObject
   })
   .strict()
   .meta({ description: 'The part of a spec an agent may set for a child.' });
-export type ChildSpec = z.infer<typeof childSpec>;
 
 /** A child Agent's name: a DNS label, so it can also be a label value (the parent and root labels). */
 export const childAgentName = z

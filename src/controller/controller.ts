@@ -263,7 +263,7 @@ export class AgentController {
       // After the status that records them: a child is created only once its place is committed.
       for (const child of plan.createChildren) {
         try {
-          await this.agentApi.create(child as AgentObj);
+          await this.agentApi.create(child);
           log.info({ child: child.metadata?.name }, 'child created');
         } catch (err) {
           if (!isConflict(err)) throw err; // 409 AlreadyExists: created before (a retry), or taken (refused next pass)

@@ -180,7 +180,6 @@ export const childOutputSchema = z
     grep: text(1, 256).optional().meta({ description: 'Only lines containing this text (plain text, not a pattern).' }),
   })
   .strict();
-export type ChildOutputQuery = z.infer<typeof childOutputSchema>;
 
 export const stopChildSchema = z
   .object({

@@ -280,7 +280,7 @@ describe('the sidecar DaemonSet', () => {
   it("runs agents sandboxed, as root of its own user namespace with the sandbox's few capabilities and the shipped seccomp profile", () => {
     assert.equal(pod.securityContext?.runAsUser, 0);
     assert.equal(pod.hostUsers, false, 'root of the pod is nobody on the node');
-    const seccomp = pod.securityContext!.seccompProfile!;
+    const seccomp = pod.securityContext.seccompProfile!;
     assert.equal(seccomp.type, 'Localhost');
     const profile = JSON.parse(readFileSync(join(DEPLOY_DIR, 'seccomp', seccomp.localhostProfile!), 'utf8')) as { defaultAction: string; syscalls: { names: string[]; action: string; includes?: object; excludes?: object }[] };
     assert.equal(profile.defaultAction, 'SCMP_ACT_ERRNO', 'an allow-list');

@@ -74,9 +74,9 @@ describe('bounds', () => {
     assert.ok(most <= o.maxBytes, `the node held ${most} bytes of output, more than the cap ${o.maxBytes}`);
     assert.ok(samples > 5, `only ${samples} samples`);
     await assertNothingLeft(stack(), a);
-    const manifest = await assertArchive(a.status!.cleanup!.archivePath!);
-    const head = await readFile(join(a.status!.cleanup!.archivePath!, 'output.log'));
-    const tail = await readFile(join(a.status!.cleanup!.archivePath!, 'output-tail.log'));
+    const manifest = await assertArchive(a.status.cleanup!.archivePath!);
+    const head = await readFile(join(a.status.cleanup!.archivePath!, 'output.log'));
+    const tail = await readFile(join(a.status.cleanup!.archivePath!, 'output-tail.log'));
     assert.equal(head.length, 128 * 1024);
     assert.ok(head.equals(expected.subarray(0, head.length)), 'output.log is the first bytes printed');
     const l = captureLimits(o.maxBytes);
@@ -92,7 +92,7 @@ describe('bounds', () => {
     const a = await waitForCleanedUp(ns, 'quiet');
     const expected = seqOutput(1000);
     assert.deepEqual(a.status?.cleanup?.output, { maxBytes: 64 * 1024, totalBytes: expected.length, droppedBytes: 0, truncated: false });
-    assert.ok((await readFile(join(a.status!.cleanup!.archivePath!, 'output.log'))).equals(expected));
+    assert.ok((await readFile(join(a.status.cleanup.archivePath!, 'output.log'))).equals(expected));
     assert.ok(!a.status?.cleanup?.archivedFiles?.some((f) => f.name === 'output-tail.log'));
     await assertNothingLeft(stack(), a);
   });

@@ -152,7 +152,7 @@ describe('hostile agents on one node', () => {
     const o = a.status?.cleanup?.output;
     assert.equal(o?.maxBytes, limits.maxBytes);
     assert.equal(o?.truncated, true);
-    assert.ok((o?.totalBytes ?? 0) >= seen && o!.droppedBytes === o!.totalBytes - (a.status?.cleanup?.archivedFiles ?? []).filter((f) => f.name.startsWith('output')).reduce((n, f) => n + f.bytes, 0));
+    assert.ok((o?.totalBytes ?? 0) >= seen && o.droppedBytes === o.totalBytes - (a.status?.cleanup?.archivedFiles ?? []).filter((f) => f.name.startsWith('output')).reduce((n, f) => n + f.bytes, 0));
     const archive = a.status!.cleanup!.archivePath!;
     assert.match(await readFile(join(archive, 'output.log'), 'utf8'), /^(flood-first\r\n)+/);
     assert.match(await readFile(join(archive, 'output-tail.log'), 'utf8'), /(flood-line\r\n)+/);

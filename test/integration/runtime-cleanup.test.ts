@@ -15,7 +15,7 @@ import { onSpawn, type SpawnOp } from '../../src/sidecar/runtime/spawn.js';
 import { killSession } from '../../src/sidecar/runtime/tmux.js';
 import { livePids } from '../support/procs.js';
 import { hostPid } from '../support/sandbox.js';
-import { nodeFixture, type NodeFixture } from './runtimeFixture.js';
+import { nodeFixture, type NodeFixture } from '../support/runtimeFixture.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 

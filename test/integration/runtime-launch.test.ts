@@ -14,7 +14,7 @@ import { listSessions } from '../../src/sidecar/runtime/observe.js';
 import { environValue, parseStat } from '../../src/sidecar/runtime/procfs.js';
 import { killSession, sessionNameFor } from '../../src/sidecar/runtime/tmux.js';
 import { readSandboxUid } from '../../src/sidecar/runtime/uids.js';
-import { nodeFixture, type NodeFixture } from './runtimeFixture.js';
+import { nodeFixture, type NodeFixture } from '../support/runtimeFixture.js';
 
 /** Every value a shell could misread, plus bytes that must come through untouched. */
 const HOSTILE = [

@@ -10,7 +10,7 @@ import { listSessions } from '../../src/sidecar/runtime/observe.js';
 import { findMarkerProcesses, sendSignal } from '../../src/sidecar/runtime/procfs.js';
 import { inventoryNode, ORPHANED_TRIGGER, sweepNode } from '../../src/sidecar/runtime/sweep.js';
 import { waitFor } from '../../src/sidecar/runtime/wait.js';
-import { nodeFixture } from './runtimeFixture.js';
+import { nodeFixture } from '../support/runtimeFixture.js';
 
 describe('sweepNode', () => {
   it('cleans orphans (archived by agent.json, or under _orphans) and spares expected and young agents', async (t) => {

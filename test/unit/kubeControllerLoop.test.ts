@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runController, type CacheSource } from '../../src/kube/controllerLoop.js';
 import { WorkQueue } from '../../src/kube/workqueue.js';
-import { silentLogger } from './kubeFixtures.js';
+import { silentLogger } from '../support/kubeFixtures.js';
 
 /** An informer stand-in whose sync the test releases, recording what the loop did to it. */
 function source(log: string[], name: string): CacheSource & { sync: () => void } {

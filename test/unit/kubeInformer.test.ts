@@ -5,7 +5,7 @@ import type { ParsedUrlQuery } from 'node:querystring';
 import { NODE_LABEL } from '../../src/api/constants.js';
 import { Informer, objectKey, splitKey, type InformerOptions } from '../../src/kube/informer.js';
 import { AGENT_RESOURCE, type KubeObject } from '../../src/kube/resources.js';
-import { nockServer, resetNock, silentLogger, testKubeConfig, until, WatchBody } from './kubeFixtures.js';
+import { nockServer, resetNock, silentLogger, testKubeConfig, until, WatchBody } from '../support/kubeFixtures.js';
 
 const PATH = '/apis/orchestrator.dev/v1alpha1/agents';
 const obj = (name: string, rv: string, ns = 'ns'): KubeObject => ({ metadata: { name, namespace: ns, resourceVersion: rv } });

@@ -15,7 +15,7 @@ import {
   resourcePath,
   type KubeObject,
 } from '../../src/kube/resources.js';
-import { nockServer, resetNock, testKubeConfig } from './kubeFixtures.js';
+import { nockServer, resetNock, testKubeConfig } from '../support/kubeFixtures.js';
 
 const AGENTS = '/apis/orchestrator.dev/v1alpha1/namespaces/ns/agents';
 const agent = (meta: Partial<NonNullable<KubeObject['metadata']>> = {}) => ({

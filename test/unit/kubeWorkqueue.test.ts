@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiException } from '@kubernetes/client-node';
 import { StaleObjectError } from '../../src/kube/errors.js';
 import { ExponentialRateLimiter, runWorkers, WorkQueue, type ReconcileLabel } from '../../src/kube/workqueue.js';
-import { silentLogger } from './kubeFixtures.js';
+import { silentLogger } from '../support/kubeFixtures.js';
 
 /** One step of a queue script: an operation and, for get/len, what it must yield. */
 type Step =

@@ -17,7 +17,7 @@ import { killServer } from '../../src/sidecar/runtime/tmux.js';
 import { waitFor } from '../../src/sidecar/runtime/wait.js';
 import { workspacePaths, type WorkspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import type { NodeSandbox } from '../../src/sidecar/runtime/sandbox.js';
-import { testSandbox } from '../support/sandbox.js';
+import { testSandbox } from './sandbox.js';
 
 export interface NodeFixture {
   root: string;

@@ -46,7 +46,7 @@ describe('crash points: the sidecar SIGKILLed right after each step, then restar
 
   // What a crash right after each launch step leaves on the node, as launchProgress reads it. The
   // session, its remain-on-exit and its output capture come from one tmux call: a crash leaves all
-  // three or none ('session' and 'remain-on-exit' remain resumable: runtime-decisions.test.ts).
+  // three or none ('session' and 'remain-on-exit' remain resumable: runtimeDecisions.test.ts).
   const launchSteps: [CrashPoint, LaunchProgress][] = [
     ['launch:workspace', 'workspace'],
     ['launch:session', 'pipe-pane'],

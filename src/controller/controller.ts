@@ -23,7 +23,7 @@ import { Gauge } from 'prom-client';
 import { bindingOf } from './binding.js';
 import { staleReadyCondition, viewNode, type NodeView } from './nodes.js';
 import { controllerOf } from './children.js';
-import { pickControllerStatus, reconcile, type Observed, type Plan, type ReconcileConfig } from './reconcile.js';
+import { pickControllerStatus, planAgent, type Observed, type Plan, type ReconcileConfig } from './reconcile.js';
 import { nodePoolOf } from './scheduler.js';
 
 type AgentObj = Agent & KubeObject;
@@ -215,7 +215,7 @@ export class AgentController {
     const pool = nodePoolOf(namespace, this.namespaces.get(namespace));
     const decide = async () => {
       const now = Date.now();
-      const plan = reconcile({ agent, ...this.family(agent), nodes: this.nodeViews(now), used: this.usedSlots(), ...(pool ? { pool } : {}), now, config: this.config });
+      const plan = planAgent({ agent, ...this.family(agent), nodes: this.nodeViews(now), used: this.usedSlots(), ...(pool ? { pool } : {}), now, config: this.config });
       await this.execute(agent, plan);
       return plan;
     };

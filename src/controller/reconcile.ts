@@ -83,7 +83,7 @@ export interface Plan {
 
 const WARNING_PHASES: readonly Phase[] = ['Failed', 'Error', 'Terminated'];
 
-export function reconcile(o: Observed): Plan {
+export function planAgent(o: Observed): Plan {
   const { agent, now } = o;
   const status = agent.status ?? {};
   const nowTime = rfc3339(new Date(now));

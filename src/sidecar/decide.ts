@@ -82,7 +82,7 @@ export function workersFor(capacity: number): number {
   return Math.max(4, capacity + 2);
 }
 
-export function decideNode(agent: Agent, local: LocalFacts, now: number): NodeDecision {
+export function planAgentOnNode(agent: Agent, local: LocalFacts, now: number): NodeDecision {
   const status = agent.status ?? {};
   const desired = desiredStatus(agent, local, now);
   const statusPatch = diffFields(status, desired);

@@ -23,7 +23,7 @@ import { WorkQueue } from '../kube/workqueue.js';
 import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../observability/metrics.js';
 import type { ReportCaps } from '../report/limits.js';
 import { startReportServer, type AgentContext, type ReportServer } from '../report/server.js';
-import { decideNode, outputTimeResolutionMs, RESUMABLE_STEPS, workersFor, type LocalFacts, type ResumableStep } from './decide.js';
+import { planAgentOnNode, outputTimeResolutionMs, RESUMABLE_STEPS, workersFor, type LocalFacts, type ResumableStep } from './decide.js';
 import { relistWants, type Glimpse } from './relist.js';
 import { DEFAULT_STALL_THRESHOLD_MS, progressProblem, RelistProgress } from './progress.js';
 import { ChildCalls } from './childCalls.js';
@@ -302,7 +302,7 @@ export class NodeSidecar {
           informers: [this.agents],
           queue: this.queue,
           workers: this.o.workers ?? workersFor(this.o.capacity),
-          reconcile: (key) => this.reconcile(key),
+          reconcile: (key) => this.syncAgent(key),
           logger: this.log,
           onReconcile: reconcileObserver(this.o.metrics, CONTROLLER_NAME),
           onSynced: () => {
@@ -475,7 +475,7 @@ export class NodeSidecar {
     for (const uid of this.glimpses.keys()) if (!seen.has(uid)) this.glimpses.delete(uid);
   }
 
-  private async reconcile(key: string): Promise<void> {
+  private async syncAgent(key: string): Promise<void> {
     const agent = this.agents.get(key);
     const uid = agent?.metadata?.uid;
     // The binding is the label (the controller's record, what we watch) and status.nodeName (its copy); act when both name this node.
@@ -487,7 +487,7 @@ export class NodeSidecar {
     if (this.cleaning.has(uid)) return;
     const log = this.log.child({ namespace: agent.metadata?.namespace, name: agent.metadata?.name, uid });
     const local = await this.localFacts(uid);
-    const decision = decideNode(agent, local, Date.now());
+    const decision = planAgentOnNode(agent, local, Date.now());
     if (decision.statusPatch) {
       await this.agentApi.patchStatus(refOf(agent), decision.statusPatch);
       log.debug({ patch: Object.keys(decision.statusPatch) }, 'status written');
@@ -587,7 +587,7 @@ export class NodeSidecar {
         outputMaxBytes: this.outputCap(agent, log),
         logger: this.runtimeLogger(agent),
       });
-      if (result.cleanedUp) await this.recoverFromArchive(uid);
+      if (result.tombstoned) await this.recoverFromArchive(uid);
       if (result.limitsNotEnforced) {
         // Into the Agent's status; the controller records the Warning Event (a node's Events are about its AgentNode only).
         log.warn({ limitsNotEnforced: result.limitsNotEnforced }, 'limits not enforced on this node');

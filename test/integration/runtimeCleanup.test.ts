@@ -205,7 +205,7 @@ describe('cleanupAgent', () => {
     assert.deepEqual(first.errors, []);
     const again = await fx.launch({ uid, command: ['/bin/sh', '-c', 'echo run; exec sleep 30'] });
     assert.equal(again.started, false);
-    assert.equal(again.cleanedUp, true);
+    assert.equal(again.tombstoned, true);
     assert.equal(again.observation.workspaceExists, false);
     await assertWorkspaceGone(fx, uid);
     assert.equal(await readFile(join(first.archivePath!, 'output.log'), 'utf8'), 'run\r\n');

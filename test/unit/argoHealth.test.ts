@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { execa } from 'execa';
-import { reconcile } from '../../src/controller/reconcile.js';
+import { planAgent } from '../../src/controller/reconcile.js';
 import { argoHealth, toLua } from '../support/argoHealth.js';
 
 /** Splits `<byte length>:<bytes>` records. */
@@ -45,7 +45,7 @@ test('the Argo CD health check on what the controller decides: the moments the r
   };
   const decide = (status: Record<string, unknown>) => {
     const agent = { ...base, status };
-    const plan = reconcile({
+    const plan = planAgent({
       agent,
       nodes: new Map([['n1', { name: 'n1', labels: {}, ready: true, unschedulable: false, capacity: 1 }]]),
       used: new Map(),

@@ -4,7 +4,7 @@ import type { Agent } from '../../src/api/agent.js';
 import type { Condition } from '../../src/api/fields.js';
 import { FINALIZER, NODE_LABEL } from '../../src/api/constants.js';
 import type { NodeView } from '../../src/controller/nodes.js';
-import { reconcile, type Observed, type Plan } from '../../src/controller/reconcile.js';
+import { planAgent, type Observed, type Plan } from '../../src/controller/reconcile.js';
 import { testAgent, type AgentParts } from '../support/agents.js';
 import { at, T0 } from '../support/time.js';
 
@@ -21,7 +21,7 @@ const node = (name: string, over: Partial<NodeView> = {}): NodeView => ({
 });
 
 function observe(a: Agent, over: Partial<Observed> = {}): Plan {
-  return reconcile({
+  return planAgent({
     agent: a,
     nodes: new Map([['node-1', node('node-1')], ['node-2', node('node-2')]]),
     used: new Map(),
@@ -34,7 +34,7 @@ function observe(a: Agent, over: Partial<Observed> = {}): Plan {
 const bound = (status: Agent['status'] = {}): Agent['status'] => ({ nodeName: 'node-1', phase: 'Running', ...status });
 const boundMeta = { labels: { [NODE_LABEL]: 'node-1' } };
 
-describe('reconcile', () => {
+describe('planAgent', () => {
   const cases: { name: string; agent: Agent; over?: Partial<Observed>; expect: (p: Plan) => void }[] = [
     {
       name: 'new agent: finalizer added and bound to the least loaded node',

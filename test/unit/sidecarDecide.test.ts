@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Agent } from '../../src/api/agent.js';
-import { decideNode, outputTimeResolutionMs, workersFor, type LocalFacts } from '../../src/sidecar/decide.js';
+import { planAgentOnNode, outputTimeResolutionMs, workersFor, type LocalFacts } from '../../src/sidecar/decide.js';
 import { testAgent } from '../support/agents.js';
 import { at, T0 } from '../support/time.js';
 
@@ -13,7 +13,7 @@ const running: LocalFacts = { launch: 'done', sessionAlive: true, sessionName: '
 /** Cut short by a crash: the session waits for its go, nothing written to status yet. */
 const cutShort = (launch: LocalFacts['launch']): LocalFacts => ({ launch, sessionAlive: launch !== 'begun' && launch !== 'workspace', sessionName: 'agent-u' });
 
-describe('decideNode', () => {
+describe('planAgentOnNode', () => {
   const cases: { name: string; agent: Agent; local: LocalFacts; now?: number; action: string; patch?: Record<string, unknown> | undefined }[] = [
     { name: 'bound and not launched: launch', agent: agent(), local: fresh, action: 'launch' },
     { name: 'launch cut short in the workspace: resume it', agent: agent(), local: cutShort('begun'), action: 'launch:resume:begun' },
@@ -195,7 +195,7 @@ describe('decideNode', () => {
   ];
   for (const c of cases) {
     it(c.name, () => {
-      const d = decideNode(c.agent, c.local, c.now ?? T0 + 10_000);
+      const d = planAgentOnNode(c.agent, c.local, c.now ?? T0 + 10_000);
       const action =
         d.action.kind === 'cleanup' ? `cleanup:${d.action.trigger}` : d.action.kind === 'launch' && d.action.resume ? `launch:resume:${d.action.resume}` : d.action.kind;
       assert.equal(action, c.action);

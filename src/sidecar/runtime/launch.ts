@@ -96,7 +96,7 @@ export interface LaunchResult {
   /** This call let the command run (false: it was already started, had exited, was lost, or was cleaned up). */
   started: boolean;
   /** A tombstone exists (its cleanup has begun): the agent is never started again. */
-  cleanedUp: boolean;
+  tombstoned: boolean;
   /** Limits asked for that this node's cgroup cannot enforce (no such controller). */
   limitsNotEnforced?: LimitController[];
   sessionName: string;
@@ -355,12 +355,12 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
   return withSpawnOp('launch', () => withKeyLock(`${paths.root}\0${o.uid}`, async () => {
     if (await hasTombstone(paths)) {
       log.info('not launching: the agent was already cleaned up');
-      return { started: false, cleanedUp: true, sessionName, observation: await observeSession(o.root, o.uid) };
+      return { started: false, tombstoned: true, sessionName, observation: await observeSession(o.root, o.uid) };
     }
     const facts = await observeFacts(o.root, o.uid);
     const decision = decideStart(facts);
     log.debug({ decision }, 'launch');
-    if (decision === 'none') return { started: false, cleanedUp: false, sessionName, observation: interpretObservation(o.uid, facts) };
+    if (decision === 'none') return { started: false, tombstoned: false, sessionName, observation: interpretObservation(o.uid, facts) };
     if (decision === 'recreate') {
       log.info('the session died before its command was released; recreating it');
       await killSession(o.root, sessionName);
@@ -388,7 +388,7 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
     log.info('agent session started');
     return {
       started: true,
-      cleanedUp: false,
+      tombstoned: false,
       sessionName,
       // The pane as the session's setup left it; the files as they are now (read after it).
       observation: interpretObservation(o.uid, { ...(await observeFiles(o.root, o.uid)), pane }),

@@ -3,16 +3,7 @@ import { z } from 'zod';
 import { stringify } from 'yaml';
 import { agentSpec, agentStatus, agentSchema } from './agent.js';
 import { agentNodeSpec, agentNodeStatus } from './agentNode.js';
-import {
-  AGENT_KIND,
-  AGENT_NODE_KIND,
-  AGENT_NODE_PLURAL,
-  AGENT_NODE_SINGULAR,
-  AGENT_PLURAL,
-  AGENT_SINGULAR,
-  GROUP,
-  VERSION,
-} from './constants.js';
+import { AGENT_KIND, AGENT_NODE_KIND, AGENT_NODE_PLURAL, AGENT_NODE_SINGULAR, AGENT_PLURAL, AGENT_SINGULAR, GROUP, VERSION } from './constants.js';
 
 type JsonSchema = Record<string, unknown>;
 
@@ -151,8 +142,7 @@ export function agentNodeCrd() {
     shortNames: ['agn'],
     categories: ['orchestrator'],
     scope: 'Cluster',
-    description:
-      'An AgentNode is a node that runs Agents, registered and heartbeated by its node sidecar (as a kubelet does for a Node).',
+    description: 'An AgentNode is a node that runs Agents, registered and heartbeated by its node sidecar (as a kubelet does for a Node).',
     spec: agentNodeSpec,
     status: agentNodeStatus,
     specRequired: false,

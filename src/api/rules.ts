@@ -38,11 +38,7 @@ function pathOf(fieldPath: string | undefined): string[] {
 const transitions = new WeakMap<z.ZodType, TransitionRule<unknown>[]>();
 
 /** Attaches rules to a schema: CEL for the CRD, refinements for zod. */
-export function withRules<S extends z.ZodType>(
-  schema: S,
-  rules: Rule<z.output<S>>[],
-  transitionRules: TransitionRule<z.output<S>>[] = [],
-): S {
+export function withRules<S extends z.ZodType>(schema: S, rules: Rule<z.output<S>>[], transitionRules: TransitionRule<z.output<S>>[] = []): S {
   const refined = schema.superRefine((value, ctx) => {
     for (const r of rules) {
       if (!r.check(value)) ctx.addIssue({ code: 'custom', message: r.message, path: pathOf(r.fieldPath) });
@@ -56,7 +52,7 @@ export function withRules<S extends z.ZodType>(
 
 /** The transition rules attached to a schema by withRules. */
 export function transitionRulesOf<T>(schema: z.ZodType): TransitionRule<T>[] {
-  return (transitions.get(schema) ?? []);
+  return transitions.get(schema) ?? [];
 }
 
 /** True when `key` is present (CEL `has()`), for optional fields. */

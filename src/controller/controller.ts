@@ -144,9 +144,11 @@ export class AgentController {
       })
       .onDelete(nodeChanged);
     // A namespace's pool changed: its Pending Agents may fit now, or no longer.
-    this.namespaces.onAdd((ns) => this.enqueuePending(ns.metadata?.name)).onUpdate((old, cur) => {
-      if (old.metadata?.annotations?.[NODE_SELECTOR_ANNOTATION] !== cur.metadata?.annotations?.[NODE_SELECTOR_ANNOTATION]) this.enqueuePending(cur.metadata?.name);
-    });
+    this.namespaces
+      .onAdd((ns) => this.enqueuePending(ns.metadata?.name))
+      .onUpdate((old, cur) => {
+        if (old.metadata?.annotations?.[NODE_SELECTOR_ANNOTATION] !== cur.metadata?.annotations?.[NODE_SELECTOR_ANNOTATION]) this.enqueuePending(cur.metadata?.name);
+      });
   }
 
   /** Agents whose controlling owner is `parent` (by UID). */
@@ -271,7 +273,7 @@ export class AgentController {
       }
       for (const s of plan.stopChildren) {
         await this.agentApi.patch({ namespace: ref.namespace, name: s.name }, { spec: { stop: true, stopReason: s.reason } });
-        log.info({ child: s.name }, 'child stopped at its parent\'s request');
+        log.info({ child: s.name }, "child stopped at its parent's request");
       }
       if (plan.removeFinalizer) {
         await this.agentApi.removeFinalizer(current, FINALIZER);

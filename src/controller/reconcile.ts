@@ -49,10 +49,7 @@ export interface EventSpec {
 }
 
 /** Controller-owned status fields: the executor diffs these against what it observed. */
-export type ControllerStatus = Pick<
-  AgentStatus,
-  'phase' | 'reason' | 'message' | 'nodeName' | 'scheduledTime' | 'completionTime' | 'conditions' | 'observedGeneration' | 'children'
->;
+export type ControllerStatus = Pick<AgentStatus, 'phase' | 'reason' | 'message' | 'nodeName' | 'scheduledTime' | 'completionTime' | 'conditions' | 'observedGeneration' | 'children'>;
 
 export const CONTROLLER_STATUS_FIELDS = [
   'phase',
@@ -324,4 +321,3 @@ export function pickControllerStatus(status: AgentStatus): ControllerStatus {
   }
   return out;
 }
-

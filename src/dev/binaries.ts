@@ -77,10 +77,7 @@ function isExecutableFile(path: string): boolean {
  * Binaries the environment points at, per name: first the KUBEBUILDER_ASSETS directory, then the
  * individual TEST_ASSET_* variables. Pure apart from the file checks passed in.
  */
-export function fromEnvironment(
-  env: NodeJS.ProcessEnv,
-  isExecutable: (path: string) => boolean = isExecutableFile,
-): Partial<Record<BinaryName, { path: string; source: string }>> {
+export function fromEnvironment(env: NodeJS.ProcessEnv, isExecutable: (path: string) => boolean = isExecutableFile): Partial<Record<BinaryName, { path: string; source: string }>> {
   const found: Partial<Record<BinaryName, { path: string; source: string }>> = {};
   for (const name of BINARY_NAMES) {
     const inAssets = env.KUBEBUILDER_ASSETS ? join(env.KUBEBUILDER_ASSETS, name) : undefined;

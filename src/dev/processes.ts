@@ -91,7 +91,12 @@ function tail(path: string, lines: number): string {
     const length = Math.min(size, 64 * 1024);
     const buf = Buffer.alloc(length);
     readSync(fd, buf, 0, length, size - length);
-    return buf.toString('utf8').split('\n').slice(-lines - 1).join('\n').trimEnd();
+    return buf
+      .toString('utf8')
+      .split('\n')
+      .slice(-lines - 1)
+      .join('\n')
+      .trimEnd();
   } catch {
     return '';
   } finally {
@@ -116,9 +121,7 @@ export async function startProcess(opts: {
   const pidPath = join(pidDir(opts.stateDir), `${opts.name}.pid`);
   // The child writes to the file itself: no pipe through this process that could fill or break.
   const out = openSync(logPath, 'a');
-  const [file, args] = setpriv
-    ? [setpriv, ['--pdeathsig', 'KILL', '--', opts.command, ...opts.args]]
-    : [opts.command, opts.args];
+  const [file, args] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', opts.command, ...opts.args]] : [opts.command, opts.args];
   const child = spawn(file, args, { stdio: ['ignore', out, out], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
   closeSync(out);
   const spawned = await new Promise<number>((resolve, reject) => {

@@ -74,9 +74,7 @@ export function statusBody(err: unknown): StatusBody | undefined {
 }
 
 function statusMessage(body: unknown): string | undefined {
-  return typeof body === 'object' && body !== null && typeof (body as { message?: unknown }).message === 'string'
-    ? (body as { message: string }).message
-    : undefined;
+  return typeof body === 'object' && body !== null && typeof (body as { message?: unknown }).message === 'string' ? (body as { message: string }).message : undefined;
 }
 
 /** A short, log-friendly description (ApiException's own message embeds headers and the whole body). */

@@ -202,10 +202,7 @@ export class EventRecorder {
         return;
       }
       const patch = { series: { count, lastObservedTime: new V1MicroTime(s.lastObserved) } };
-      await this.api.patchNamespacedEvent(
-        { namespace: s.namespace, name: s.name, body: patch },
-        callOptions({ timeoutMs: this.o.timeoutMs, contentType: PatchStrategy.MergePatch }),
-      );
+      await this.api.patchNamespacedEvent({ namespace: s.namespace, name: s.name, body: patch }, callOptions({ timeoutMs: this.o.timeoutMs, contentType: PatchStrategy.MergePatch }));
     } catch (err) {
       if (s.created && isNotFound(err)) {
         // The Event expired (events have a TTL) while the series went on: start a new one.

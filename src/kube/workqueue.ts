@@ -235,12 +235,7 @@ export interface WorkerOptions<K> {
  * so at once in practice, but bounded if the cache stays stale) without counting an error; any other
  * error → logged, counted, requeued with the per-key backoff.
  */
-export async function runWorkers<K>(
-  queue: WorkQueue<K>,
-  n: number,
-  reconcile: (key: K) => Promise<ReconcileResult>,
-  o: WorkerOptions<K>,
-): Promise<void> {
+export async function runWorkers<K>(queue: WorkQueue<K>, n: number, reconcile: (key: K) => Promise<ReconcileResult>, o: WorkerOptions<K>): Promise<void> {
   const worker = async () => {
     for (;;) {
       const key = await queue.get();

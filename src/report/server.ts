@@ -151,7 +151,10 @@ function bearerToken(req: IncomingMessage): string {
 
 function checkContentType(req: IncomingMessage): void {
   const [mediaType, ...params] = (req.headers['content-type'] ?? '').split(';').map((p) => p.trim().toLowerCase());
-  const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
+  const charset = params
+    .find((p) => p.startsWith('charset='))
+    ?.slice('charset='.length)
+    .replace(/"/g, '');
   if (mediaType !== JSON_MEDIA_TYPE || (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')) {
     throw new HttpError(415, undefined, `Content-Type must be ${JSON_MEDIA_TYPE} (got '${req.headers['content-type'] ?? 'none'}')`);
   }
@@ -257,9 +260,7 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
     const written = (chains.get(ctx.uid) ?? Promise.resolve()).then(async () => {
       await appendToJournal(file, line, journalMaxBytes);
       // Started inside the chain so callbacks see an agent's reports in file order.
-      const reflected = Promise.resolve().then(() =>
-        kind === 'status' ? options.onStatus(ctx, report as StatusReport, at) : options.onFinding(ctx, report as Finding, at),
-      );
+      const reflected = Promise.resolve().then(() => (kind === 'status' ? options.onStatus(ctx, report as StatusReport, at) : options.onFinding(ctx, report as Finding, at)));
       return { reflected };
     });
     const tail = written.then(

@@ -92,7 +92,7 @@ export function planAgentOnNode(agent: Agent, local: LocalFacts, now: number): N
   // The agent as it will look once our observations land: judge the end on that.
   const merged: Agent = { ...agent, status: { ...status, ...desired } };
   const outcome = agentOutcome(merged, now);
-  const trigger = isTerminalPhase(status.phase) ? status.reason ?? status.phase : outcome?.reason;
+  const trigger = isTerminalPhase(status.phase) ? (status.reason ?? status.phase) : outcome?.reason;
   if (trigger) return { action: { kind: 'cleanup', trigger }, statusPatch };
   // A cleanup cut short (a crash) is finished, never followed by a launch.
   if (local.cleanupBegun) return { action: { kind: 'cleanup', trigger: local.cleanupBegun }, statusPatch };

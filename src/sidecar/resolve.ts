@@ -22,7 +22,10 @@ type Ref = { kind: 'ConfigMap' | 'Secret'; ref: KeySelector; field: string };
 export class SpecResolver {
   private readonly core: CoreV1Api;
 
-  constructor(kc: KubeConfig, private readonly timeoutMs = 10_000) {
+  constructor(
+    kc: KubeConfig,
+    private readonly timeoutMs = 10_000,
+  ) {
     this.core = kc.makeApiClient(CoreV1Api);
   }
 

@@ -211,12 +211,17 @@ export class NodeSidecar {
       labelNames: ['reason'],
       registers: [m.registry],
     });
-    this.archiveDeletedBytes = new Counter({ name: 'agent_operator_archive_deleted_bytes_total', help: 'Bytes of the archives deleted by retention, by reason', labelNames: ['reason'], registers: [m.registry] });
+    this.archiveDeletedBytes = new Counter({
+      name: 'agent_operator_archive_deleted_bytes_total',
+      help: 'Bytes of the archives deleted by retention, by reason',
+      labelNames: ['reason'],
+      registers: [m.registry],
+    });
     for (const reason of RETENTION_REASONS) {
       this.archiveDeletions.inc({ reason }, 0);
       this.archiveDeletedBytes.inc({ reason }, 0);
     }
-    this.archiveBytes = new Gauge({ name: 'agent_operator_archive_bytes', help: 'Bytes the node\'s archives held after the last retention pass', registers: [m.registry] });
+    this.archiveBytes = new Gauge({ name: 'agent_operator_archive_bytes', help: "Bytes the node's archives held after the last retention pass", registers: [m.registry] });
     registerSpawnMetric(m.registry);
     const unfinished = this.unfinished;
     new Gauge({
@@ -324,7 +329,7 @@ export class NodeSidecar {
   private async checkSandbox(): Promise<void> {
     const { host, uids } = this.o.sandbox;
     if (host.mode === 'none') {
-      this.log.warn('SANDBOX DISABLED (--sandbox=none): every agent runs as this sidecar\'s user, sees the whole node and every other agent; use only on a trusted single-tenant node');
+      this.log.warn("SANDBOX DISABLED (--sandbox=none): every agent runs as this sidecar's user, sees the whole node and every other agent; use only on a trusted single-tenant node");
       return;
     }
     checkLayout(host, { 'node root': this.o.root, 'archive directory': this.o.archiveDir, kubeconfig: this.o.kubeconfigPath });
@@ -391,7 +396,10 @@ export class NodeSidecar {
     let port = this.o.reportPort;
     if (port === undefined) {
       // Running sessions carry AGENT_REPORT_URL: the port must survive restarts.
-      const saved = await readFile(statePath, 'utf8').then((t) => JSON.parse(t) as { reportPort?: number }, (): { reportPort?: number } => ({}));
+      const saved = await readFile(statePath, 'utf8').then(
+        (t) => JSON.parse(t) as { reportPort?: number },
+        (): { reportPort?: number } => ({}),
+      );
       port = saved.reportPort ?? 0;
     }
     const server = await startReportServer<Ctx>({
@@ -615,7 +623,7 @@ export class NodeSidecar {
     const asked = agent.spec.output?.maxSize;
     const node = this.o.output ?? { defaultBytes: DEFAULT_OUTPUT_MAX_BYTES, limitBytes: DEFAULT_OUTPUT_MAX_BYTES };
     const cap = outputCapFor(asked !== undefined ? bytesOf(asked, 'spec.output.maxSize') : undefined, node);
-    if (cap.clamped) log.warn({ asked, maxBytes: cap.maxBytes }, 'spec.output.maxSize above this node\'s limit: lowered');
+    if (cap.clamped) log.warn({ asked, maxBytes: cap.maxBytes }, "spec.output.maxSize above this node's limit: lowered");
     return cap.maxBytes;
   }
 

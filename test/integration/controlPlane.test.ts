@@ -47,11 +47,7 @@ async function allowReadingConfigMaps(namespace: string, subject: { kind: 'User'
     body: {
       metadata: { name },
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
-      subjects: [
-        subject.kind === 'ServiceAccount'
-          ? { kind: 'ServiceAccount', name: subject.name, namespace }
-          : { kind: subject.kind, name: subject.name, apiGroup: 'rbac.authorization.k8s.io' },
-      ],
+      subjects: [subject.kind === 'ServiceAccount' ? { kind: 'ServiceAccount', name: subject.name, namespace } : { kind: subject.kind, name: subject.name, apiGroup: 'rbac.authorization.k8s.io' }],
     },
   });
 }
@@ -88,11 +84,7 @@ test('a client-certificate user is forbidden until RBAC allows it, and only wher
     timeoutMs: 10_000,
   });
   assert.equal(await statusOf(() => alice.listNamespacedConfigMap({ namespace: other })), 403, 'still forbidden elsewhere');
-  assert.equal(
-    await statusOf(() => alice.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: 'x' } } })),
-    403,
-    'still forbidden to write',
-  );
+  assert.equal(await statusOf(() => alice.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: 'x' } } })), 403, 'still forbidden to write');
 });
 
 test('a ServiceAccount token from the TokenRequest API authenticates and is subject to RBAC', async (t) => {
@@ -119,10 +111,7 @@ test('a ServiceAccount token from the TokenRequest API authenticates and is subj
 
 test('the controller manager finishes namespace deletion and garbage-collects dependents', async (t) => {
   const cp = await controlPlane();
-  assert.ok(
-    cp.hasControllerManager,
-    'the test control plane must run kube-controller-manager (KUBEBUILDER_ASSETS lacks one? set TEST_ASSET_KUBE_CONTROLLER_MANAGER)',
-  );
+  assert.ok(cp.hasControllerManager, 'the test control plane must run kube-controller-manager (KUBEBUILDER_ASSETS lacks one? set TEST_ASSET_KUBE_CONTROLLER_MANAGER)');
   const core = kubeConfig().makeApiClient(CoreV1Api);
   const ns = await createTestNamespace(t, 'cp-gc');
 
@@ -169,9 +158,7 @@ test('killing the process that started a control plane kills the control plane t
   parent.stdout.on('data', (d: Buffer) => (out += d.toString()));
   await waitFor(() => out.includes('READY'), { what: 'the child control plane to start', timeoutMs: 120_000, intervalMs: 250 });
 
-  const pids = await Promise.all(
-    (await readdir(pidDir(stateDir))).map(async (f) => (JSON.parse(await readFile(join(pidDir(stateDir), f), 'utf8')) as { pid: number }).pid),
-  );
+  const pids = await Promise.all((await readdir(pidDir(stateDir))).map(async (f) => (JSON.parse(await readFile(join(pidDir(stateDir), f), 'utf8')) as { pid: number }).pid));
   assert.equal(pids.length, 2, 'etcd and kube-apiserver recorded');
   assert.equal((await livePids(pids)).length, pids.length, 'both running');
   t.after(async () => {

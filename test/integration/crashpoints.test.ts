@@ -14,16 +14,7 @@ import { readAgentRecord, workspacePaths } from '../../src/sidecar/runtime/works
 import type { NodeHandle } from '../../src/dev/stack.js';
 import { createTestNamespace, waitFor } from '../support/cluster.js';
 import { useGates } from '../support/gate.js';
-import {
-  archivedOutput,
-  assertNodeClean,
-  assertNothingLeft,
-  createAgent,
-  useStack,
-  waitForAgent,
-  waitForCleanedUp,
-  type AgentObj,
-} from '../support/stack.js';
+import { archivedOutput, assertNodeClean, assertNothingLeft, createAgent, useStack, waitForAgent, waitForCleanedUp, type AgentObj } from '../support/stack.js';
 import { eventsAbout, metricValue, scrape } from '../support/telemetry.js';
 
 /** The agent's first output: its archived output.log must begin with it. */

@@ -110,7 +110,11 @@ describe('the production image', () => {
     assert.match(help.stdout, /Usage: agent-operator/);
     // The entrypoint's own node, under tini, as the image's default user.
     const entry = config.Entrypoint!;
-    const ids = await runContainer(`ao-id-${uniqueSuffix()}`, oci({ name: 'id', command: [...entry.slice(0, entry.indexOf('node') + 1), '-e', 'console.log(process.getuid(), process.getgid())'] }), logger);
+    const ids = await runContainer(
+      `ao-id-${uniqueSuffix()}`,
+      oci({ name: 'id', command: [...entry.slice(0, entry.indexOf('node') + 1), '-e', 'console.log(process.getuid(), process.getgid())'] }),
+      logger,
+    );
     assert.equal(ids.exitCode, 0, ids.stderr);
     assert.equal(ids.stdout.trim(), '65532 65532');
   });

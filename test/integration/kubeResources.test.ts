@@ -112,7 +112,7 @@ test('status merge patches: keys merge, null removes, no generation bump; diffSt
   assert.deepEqual(created.status, unreconciled);
   const first = await agents.patchStatus(refOf(created), { phase: 'Pending', message: 'queued', progress: 0 });
   assert.deepEqual(first.status, { ...unreconciled, phase: 'Pending', message: 'queued', progress: 0 });
-  const second = (await agents.patchStatus(refOf(created), { phase: 'Running', message: null }));
+  const second = await agents.patchStatus(refOf(created), { phase: 'Running', message: null });
   assert.deepEqual(second.status, { ...unreconciled, phase: 'Running', progress: 0 });
   assert.equal(second.metadata?.generation, created.metadata?.generation, 'status writes do not bump generation');
   assert.equal(diffStatus(second.status, { ...unreconciled, phase: 'Running', progress: 0 }), undefined, 'nothing to write');

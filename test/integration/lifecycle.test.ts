@@ -32,7 +32,6 @@ import { PACKAGE_ROOT } from '../../src/dev/paths.js';
 
 const isRunning = (a: AgentObj) => a.status?.phase === 'Running' || a.status?.phase === 'Working';
 
-
 describe('agent lifecycle', () => {
   const stack = useStack('life');
 

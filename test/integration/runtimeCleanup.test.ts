@@ -20,7 +20,18 @@ import { nodeFixture, type NodeFixture } from '../support/runtimeFixture.js';
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 function clean(fx: NodeFixture, uid: string, over: Partial<CleanupOptions> = {}): Promise<CleanupRecord> {
-  return cleanupAgent({ root: fx.root, archiveDir: fx.archiveDir, uid, namespace: 'team-a', name: `agent-${uid.slice(0, 8)}`, gracePeriodSeconds: 1, trigger: 'Test', cgroups: fx.sandbox.cgroups!, logger: fx.logger, ...over });
+  return cleanupAgent({
+    root: fx.root,
+    archiveDir: fx.archiveDir,
+    uid,
+    namespace: 'team-a',
+    name: `agent-${uid.slice(0, 8)}`,
+    gracePeriodSeconds: 1,
+    trigger: 'Test',
+    cgroups: fx.sandbox.cgroups!,
+    logger: fx.logger,
+    ...over,
+  });
 }
 
 /** The archive's files hashed here, compared with its manifest and with the record. */
@@ -32,7 +43,10 @@ async function assertArchiveMatches(record: CleanupRecord): Promise<Manifest> {
     assert.equal(content.length, f.bytes, f.name);
     assert.equal(sha256(content), f.sha256, f.name);
   }
-  assert.deepEqual(record.archivedFiles, manifest.files.map(({ name, bytes, sha256: s }) => ({ name, bytes, sha256: s })));
+  assert.deepEqual(
+    record.archivedFiles,
+    manifest.files.map(({ name, bytes, sha256: s }) => ({ name, bytes, sha256: s })),
+  );
   const names = (await readdir(record.archivePath)).filter((n) => !n.startsWith('.')).sort();
   assert.deepEqual(names, [...manifest.files.map((f) => f.name), MANIFEST_FILE, RECORD_FILE].sort());
   return manifest;
@@ -41,7 +55,10 @@ async function assertArchiveMatches(record: CleanupRecord): Promise<Manifest> {
 async function assertWorkspaceGone(fx: NodeFixture, uid: string): Promise<void> {
   await assert.rejects(stat(fx.paths(uid).prompt), { code: 'ENOENT' });
   await assert.rejects(stat(fx.paths(uid).dir), { code: 'ENOENT' });
-  assert.deepEqual((await listSessions(fx.root)).filter((s) => s.uid === uid), []);
+  assert.deepEqual(
+    (await listSessions(fx.root)).filter((s) => s.uid === uid),
+    [],
+  );
 }
 
 // Ignores TERM and HUP; starts a setsid'd child that ignores them too and keeps the marker, and a
@@ -86,7 +103,10 @@ describe('cleanupAgent', () => {
     assert.equal(record.archivePath, archiveLocation(fx.archiveDir, { uid, namespace: 'team-a', name: `agent-${uid.slice(0, 8)}` }).dir);
     const manifest = await assertArchiveMatches(record);
     // The launcher, outside the sandbox, outlived it and recorded how it ended (SIGKILL).
-    assert.deepEqual(manifest.files.map((f) => f.name), ['agent.json', 'exit-code', 'findings.jsonl', 'output.log', 'reports.jsonl']);
+    assert.deepEqual(
+      manifest.files.map((f) => f.name),
+      ['agent.json', 'exit-code', 'findings.jsonl', 'output.log', 'reports.jsonl'],
+    );
     assert.equal(await readFile(join(record.archivePath, 'exit-code'), 'utf8'), '137\n');
     assert.equal(record.cgroupRemoved, true);
     assert.ok(record.cpuMilliseconds !== undefined, 'CPU time from the cgroup');
@@ -108,7 +128,10 @@ describe('cleanupAgent', () => {
     assert.equal(first.escalatedToSigkill, false);
     assert.equal(first.sessionKilled, true);
     const manifest = await assertArchiveMatches(first);
-    assert.deepEqual(manifest.files.map((f) => f.name), ['agent.json', 'exit-code', 'output.log']);
+    assert.deepEqual(
+      manifest.files.map((f) => f.name),
+      ['agent.json', 'exit-code', 'output.log'],
+    );
     assert.equal(await readFile(join(first.archivePath!, 'exit-code'), 'utf8'), '0\n');
     const manifestStat = await stat(join(first.archivePath!, MANIFEST_FILE));
 
@@ -164,7 +187,10 @@ describe('cleanupAgent', () => {
     assert.equal(record.verifiedNoProcesses, true);
     await assertArchiveMatches(record);
     assert.equal(await readFile(join(record.archivePath!, 'output.log'), 'utf8'), 'partial\r\n');
-    assert.deepEqual((await readdir(loc.parent)).filter((n) => n.startsWith('.')), []);
+    assert.deepEqual(
+      (await readdir(loc.parent)).filter((n) => n.startsWith('.')),
+      [],
+    );
     await assertWorkspaceGone(fx, uid);
   });
 
@@ -178,7 +204,14 @@ describe('cleanupAgent', () => {
       await fx.waitFor(uid, 'the writer to finish', (o) => o.outputBytes === 3);
     }
     const locOf = (uid: string) => archiveLocation(fx.archiveDir, { uid, namespace: 'team-a', name: `agent-${uid.slice(0, 8)}` });
-    const written = await writeArchive({ location: locOf(reuse.uid), sourceDir: fx.paths(reuse.uid).dir, uid: reuse.uid, namespace: 'team-a', name: `agent-${reuse.uid.slice(0, 8)}`, trigger: 'Crashed' });
+    const written = await writeArchive({
+      location: locOf(reuse.uid),
+      sourceDir: fx.paths(reuse.uid).dir,
+      uid: reuse.uid,
+      namespace: 'team-a',
+      name: `agent-${reuse.uid.slice(0, 8)}`,
+      trigger: 'Crashed',
+    });
     await mkdir(locOf(replace.uid).dir, { recursive: true });
     await writeFile(join(locOf(replace.uid).dir, MANIFEST_FILE), '{"version":1,"files":[');
 
@@ -194,7 +227,10 @@ describe('cleanupAgent', () => {
     assert.equal(m2.trigger, 'Test');
     assert.equal(await readFile(join(replaced.archivePath!, 'output.log'), 'utf8'), 'b\r\n');
     for (const uid of [reuse.uid, replace.uid]) await assertWorkspaceGone(fx, uid);
-    assert.deepEqual((await readdir(locOf(replace.uid).parent)).filter((n) => n.startsWith('.')), []);
+    assert.deepEqual(
+      (await readdir(locOf(replace.uid).parent)).filter((n) => n.startsWith('.')),
+      [],
+    );
   });
 
   it('leaves a tombstone so a late duplicate event can never start the agent again', async (t) => {

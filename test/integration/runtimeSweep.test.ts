@@ -47,7 +47,10 @@ describe('sweepNode', () => {
 
     // Young workspaces are spared: only the stray (no workspace) goes.
     const first = await sweepNode({ root: fx.root, archiveDir: fx.archiveDir, expectedUids: [expected.uid], gracePeriodSeconds: 1, logger: fx.logger });
-    assert.deepEqual(first.map((r) => r.uid), [strayUid]);
+    assert.deepEqual(
+      first.map((r) => r.uid),
+      [strayUid],
+    );
     assert.equal(first[0]!.record?.verifiedNoProcesses, true);
     assert.equal(first[0]!.record?.processesKilled, 1);
     assert.equal(first[0]!.record?.logsArchived, false);
@@ -72,7 +75,10 @@ describe('sweepNode', () => {
     assert.equal(await readFile(join(byUid.get(anonymous.uid)!.archivePath!, 'output.log'), 'utf8'), 'anonymous\r\n');
 
     // The expected agent is untouched and still running.
-    assert.deepEqual((await listSessions(fx.root)).map((s) => s.uid), [expected.uid]);
+    assert.deepEqual(
+      (await listSessions(fx.root)).map((s) => s.uid),
+      [expected.uid],
+    );
     assert.equal((await fx.waitFor(expected.uid, 'running', () => true)).sessionAlive, true);
     assert.ok((await stat(fx.paths(expected.uid).prompt)).isFile());
 

@@ -51,11 +51,7 @@ export function toLua(v: unknown): string {
 
 /** The health Argo CD would show for `obj`, computed by the shipped script. */
 export async function argoHealth(obj: unknown, script = ARGO_HEALTH_SCRIPT): Promise<ArgoHealth> {
-  const harness = [
-    `obj = ${toLua(obj)}`,
-    `local hs = dofile(${luaString(script)})`,
-    'io.write(tostring(hs.status), "\\n", tostring(hs.message or ""))',
-  ].join('\n');
+  const harness = [`obj = ${toLua(obj)}`, `local hs = dofile(${luaString(script)})`, 'io.write(tostring(hs.status), "\\n", tostring(hs.message or ""))'].join('\n');
   const r = await execa('lua5.1', ['-'], { input: harness, timeout: 10_000, reject: false });
   if (r.failed) throw new Error(`lua5.1 ${script} failed (${r.timedOut ? 'timed out' : `exit ${r.exitCode}`}): ${r.stderr || r.message}`);
   const nl = r.stdout.indexOf('\n');

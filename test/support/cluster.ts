@@ -46,7 +46,12 @@ export async function createTestNamespace(
   prefix: string,
   opts: { waitForDeletion?: boolean; timeoutMs?: number; optIn?: boolean; annotations?: Record<string, string> } = {},
 ): Promise<string> {
-  const base = prefix.toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 50) || 'test';
+  const base =
+    prefix
+      .toLowerCase()
+      .replace(/[^a-z0-9-]/g, '-')
+      .replace(/^-+|-+$/g, '')
+      .slice(0, 50) || 'test';
   const name = `${base}-${uniqueSuffix()}`;
   const core = kubeConfig().makeApiClient(CoreV1Api);
   await core.createNamespace({ body: { metadata: { name, labels: { 'agent-operator.test/namespace': 'true' }, ...(opts.annotations ? { annotations: opts.annotations } : {}) } } });
@@ -76,10 +81,7 @@ export async function createTestNamespace(
 }
 
 /** kubectl (AO_KUBECTL) as the admin unless `kubeconfig` says otherwise; never throws on a non-zero exit. */
-export async function kubectl(
-  args: string[],
-  opts: { input?: string; timeoutMs?: number; kubeconfig?: string } = {},
-): Promise<KubectlResult> {
+export async function kubectl(args: string[], opts: { input?: string; timeoutMs?: number; kubeconfig?: string } = {}): Promise<KubectlResult> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const r = await execa(requiredEnv('AO_KUBECTL'), args, {
     timeout: timeoutMs,

@@ -56,10 +56,7 @@ test('versions come from the wrapper go.mod files', async () => {
   const v = readVersions();
   assert.match(v.kubernetes, /^v1\.\d+\.\d+$/);
   assert.match(v.etcd, /^v3\.\d+\.\d+$/);
-  assert.equal(
-    cacheDirFor(v, { XDG_CACHE_HOME: '/x' }),
-    `/x/agent-operator/k8s/${v.kubernetes}-etcd${v.etcd.slice(1)}`,
-  );
+  assert.equal(cacheDirFor(v, { XDG_CACHE_HOME: '/x' }), `/x/agent-operator/k8s/${v.kubernetes}-etcd${v.etcd.slice(1)}`);
 
   const dir = await mkdtemp(join(tmpdir(), 'gomod-'));
   try {

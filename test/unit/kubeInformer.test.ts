@@ -107,16 +107,7 @@ describe('Informer', () => {
       .reply(200, () => w2.stream);
     const { inf, events, errors } = start(t);
     await until(() => events.length === 8, 'relist events');
-    assert.deepEqual(events, [
-      'add ns/a@1',
-      'add ns/b@2',
-      'add ns/c@3',
-      'add ns/d@11',
-      'delete ns/b',
-      'delete ns/d',
-      'update ns/c@3->15',
-      'add ns/e@16',
-    ]);
+    assert.deepEqual(events, ['add ns/a@1', 'add ns/b@2', 'add ns/c@3', 'add ns/d@11', 'delete ns/b', 'delete ns/d', 'update ns/c@3->15', 'add ns/e@16']);
     assert.deepEqual(inf.keys().sort(), ['ns/a', 'ns/c', 'ns/e']);
     assert.deepEqual(errors, [], '410 is not a failure: no backoff');
   });

@@ -7,12 +7,7 @@ import { ExponentialRateLimiter, runWorkers, WorkQueue, type ReconcileLabel } fr
 import { silentLogger } from '../support/kubeFixtures.js';
 
 /** One step of a queue script: an operation and, for get/len, what it must yield. */
-type Step =
-  | { add: string }
-  | { done: string }
-  | { get: string | undefined }
-  | { len: number }
-  | { shutDown: true };
+type Step = { add: string } | { done: string } | { get: string | undefined } | { len: number } | { shutDown: true };
 
 async function play(q: WorkQueue, steps: Step[]): Promise<void> {
   for (const [i, s] of steps.entries()) {
@@ -160,7 +155,10 @@ describe('ExponentialRateLimiter', () => {
   for (const c of cases) {
     it(c.name, () => {
       const rl = new ExponentialRateLimiter<string>(c.base, c.max);
-      assert.deepEqual(c.delays.map(() => rl.when('k')), c.delays);
+      assert.deepEqual(
+        c.delays.map(() => rl.when('k')),
+        c.delays,
+      );
       assert.equal(rl.numRequeues('k'), c.delays.length);
       assert.equal(rl.when('other'), c.delays[0], 'keys back off independently');
       rl.forget('k');

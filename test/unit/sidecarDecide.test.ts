@@ -59,7 +59,7 @@ describe('planAgentOnNode', () => {
       action: 'cleanup:Stopped',
     },
     {
-      name: 'stopped, then the exit our kill caused: not the agent\'s exit, the stop stays the outcome',
+      name: "stopped, then the exit our kill caused: not the agent's exit, the stop stays the outcome",
       agent: agent({ stop: true }, { sessionName: 'agent-u', startTime: at(1) }),
       local: { ...running, sessionAlive: false, exitCode: 137, cleanupBegun: 'Stopped' },
       action: 'cleanup:Stopped',
@@ -68,7 +68,7 @@ describe('planAgentOnNode', () => {
     {
       name: 'past its deadline right after the release: the launch the cleanup cut off is no launch error',
       agent: agent({ activeDeadlineSeconds: 1 }, { sessionName: 'agent-u', startTime: at(1) }),
-      local: { ...running, sessionAlive: false, launchError: 'cannot set up the agent\'s sandbox', cleanupBegun: 'DeadlineExceeded' },
+      local: { ...running, sessionAlive: false, launchError: "cannot set up the agent's sandbox", cleanupBegun: 'DeadlineExceeded' },
       now: T0 + 5_000,
       action: 'cleanup:DeadlineExceeded',
       patch: undefined,
@@ -174,7 +174,9 @@ describe('planAgentOnNode', () => {
         cleanup: { startTime: at(2), completionTime: at(3), sessionKilled: true, processesKilled: 0, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true },
       },
       action: 'none',
-      patch: { cleanup: { startTime: at(2), completionTime: at(3), sessionKilled: true, processesKilled: 0, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true } },
+      patch: {
+        cleanup: { startTime: at(2), completionTime: at(3), sessionKilled: true, processesKilled: 0, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true },
+      },
     },
     {
       name: 'output within the resolution: lastOutputTime not moved',
@@ -196,8 +198,7 @@ describe('planAgentOnNode', () => {
   for (const c of cases) {
     it(c.name, () => {
       const d = planAgentOnNode(c.agent, c.local, c.now ?? T0 + 10_000);
-      const action =
-        d.action.kind === 'cleanup' ? `cleanup:${d.action.trigger}` : d.action.kind === 'launch' && d.action.resume ? `launch:resume:${d.action.resume}` : d.action.kind;
+      const action = d.action.kind === 'cleanup' ? `cleanup:${d.action.trigger}` : d.action.kind === 'launch' && d.action.resume ? `launch:resume:${d.action.resume}` : d.action.kind;
       assert.equal(action, c.action);
       if ('patch' in c) assert.deepEqual(d.statusPatch, c.patch);
     });

@@ -42,7 +42,7 @@ describe('readOptional', () => {
     for (const [what, st, want] of table) assert.deepEqual(stateFileVerdict(st, 1024), want, what);
   });
 
-  it('never fails a read because the file is removed meanwhile (a launch reading every agent\'s uid while another is cleaned up)', async (t) => {
+  it("never fails a read because the file is removed meanwhile (a launch reading every agent's uid while another is cleaned up)", async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'ao-state-'));
     t.after(() => rm(dir, { recursive: true, force: true }));
     const path = join(dir, 'sandbox-uid');

@@ -7,7 +7,7 @@ import { bounded } from './boundedFs.js';
 
 /** Errno of a Node fs error, or undefined. */
 export function errnoOf(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? String((err).code) : undefined;
+  return typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : undefined;
 }
 
 export function errorMessage(err: unknown): string {
@@ -173,12 +173,8 @@ function readOptionalNow(path: string, maxBytes: number): Promise<Buffer | undef
 // (read, write, fsync) can hang as well as the open.
 export const exists = (path: string): Promise<boolean> => bounded('stat', path, () => existsNow(path));
 export const fsyncDir = (dir: string): Promise<void> => bounded('fsync', dir, () => fsyncDirNow(dir));
-export const writeFileAtomic = (path: string, data: Buffer | string, mode = 0o600): Promise<void> =>
-  bounded('write', path, () => writeFileAtomicNow(path, data, mode));
+export const writeFileAtomic = (path: string, data: Buffer | string, mode = 0o600): Promise<void> => bounded('write', path, () => writeFileAtomicNow(path, data, mode));
 export const fsyncFile = (path: string): Promise<void> => bounded('fsync', path, () => fsyncFileNow(path));
-export const digestFile = (path: string | readonly string[]): Promise<FileDigest> =>
-  bounded('digest', typeof path === 'string' ? path : path.join(' + '), () => digestFileNow(path));
-export const readOptional = (path: string, maxBytes = STATE_FILE_MAX_BYTES): Promise<Buffer | undefined> =>
-  bounded('read', path, () => readOptionalNow(path, maxBytes));
-export const readHead = (path: string, maxBytes: number): Promise<{ head: Buffer; mtimeMs: number } | undefined> =>
-  bounded('read', path, () => readHeadNow(path, maxBytes));
+export const digestFile = (path: string | readonly string[]): Promise<FileDigest> => bounded('digest', typeof path === 'string' ? path : path.join(' + '), () => digestFileNow(path));
+export const readOptional = (path: string, maxBytes = STATE_FILE_MAX_BYTES): Promise<Buffer | undefined> => bounded('read', path, () => readOptionalNow(path, maxBytes));
+export const readHead = (path: string, maxBytes: number): Promise<{ head: Buffer; mtimeMs: number } | undefined> => bounded('read', path, () => readHeadNow(path, maxBytes));

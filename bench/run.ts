@@ -103,10 +103,12 @@ async function createToWatch(stack: Stack, ns: string, count: number): Promise<S
           resolve();
         });
       });
-      times.push(await timed(async () => {
-        await core.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name }, data: { i: String(i) } } });
-        await seen;
-      }));
+      times.push(
+        await timed(async () => {
+          await core.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name }, data: { i: String(i) } } });
+          await seen;
+        }),
+      );
     }
     return stats(times);
   } finally {
@@ -224,7 +226,7 @@ async function steadyState(stack: Stack, ns: string, count: number, seconds: num
         kind: 'Agent',
         metadata: { name, namespace: ns },
         spec: { prompt: 'bench', command: ['sh', '-c', 'while :; do echo tick; sleep 2; done'], cleanup: { gracePeriodSeconds: 1 } },
-      } as AgentObj),
+      }),
     ),
   );
   const deadline = Date.now() + 60_000;
@@ -265,7 +267,7 @@ async function runBatch(stack: Stack, ns: string, count: number, concurrent: boo
       kind: 'Agent',
       metadata: { name, namespace: ns },
       spec: { prompt: 'bench', command: ['sh', '-c', 'sleep 1; date +END%s%3N'] },
-    } as AgentObj);
+    });
     const deadline = Date.now() + 120_000;
     while (!samples.get(name)!.cleaned) {
       if (Date.now() > deadline) throw new Error(`${name} not cleaned up within 120 s`);
@@ -321,7 +323,7 @@ async function measure() {
         'floor = p50 of a ConfigMap create → seen on a watch (same apiserver) + p50 of a bare `tmux new-session -d`; ' +
         'apply→Running: Agent create call → phase Running seen by a watch; end→cleanup: the agent prints its clock just before exiting → status.cleanup seen by a watch; ' +
         'sandbox cost: p50 spawn of `true` through cgroup join + setsid + setpriv + bwrap minus p50 bare spawn of `true`; ' +
-        'spawns: the sidecars\' agent_operator_node_process_spawns_total{op} over the batch, per agent',
+        "spawns: the sidecars' agent_operator_node_process_spawns_total{op} over the batch, per agent",
       floor: { ms: floorMs, createToWatch: roundTrip, tmuxNewSession: tmux.newSession, tmuxKillSession: tmux.killSession },
       concurrent: { agents: concurrent, ...cs, spawnsPerAgent: cSpawns },
       sequential: { agents: sequential, seconds: Math.round(seqSeconds * 10) / 10, agentsPerMinute: Math.round((sequential / seqSeconds) * 600) / 10, ...ss, spawnsPerAgent: sSpawns },
@@ -363,8 +365,17 @@ function table(r: Result): string {
   timing(`end→cleanup, ${r.concurrent.agents} at once`, r.concurrent.endToCleanupRecord);
   timing('end→cleanup, sequential', r.sequential.endToCleanupRecord);
   rows.push([`sandbox cost per launch${r.sandbox.cgroupJoin ? '' : ' (no cgroup v2: no join)'}`, ms(r.sandbox.costMedianMs), '', '', `≤ 20 ms ${verdict(r.sandbox.costMedianMs <= 20)}`]);
-  rows.push(['  spawn of true: bare / sandboxed', `${ms(r.sandbox.bareSpawn.medianMs)} / ${ms(r.sandbox.sandboxedSpawn.medianMs)}`, `${ms(r.sandbox.bareSpawn.p90Ms)} / ${ms(r.sandbox.sandboxedSpawn.p90Ms)}`, '', '']);
-  for (const [what, sp] of [[`${r.concurrent.agents} at once`, r.concurrent.spawnsPerAgent], ['sequential', r.sequential.spawnsPerAgent]] as const) {
+  rows.push([
+    '  spawn of true: bare / sandboxed',
+    `${ms(r.sandbox.bareSpawn.medianMs)} / ${ms(r.sandbox.sandboxedSpawn.medianMs)}`,
+    `${ms(r.sandbox.bareSpawn.p90Ms)} / ${ms(r.sandbox.sandboxedSpawn.p90Ms)}`,
+    '',
+    '',
+  ]);
+  for (const [what, sp] of [
+    [`${r.concurrent.agents} at once`, r.concurrent.spawnsPerAgent],
+    ['sequential', r.sequential.spawnsPerAgent],
+  ] as const) {
     rows.push([`sidecar spawns per launch, ${what}`, String(sp.launch), '', '', `≤ 2 ${verdict(sp.launch <= 2)}`]);
     rows.push([`sidecar spawns per cleanup, ${what}`, String(sp.cleanup), '', '', `≤ 2 ${verdict(sp.cleanup <= 2)}`]);
     rows.push([`  other spawns per agent, ${what}`, String(sp.other), '', '', '']);
@@ -372,14 +383,20 @@ function table(r: Result): string {
   }
   const head: [string, string, string, string, string] = ['figure', 'p50', 'p90', '× floor', 'target'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  const line = (row: readonly string[]) => row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  const line = (row: readonly string[]) =>
+    row
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [
     `${r.machine.cores} cores, Node ${r.machine.node}; sequential: ${r.sequential.agentsPerMinute} agents/min`,
     line(head),
     line(widths.map((w) => '-'.repeat(w))),
     ...rows.map(line),
-    `sandbox cost by stage (p50 added): ${Object.entries(r.sandbox.stageCostMs).map(([k, v]) => `${k} ${v} ms`).join(', ')}`,
-    'other spawns: the reconciles\' and the relist\'s reads of the panes, the heartbeat (not part of a launch or cleanup)',
+    `sandbox cost by stage (p50 added): ${Object.entries(r.sandbox.stageCostMs)
+      .map(([k, v]) => `${k} ${v} ms`)
+      .join(', ')}`,
+    "other spawns: the reconciles' and the relist's reads of the panes, the heartbeat (not part of a launch or cleanup)",
     `steady state: ${r.steadyState.agents} agents, sidecars ${r.steadyState.sidecarsCpuPercentOfOneCore}% of one core; RSS controller ${r.rssKiB.controller} KiB, sidecars ${r.rssKiB.sidecars.map((x) => x.rss).join(' / ')} KiB`,
   ].join('\n');
 }

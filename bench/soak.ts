@@ -99,7 +99,7 @@ async function main(): Promise<number> {
       const name = `${kind.name}-${i}`;
       kindOf.set(name, kind);
       created.set(name, Date.now());
-      await api.create({ apiVersion: 'orchestrator.dev/v1alpha1', kind: 'Agent', metadata: { name, namespace: NS }, spec: { prompt: `soak ${name}`, command: ['true'], ...kind.spec(i) } } as AgentObj);
+      await api.create({ apiVersion: 'orchestrator.dev/v1alpha1', kind: 'Agent', metadata: { name, namespace: NS }, spec: { prompt: `soak ${name}`, command: ['true'], ...kind.spec(i) } });
     }
     log.info({ agents: n, ms: Date.now() - t0 }, 'applied');
 
@@ -139,7 +139,7 @@ async function main(): Promise<number> {
       for (const a of items) {
         const name = a.metadata!.name!;
         const phase = a.status?.phase ?? '';
-        if (!running.has(name) && (['Running', 'Working', 'Blocked'].includes(phase) || isTerminalPhase(phase) && a.status?.startTime)) running.set(name, now);
+        if (!running.has(name) && (['Running', 'Working', 'Blocked'].includes(phase) || (isTerminalPhase(phase) && a.status?.startTime))) running.set(name, now);
         if (!cleaned.has(name) && a.status?.cleanup?.completionTime) cleaned.set(name, now);
         if (kindOf.get(name)?.name === 'stopped' && phase === 'Running' && !a.spec.stop) {
           await api.patch({ namespace: NS, name }, { spec: { stop: true, stopReason: 'stopped by the soak' } }).catch(() => undefined);
@@ -187,7 +187,13 @@ async function main(): Promise<number> {
       if (workspaces.length) misses.push(`${node.name}: ${workspaces.length} workspace(s) left`);
       if (procs.size) misses.push(`${node.name}: processes of ${procs.size} agent(s) left`);
     }
-    const resumes = await Promise.all(stack.nodes.map(async (nd) => ({ node: nd.name, launchResumes: await metricSum(nd, 'agent_operator_launch_resumes_total'), unfinished: await metricSum(nd, 'agent_operator_launches_unfinished') })));
+    const resumes = await Promise.all(
+      stack.nodes.map(async (nd) => ({
+        node: nd.name,
+        launchResumes: await metricSum(nd, 'agent_operator_launch_resumes_total'),
+        unfinished: await metricSum(nd, 'agent_operator_launches_unfinished'),
+      })),
+    );
     const span = (m: Map<string, number>) => stats([...m].map(([name, t]) => t - created.get(name)!));
     console.log(
       JSON.stringify(

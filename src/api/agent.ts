@@ -36,19 +36,10 @@ const keyRefSource = (description: string) =>
 
 const envVarSource = keyRefSource('Source for the value of an environment variable: a ConfigMap or Secret key.');
 
-const envName = z
-  .string()
-  .min(1)
-  .max(256)
-  .regex(ENV_NAME)
-  .meta({ description: 'Name of the environment variable: letters, digits and underscores, not starting with a digit.' });
-const envValue = z
-  .string()
-  .max(LIMITS.envValueLength)
-  .optional()
-  .meta({
-    description: 'Literal value. $(VAR) references to variables defined earlier in the list are expanded; $$ escapes a $.',
-  });
+const envName = z.string().min(1).max(256).regex(ENV_NAME).meta({ description: 'Name of the environment variable: letters, digits and underscores, not starting with a digit.' });
+const envValue = z.string().max(LIMITS.envValueLength).optional().meta({
+  description: 'Literal value. $(VAR) references to variables defined earlier in the list are expanded; $$ escapes a $.',
+});
 const notReservedEnv = {
   rule: `!(self.name in ${celList(RESERVED_ENV_NAMES)})`,
   message: `name must not be one of the variables the platform sets: ${RESERVED_ENV_NAMES.join(', ')}`,
@@ -57,10 +48,7 @@ const notReservedEnv = {
 };
 
 const envVar = withRules(
-  z
-    .object({ name: envName, value: envValue, valueFrom: envVarSource.optional() })
-    .strict()
-    .meta({ description: 'An environment variable for the agent process (the Kubernetes EnvVar shape).' }),
+  z.object({ name: envName, value: envValue, valueFrom: envVarSource.optional() }).strict().meta({ description: 'An environment variable for the agent process (the Kubernetes EnvVar shape).' }),
   [
     {
       rule: '!(has(self.value) && has(self.valueFrom))',
@@ -72,10 +60,7 @@ const envVar = withRules(
 );
 
 /** A child's env: literal values only, so an agent cannot name a Secret for its child to read. */
-const childEnvVar = withRules(
-  z.object({ name: envName, value: envValue }).strict().meta({ description: 'An environment variable with a literal value.' }),
-  [notReservedEnv],
-);
+const childEnvVar = withRules(z.object({ name: envName, value: envValue }).strict().meta({ description: 'An environment variable with a literal value.' }), [notReservedEnv]);
 
 const childLimits = z
   .object({
@@ -85,19 +70,14 @@ const childLimits = z
       .max(LIMITS.childrenMaxTotal)
       .meta({ description: `Children this Agent may create over its whole run, finished ones included (at most ${LIMITS.childrenMaxTotal}).` }),
     maxConcurrent: z.int().min(0).max(LIMITS.childrenMaxTotal).meta({ description: 'Children of this Agent that may be active at once.' }),
-    maxDepth: z
-      .int()
-      .min(0)
-      .max(LIMITS.childrenMaxDepth)
-      .meta({
-        description:
-          'Generations below this Agent: 1 allows children but no grandchildren. A child gets maxDepth - 1; 0 allows no children.',
-      }),
+    maxDepth: z.int().min(0).max(LIMITS.childrenMaxDepth).meta({
+      description: 'Generations below this Agent: 1 allows children but no grandchildren. A child gets maxDepth - 1; 0 allows no children.',
+    }),
   })
   .strict()
   .meta({
     description:
-      "How many child Agents this agent may spawn from its session (the MCP tool spawn_child_agent). Absent: none. A child inherits maxTotal and maxConcurrent and one less maxDepth, and cannot widen them.",
+      'How many child Agents this agent may spawn from its session (the MCP tool spawn_child_agent). Absent: none. A child inherits maxTotal and maxConcurrent and one less maxDepth, and cannot widen them.',
   });
 
 const completionChecks = z
@@ -115,27 +95,18 @@ const completionChecks = z
   })
   .strict()
   .meta({
-    description:
-      'Plausibility checks on a completion the agent reports: a failed check sets the condition CompletionVerified=False and a Warning Event; the phase stays Completed.',
+    description: 'Plausibility checks on a completion the agent reports: a failed check sets the condition CompletionVerified=False and a Warning Event; the phase stays Completed.',
   });
 
 export const promptSource = keyRefSource("Reads the prompt from a ConfigMap or Secret key in the Agent's namespace.");
 
 const cleanupPolicy = z
   .object({
-    keepLogs: z
-      .boolean()
-      .optional()
-      .meta({ description: 'Archive the session output and reports to the archive volume before deleting the workspace. Default true.' }),
-    gracePeriodSeconds: z
-      .int()
-      .min(0)
-      .max(LIMITS.gracePeriodSecondsMax)
-      .optional()
-      .meta({ description: 'Seconds between SIGTERM and SIGKILL when the agent is stopped. Default 10.' }),
+    keepLogs: z.boolean().optional().meta({ description: 'Archive the session output and reports to the archive volume before deleting the workspace. Default true.' }),
+    gracePeriodSeconds: z.int().min(0).max(LIMITS.gracePeriodSecondsMax).optional().meta({ description: 'Seconds between SIGTERM and SIGKILL when the agent is stopped. Default 10.' }),
   })
   .strict()
-  .meta({ description: 'What happens to the agent\'s processes and files when it ends.' });
+  .meta({ description: "What happens to the agent's processes and files when it ends." });
 
 const quantity = (description: string) => z.string().max(64).regex(new RegExp(QUANTITY_PATTERN)).meta({ description });
 
@@ -143,15 +114,15 @@ const resources = z
   .object({
     limits: z
       .object({
-        memory: quantity('Memory the agent\'s processes may use together (e.g. 2Gi), enforced by its cgroup\'s memory.max.').optional(),
-        cpu: quantity('CPU the agent\'s processes may use together, in cores (e.g. 1, 500m), enforced by its cgroup\'s cpu.max.').optional(),
-        pids: z.int().min(1).max(4_194_304).optional().meta({ description: 'Processes and threads the agent may have at once, enforced by its cgroup\'s pids.max.' }),
+        memory: quantity("Memory the agent's processes may use together (e.g. 2Gi), enforced by its cgroup's memory.max.").optional(),
+        cpu: quantity("CPU the agent's processes may use together, in cores (e.g. 1, 500m), enforced by its cgroup's cpu.max.").optional(),
+        pids: z.int().min(1).max(4_194_304).optional().meta({ description: "Processes and threads the agent may have at once, enforced by its cgroup's pids.max." }),
       })
       .strict()
       .optional()
       .meta({
         description:
-          'Limits on the agent\'s cgroup. Enforced where the node\'s cgroup v2 has the controller; where it has not, the agent runs without that limit and a LimitsNotEnforced Warning Event says which.',
+          "Limits on the agent's cgroup. Enforced where the node's cgroup v2 has the controller; where it has not, the agent runs without that limit and a LimitsNotEnforced Warning Event says which.",
       }),
   })
   .strict()
@@ -160,41 +131,33 @@ const resources = z
 const outputPolicy = z
   .object({
     maxSize: quantity(
-      'The most of the agent\'s output the node keeps (e.g. 10Mi): the first half (output.log) and the last bytes (output-tail.log); what lies between is dropped and counted in status.cleanup.output. Default: the node\'s --output-max-size; never more than its --output-max-size-limit.',
+      "The most of the agent's output the node keeps (e.g. 10Mi): the first half (output.log) and the last bytes (output-tail.log); what lies between is dropped and counted in status.cleanup.output. Default: the node's --output-max-size; never more than its --output-max-size-limit.",
     ).optional(),
   })
   .strict()
-  .meta({ description: 'How the agent\'s terminal output is captured.' });
+  .meta({ description: "How the agent's terminal output is captured." });
 
 const agentSpecObject = z
   .object({
     prompt: z
       .string()
+      // An empty prompt would start the agent with nothing to do: refused at apply, like a missing one.
+      .min(1, { error: 'must not be empty' })
       .max(LIMITS.promptBytes)
       .optional()
       .meta({
-        description: `The prompt, inline (at most ${LIMITS.promptBytes} characters). It reaches the agent as a 0600 file named by $AGENT_PROMPT_FILE. Exactly one of prompt and promptFrom.`,
+        description: `The prompt, inline (1 to ${LIMITS.promptBytes} characters). It reaches the agent as a 0600 file named by $AGENT_PROMPT_FILE. Exactly one of prompt and promptFrom.`,
       }),
     promptFrom: promptSource.optional(),
-    promptOnStdin: z
-      .boolean()
-      .optional()
-      .meta({ description: 'Also feed the prompt file to the command on standard input. Default false.' }),
+    promptOnStdin: z.boolean().optional().meta({ description: 'Also feed the prompt file to the command on standard input. Default false.' }),
     command: z
       .array(z.string().min(1).max(LIMITS.argLength).meta({ description: 'One argument, passed verbatim.' }))
       .min(1)
       .max(LIMITS.commandItems)
       .meta({
-        description:
-          'The agent command as an argv array; never run through a shell. $(VAR) expands environment variables, including $(AGENT_PROMPT_FILE); $$ escapes a $.',
+        description: 'The agent command as an argv array; never run through a shell. $(VAR) expands environment variables, including $(AGENT_PROMPT_FILE); $$ escapes a $.',
       }),
-    workingDir: z
-      .string()
-      .min(1)
-      .max(4096)
-      .regex(/^\//)
-      .optional()
-      .meta({ description: 'Absolute directory the command starts in. Default: the agent\'s workspace on the node.' }),
+    workingDir: z.string().min(1).max(4096).regex(/^\//).optional().meta({ description: "Absolute directory the command starts in. Default: the agent's workspace on the node." }),
     env: z
       .array(envVar)
       .max(LIMITS.envItems)
@@ -208,7 +171,10 @@ const agentSpecObject = z
     nodeSelector: z
       .record(z.string(), z.string().meta({ description: 'Required label value.' }))
       .optional()
-      .meta({ description: "Labels an AgentNode must carry for the Agent to be scheduled onto it, in addition to the namespace's orchestrator.dev/node-selector annotation (an Agent requiring another value of a key the annotation fixes is Failed, NodePoolConflict)." }),
+      .meta({
+        description:
+          "Labels an AgentNode must carry for the Agent to be scheduled onto it, in addition to the namespace's orchestrator.dev/node-selector annotation (an Agent requiring another value of a key the annotation fixes is Failed, NodePoolConflict).",
+      }),
     nodeName: z
       .string()
       .min(1)
@@ -216,35 +182,16 @@ const agentSpecObject = z
       .regex(DNS_LABEL)
       .optional()
       .meta({ description: "Run on this AgentNode only, bypassing node selection (capacity and the namespace's orchestrator.dev/node-selector annotation are still respected)." }),
-    activeDeadlineSeconds: z
-      .int()
-      .min(1)
-      .optional()
-      .meta({ description: 'Seconds the agent may run, counted from status.startTime, before it is terminated (reason DeadlineExceeded).' }),
-    idleTimeoutSeconds: z
-      .int()
-      .min(1)
-      .optional()
-      .meta({ description: 'Seconds without a report and without output after which the agent is terminated (reason IdleTimeout).' }),
-    ttlSecondsAfterFinished: z
-      .int()
-      .min(0)
-      .optional()
-      .meta({ description: 'Delete the Agent this many seconds after it finished and was cleaned up. Unset: keep it.' }),
+    activeDeadlineSeconds: z.int().min(1).optional().meta({ description: 'Seconds the agent may run, counted from status.startTime, before it is terminated (reason DeadlineExceeded).' }),
+    idleTimeoutSeconds: z.int().min(1).optional().meta({ description: 'Seconds without a report and without output after which the agent is terminated (reason IdleTimeout).' }),
+    ttlSecondsAfterFinished: z.int().min(0).optional().meta({ description: 'Delete the Agent this many seconds after it finished and was cleaned up. Unset: keep it.' }),
     cleanup: cleanupPolicy.optional(),
     resources: resources.optional(),
     children: childLimits.optional(),
     completionChecks: completionChecks.optional(),
     output: outputPolicy.optional(),
-    stop: z
-      .boolean()
-      .optional()
-      .meta({ description: 'Set to true to stop the agent: it is terminated and cleaned up (phase Terminated). Cannot be reverted.' }),
-    stopReason: z
-      .string()
-      .max(1024)
-      .optional()
-      .meta({ description: 'Why the agent was stopped; recorded in status.message.' }),
+    stop: z.boolean().optional().meta({ description: 'Set to true to stop the agent: it is terminated and cleaned up (phase Terminated). Cannot be reverted.' }),
+    stopReason: z.string().max(1024).optional().meta({ description: 'Why the agent was stopped; recorded in status.message.' }),
   })
   .strict()
   .meta({ description: 'The desired agent run. Immutable once the Agent is scheduled, except stop and stopReason.' });
@@ -267,14 +214,13 @@ export const childSpec = agentSpecObject
       .superRefine(uniqueBy('name'))
       .optional()
       .meta({
-        description: "Environment variables for the child (literal values only).",
+        description: 'Environment variables for the child (literal values only).',
         'x-kubernetes-list-type': 'map',
         'x-kubernetes-list-map-keys': ['name'],
       }),
   })
   .strict()
   .meta({ description: 'The part of a spec an agent may set for a child.' });
-export type ChildSpec = z.infer<typeof childSpec>;
 
 /** A child Agent's name: a DNS label, so it can also be a label value (the parent and root labels). */
 export const childAgentName = z
@@ -354,9 +300,7 @@ export type ChildrenStatus = z.infer<typeof childrenStatus>;
 
 /** Spec fields an admin may still change after scheduling. */
 export const MUTABLE_SPEC_FIELDS = ['stop', 'stopReason'] as const;
-const IMMUTABLE_SPEC_FIELDS = Object.keys(agentSpecObject.shape).filter(
-  (k) => !(MUTABLE_SPEC_FIELDS as readonly string[]).includes(k),
-) as (keyof z.infer<typeof agentSpecObject>)[];
+const IMMUTABLE_SPEC_FIELDS = Object.keys(agentSpecObject.shape).filter((k) => !(MUTABLE_SPEC_FIELDS as readonly string[]).includes(k)) as (keyof z.infer<typeof agentSpecObject>)[];
 
 export const agentSpec = withRules(
   agentSpecObject,
@@ -408,12 +352,8 @@ export const cleanupRecord = z
     promptDeleted: z.boolean().meta({ description: 'The prompt file was deleted.' }),
     workspaceDeleted: z.boolean().optional().meta({ description: 'The workspace scratch was deleted.' }),
     logsArchived: z.boolean().meta({ description: 'Output and reports were archived (and verified) before deletion.' }),
-    archivePath: z.string().max(4096).optional().meta({ description: 'Archive directory on the node\'s archive volume.' }),
-    archivedFiles: z
-      .array(archivedFile)
-      .max(LIMITS.archivedFiles)
-      .optional()
-      .meta({ description: 'Files in the archive with sizes and checksums (also in its manifest.json).' }),
+    archivePath: z.string().max(4096).optional().meta({ description: "Archive directory on the node's archive volume." }),
+    archivedFiles: z.array(archivedFile).max(LIMITS.archivedFiles).optional().meta({ description: 'Files in the archive with sizes and checksums (also in its manifest.json).' }),
     verifiedNoProcesses: z.boolean().meta({
       description: "No process of the agent is left: its cgroup reports `populated 0` (a kernel fact) and no process carries the agent's marker.",
     }),
@@ -422,7 +362,7 @@ export const cleanupRecord = z
     cgroupRemoved: z.boolean().optional().meta({ description: "The agent's cgroup was removed." }),
     output: z
       .object({
-        maxBytes: z.int().min(0).meta({ description: 'The cap in force: the most of its output the node kept (spec.output.maxSize, else the node\'s default, never above the node\'s limit).' }),
+        maxBytes: z.int().min(0).meta({ description: "The cap in force: the most of its output the node kept (spec.output.maxSize, else the node's default, never above the node's limit)." }),
         totalBytes: z.int().min(0).meta({ description: 'Bytes the agent printed (what its output capture read).' }),
         droppedBytes: z.int().min(0).meta({ description: 'Bytes kept neither in the head (output.log) nor in the tail (output-tail.log).' }),
         truncated: z.boolean().meta({ description: 'Some output was dropped: the archive holds its head and its tail, not all of it.' }),
@@ -443,14 +383,19 @@ export type CleanupRecord = z.infer<typeof cleanupRecord>;
 
 export const agentStatus = z
   .object({
-    phase: z.enum(PHASES).optional().meta({ description: `Lifecycle phase: ${PHASES.join(', ')}.` }),
+    phase: z
+      .enum(PHASES)
+      .optional()
+      .meta({ description: `Lifecycle phase: ${PHASES.join(', ')}.` }),
     reason: z.string().max(256).optional().meta({ description: 'CamelCase reason for the phase.' }),
     message: z.string().max(LIMITS.messageLength).optional().meta({ description: 'Human readable detail of the phase.' }),
     progress: z.int().min(0).max(100).optional().meta({ description: 'Progress in percent, as last reported by the agent.' }),
-    nodeName: z.string().max(63).optional().meta({ description: 'The AgentNode the Agent is bound to: a copy of the orchestrator.dev/node label, the binding the controller records (a different value written here is put back, never followed).' }),
+    nodeName: z.string().max(63).optional().meta({
+      description: 'The AgentNode the Agent is bound to: a copy of the orchestrator.dev/node label, the binding the controller records (a different value written here is put back, never followed).',
+    }),
     sessionName: z.string().max(128).optional().meta({ description: 'The tmux session running the agent on its node.' }),
     scheduledTime: timestamp('When the Agent was bound to a node.').optional(),
-    startTime: timestamp('When the agent\'s session started.').optional(),
+    startTime: timestamp("When the agent's session started.").optional(),
     completionTime: timestamp('When the agent ended.').optional(),
     exitCode: z.int().optional().meta({ description: 'Exit code of the agent command, once it exited.' }),
     lastReportTime: timestamp('When the agent last reported.').optional(),
@@ -458,16 +403,14 @@ export const agentStatus = z
     reportedState: z.enum(REPORTED_STATES).optional().meta({ description: 'The state the agent last reported about itself.' }),
     reportedMessage: z.string().max(LIMITS.messageLength).optional().meta({ description: 'The message the agent last reported.' }),
     launchError: z.string().max(LIMITS.messageLength).optional().meta({ description: 'Why the node could not start the agent.' }),
-    limitsNotEnforced: z
-      .array(z.enum(LIMIT_CONTROLLERS))
-      .max(LIMIT_CONTROLLERS.length)
-      .optional()
-      .meta({ description: "spec.resources.limits the node could not enforce (its cgroup v2 has no such controller): the agent runs without them. Written by the node; the controller records a LimitsNotEnforced Warning Event." }),
-    outputMaxBytes: z
-      .int()
-      .min(0)
-      .optional()
-      .meta({ description: "The most of the agent's output its node keeps, as launched: spec.output.maxSize, else the node's --output-max-size, lowered to its --output-max-size-limit. Written by the node; the controller records an OutputCapLowered Warning Event when it is below spec.output.maxSize." }),
+    limitsNotEnforced: z.array(z.enum(LIMIT_CONTROLLERS)).max(LIMIT_CONTROLLERS.length).optional().meta({
+      description:
+        'spec.resources.limits the node could not enforce (its cgroup v2 has no such controller): the agent runs without them. Written by the node; the controller records a LimitsNotEnforced Warning Event.',
+    }),
+    outputMaxBytes: z.int().min(0).optional().meta({
+      description:
+        "The most of the agent's output its node keeps, as launched: spec.output.maxSize, else the node's --output-max-size, lowered to its --output-max-size-limit. Written by the node; the controller records an OutputCapLowered Warning Event when it is below spec.output.maxSize.",
+    }),
     sessionLost: z
       .string()
       .max(LIMITS.messageLength)
@@ -476,18 +419,17 @@ export const agentStatus = z
     findings: z
       .object({
         total: z.int().min(0).meta({ description: 'Number of findings reported.' }),
-        bySeverity: z.record(z.string(), z.int().min(0).meta({ description: 'Findings of this severity.' })).optional().meta({ description: 'Counts per severity.' }),
+        bySeverity: z
+          .record(z.string(), z.int().min(0).meta({ description: 'Findings of this severity.' }))
+          .optional()
+          .meta({ description: 'Counts per severity.' }),
         recent: z.array(finding).max(LIMITS.recentFindings).optional().meta({ description: 'The latest findings (all are in the archived findings.jsonl).' }),
       })
       .strict()
       .optional()
       .meta({ description: 'Summary of the findings the agent reported.' }),
     cleanup: cleanupRecord.optional(),
-    progressReports: z
-      .int()
-      .min(0)
-      .optional()
-      .meta({ description: 'Progress reports (working or blocked) the agent made; spec.completionChecks counts them.' }),
+    progressReports: z.int().min(0).optional().meta({ description: 'Progress reports (working or blocked) the agent made; spec.completionChecks counts them.' }),
     spawnRequests: z
       .array(spawnRequest)
       .max(LIMITS.spawnRequests)
@@ -510,17 +452,12 @@ export const agentStatus = z
       }),
     children: childrenStatus.optional(),
     conditions,
-    observedGeneration: z
-      .int()
-      .min(0)
-      .optional()
-      .meta({ description: 'The .metadata.generation the controller last acted on; 0 until it first acts on the Agent (the schema default).' }),
+    observedGeneration: z.int().min(0).optional().meta({ description: 'The .metadata.generation the controller last acted on; 0 until it first acts on the Agent (the schema default).' }),
   })
   .strict()
   .meta({ description: 'Observed state of the Agent. The controller writes phase, conditions and binding; the node writes what it observes.' });
 
-const specField = (f: string) =>
-  `(has(self.spec.${f}) == has(oldSelf.spec.${f}) && (!has(self.spec.${f}) || self.spec.${f} == oldSelf.spec.${f}))`;
+const specField = (f: string) => `(has(self.spec.${f}) == has(oldSelf.spec.${f}) && (!has(self.spec.${f}) || self.spec.${f} == oldSelf.spec.${f}))`;
 
 /** The whole Agent object. The root carries the rule that freezes the spec once scheduled. */
 export const agentSchema = withRules(
@@ -539,8 +476,7 @@ export const agentSchema = withRules(
       rule: `!has(oldSelf.status) || !has(oldSelf.status.nodeName) || (${IMMUTABLE_SPEC_FIELDS.map(specField).join(' && ')})`,
       message: `spec is immutable once the Agent is scheduled, except ${MUTABLE_SPEC_FIELDS.join(' and ')}`,
       fieldPath: '.spec',
-      check: (v, old) =>
-        !old.status?.nodeName || IMMUTABLE_SPEC_FIELDS.every((f) => isDeepStrictEqual(v.spec[f], old.spec[f])),
+      check: (v, old) => !old.status?.nodeName || IMMUTABLE_SPEC_FIELDS.every((f) => isDeepStrictEqual(v.spec[f], old.spec[f])),
     },
   ],
 );
@@ -554,10 +490,7 @@ export type EnvVar = z.infer<typeof envVar>;
 export function formatIssues(error: z.ZodError, prefix = ''): string {
   return error.issues
     .map((i) => {
-      const path = i.path.reduce<string>(
-        (acc, seg) => (typeof seg === 'number' ? `${acc}[${seg}]` : acc ? `${acc}.${String(seg)}` : String(seg)),
-        prefix,
-      );
+      const path = i.path.reduce<string>((acc, seg) => (typeof seg === 'number' ? `${acc}[${seg}]` : acc ? `${acc}.${String(seg)}` : String(seg)), prefix);
       return `${path || '<root>'}: ${i.message}`;
     })
     .join('; ');
@@ -570,4 +503,3 @@ export function validateSpec(spec: unknown): Validated<AgentSpec> {
   const r = agentSpec.safeParse(spec);
   return r.success ? { ok: true, value: r.data } : { ok: false, message: formatIssues(r.error, 'spec') };
 }
-

@@ -8,10 +8,7 @@ import { conditions, objectMeta, timestamp } from './fields.js';
 
 export const agentNodeSpec = z
   .object({
-    unschedulable: z
-      .boolean()
-      .optional()
-      .meta({ description: 'Cordon: no new Agents are scheduled onto this node; running ones carry on.' }),
+    unschedulable: z.boolean().optional().meta({ description: 'Cordon: no new Agents are scheduled onto this node; running ones carry on.' }),
   })
   .strict()
   .meta({ description: 'Admin-controlled settings of the node.' });

@@ -8,12 +8,7 @@ export function findCondition(list: readonly Condition[] | undefined, type: stri
 }
 
 /** Returns a new list with `input` set, keeping lastTransitionTime when the status is unchanged. */
-export function setCondition(
-  list: readonly Condition[] | undefined,
-  input: ConditionInput,
-  now: string,
-  observedGeneration?: number,
-): Condition[] {
+export function setCondition(list: readonly Condition[] | undefined, input: ConditionInput, now: string, observedGeneration?: number): Condition[] {
   const current = findCondition(list, input.type);
   const next: Condition = {
     type: input.type,
@@ -27,21 +22,11 @@ export function setCondition(
   return [...rest, next].sort((a, b) => a.type.localeCompare(b.type));
 }
 
-export function isConditionTrue(list: readonly Condition[] | undefined, type: string): boolean {
-  return findCondition(list, type)?.status === 'True';
-}
-
 /**
  * Sets each of `inputs` and removes the conditions of `family` that are not among them: for a
  * family whose members are present only while they hold (kstatus' Reconciling and Stalled).
  */
-export function setConditionFamily(
-  list: readonly Condition[] | undefined,
-  family: readonly string[],
-  inputs: readonly ConditionInput[],
-  now: string,
-  observedGeneration?: number,
-): Condition[] {
+export function setConditionFamily(list: readonly Condition[] | undefined, family: readonly string[], inputs: readonly ConditionInput[], now: string, observedGeneration?: number): Condition[] {
   const keep = new Set(inputs.map((c) => c.type));
   let next = (list ?? []).filter((c) => keep.has(c.type) || !family.includes(c.type));
   for (const c of inputs) next = setCondition(next, c, now, observedGeneration);

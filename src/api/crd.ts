@@ -3,16 +3,7 @@ import { z } from 'zod';
 import { stringify } from 'yaml';
 import { agentSpec, agentStatus, agentSchema } from './agent.js';
 import { agentNodeSpec, agentNodeStatus } from './agentNode.js';
-import {
-  AGENT_KIND,
-  AGENT_NODE_KIND,
-  AGENT_NODE_PLURAL,
-  AGENT_NODE_SINGULAR,
-  AGENT_PLURAL,
-  AGENT_SINGULAR,
-  GROUP,
-  VERSION,
-} from './constants.js';
+import { AGENT_KIND, AGENT_NODE_KIND, AGENT_NODE_PLURAL, AGENT_NODE_SINGULAR, AGENT_PLURAL, AGENT_SINGULAR, GROUP, VERSION } from './constants.js';
 
 type JsonSchema = Record<string, unknown>;
 
@@ -111,7 +102,7 @@ function crd(opts: {
 }
 
 function rootRulesOf(schema: z.ZodType): unknown[] {
-  const meta = schema.meta() as JsonSchema | undefined;
+  const meta = schema.meta();
   return (meta?.['x-kubernetes-validations'] as unknown[] | undefined) ?? [];
 }
 
@@ -151,8 +142,7 @@ export function agentNodeCrd() {
     shortNames: ['agn'],
     categories: ['orchestrator'],
     scope: 'Cluster',
-    description:
-      'An AgentNode is a node that runs Agents, registered and heartbeated by its node sidecar (as a kubelet does for a Node).',
+    description: 'An AgentNode is a node that runs Agents, registered and heartbeated by its node sidecar (as a kubelet does for a Node).',
     spec: agentNodeSpec,
     status: agentNodeStatus,
     specRequired: false,
@@ -177,8 +167,4 @@ const HEADER = '# Generated from src/api by `npm run gen:crds`. Do not edit by h
 
 export function renderCrd(obj: unknown): string {
   return HEADER + stringify(obj, { lineWidth: 0 });
-}
-
-export function allCrds(): unknown[] {
-  return Object.values(CRD_FILES).map((f) => f());
 }

@@ -5,8 +5,7 @@ const DNS_LABEL = '[a-z0-9]([-a-z0-9]*[a-z0-9])?';
 export const DNS_SUBDOMAIN_PATTERN = `^${DNS_LABEL}(\\.${DNS_LABEL})*$`;
 
 /** A Kubernetes object name (RFC 1123 subdomain). */
-export const objectName = (description: string) =>
-  z.string().min(1).max(253).regex(new RegExp(DNS_SUBDOMAIN_PATTERN)).meta({ description });
+export const objectName = (description: string) => z.string().min(1).max(253).regex(new RegExp(DNS_SUBDOMAIN_PATTERN)).meta({ description });
 
 function isFullDate(s: string): boolean {
   const m = /^([0-9]{4})-([0-9]{2})-([0-9]{2})$/.exec(s);
@@ -30,11 +29,7 @@ export function isDateTime(s: string): boolean {
 
 /** RFC 3339 timestamp, as metav1.Time serialises. */
 export const timestamp = (description: string) =>
-  z
-    .string()
-    .max(64)
-    .refine(isDateTime, { message: 'must be an RFC 3339 date-time such as 2026-01-02T03:04:05Z' })
-    .meta({ description, format: 'date-time' });
+  z.string().max(64).refine(isDateTime, { message: 'must be an RFC 3339 date-time such as 2026-01-02T03:04:05Z' }).meta({ description, format: 'date-time' });
 
 /**
  * zod's half of `x-kubernetes-list-type: map`: the API server rejects two items with the same
@@ -75,11 +70,7 @@ export const condition = z
   .object({
     type: z.string().min(1).max(316).meta({ description: 'Type of condition in CamelCase.' }),
     status: z.enum(['True', 'False', 'Unknown']).meta({ description: 'Status of the condition: True, False or Unknown.' }),
-    observedGeneration: z
-      .int()
-      .min(0)
-      .optional()
-      .meta({ description: '.metadata.generation the condition was set upon.' }),
+    observedGeneration: z.int().min(0).optional().meta({ description: '.metadata.generation the condition was set upon.' }),
     lastTransitionTime: timestamp('Last time the condition changed from one status to another.'),
     reason: z
       .string()

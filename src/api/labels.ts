@@ -8,7 +8,10 @@ export class LabelSyntaxError extends Error {}
 /** Parses `k=v,k2=v2` (empty text: no labels); the error names the offending key or value. */
 export function parseLabelSet(text: string | undefined): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const pair of (text ?? '').split(',').map((p) => p.trim()).filter(Boolean)) {
+  for (const pair of (text ?? '')
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const i = pair.indexOf('=');
     const [k, v] = i < 0 ? [pair, ''] : [pair.slice(0, i), pair.slice(i + 1)];
     if (!KEY.test(k) || k.length > 316) throw new LabelSyntaxError(`"${k}" is not a valid label key`);

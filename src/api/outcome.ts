@@ -13,10 +13,6 @@ export interface Outcome {
   message: string;
 }
 
-/** The exit codes a POSIX launcher uses for "not found" and "not executable". */
-export const EXIT_NOT_FOUND = 127;
-export const EXIT_NOT_EXECUTABLE = 126;
-
 /**
  * The terminal outcome the observations imply, or undefined while the agent should keep running.
  * When several apply at once, the agent's own word wins over the platform's judgement: a launch error,

@@ -4,7 +4,6 @@ export const ACTIVE_PHASES = ['Pending', 'Scheduled', 'Running', 'Working', 'Blo
 export const TERMINAL_PHASES = ['Completed', 'Failed', 'Error', 'Terminated'] as const;
 export const PHASES = [...ACTIVE_PHASES, ...TERMINAL_PHASES] as const;
 
-export type ActivePhase = (typeof ACTIVE_PHASES)[number];
 export type TerminalPhase = (typeof TERMINAL_PHASES)[number];
 export type Phase = (typeof PHASES)[number];
 
@@ -19,10 +18,3 @@ export type ReportedState = (typeof REPORTED_STATES)[number];
 export function isFinalReport(state: string | undefined): boolean {
   return state === 'completed' || state === 'failed' || state === 'error';
 }
-
-/**
- * Condition types: Job-like so `kubectl wait --for=condition=Complete` works, and kstatus' Ready,
- * Reconciling and Stalled for GitOps tools (src/controller/health.ts).
- */
-export const CONDITION_TYPES = ['Scheduled', 'Running', 'Complete', 'Failed', 'CleanedUp', 'Ready', 'Reconciling', 'Stalled', 'CompletionVerified'] as const;
-export type ConditionType = (typeof CONDITION_TYPES)[number];

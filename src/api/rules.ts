@@ -38,25 +38,21 @@ function pathOf(fieldPath: string | undefined): string[] {
 const transitions = new WeakMap<z.ZodType, TransitionRule<unknown>[]>();
 
 /** Attaches rules to a schema: CEL for the CRD, refinements for zod. */
-export function withRules<S extends z.ZodType>(
-  schema: S,
-  rules: Rule<z.output<S>>[],
-  transitionRules: TransitionRule<z.output<S>>[] = [],
-): S {
+export function withRules<S extends z.ZodType>(schema: S, rules: Rule<z.output<S>>[], transitionRules: TransitionRule<z.output<S>>[] = []): S {
   const refined = schema.superRefine((value, ctx) => {
     for (const r of rules) {
-      if (!r.check(value as z.output<S>)) ctx.addIssue({ code: 'custom', message: r.message, path: pathOf(r.fieldPath) });
+      if (!r.check(value)) ctx.addIssue({ code: 'custom', message: r.message, path: pathOf(r.fieldPath) });
     }
-  }) as unknown as S;
+  });
   const cel = [...rules, ...transitionRules].map(celOf);
-  const withMeta = refined.meta({ ...(schema.meta() ?? {}), 'x-kubernetes-validations': cel }) as S;
+  const withMeta = refined.meta({ ...(schema.meta() ?? {}), 'x-kubernetes-validations': cel });
   if (transitionRules.length > 0) transitions.set(withMeta, transitionRules as TransitionRule<unknown>[]);
   return withMeta;
 }
 
 /** The transition rules attached to a schema by withRules. */
 export function transitionRulesOf<T>(schema: z.ZodType): TransitionRule<T>[] {
-  return (transitions.get(schema) ?? []) as TransitionRule<T>[];
+  return transitions.get(schema) ?? [];
 }
 
 /** True when `key` is present (CEL `has()`), for optional fields. */

@@ -9,7 +9,7 @@ export type FlagSpec = Record<string, { type: 'string' | 'boolean'; default?: st
 export function parseFlags(argv: string[], spec: FlagSpec): Record<string, string | boolean | undefined> {
   const options: ParseArgsConfig['options'] = { help: { type: 'boolean', short: 'h' } };
   for (const [name, f] of Object.entries(spec)) {
-    options[name] = { type: f.type, ...(f.short ? { short: f.short } : {}), ...(f.default !== undefined ? { default: f.default } : {}) } as never;
+    options[name] = { type: f.type, ...(f.short ? { short: f.short } : {}), ...(f.default !== undefined ? { default: f.default } : {}) };
   }
   try {
     const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true });

@@ -17,11 +17,7 @@ export const EXIT_USAGE = 2;
 
 export type RestartDecision = { kind: 'restart'; delayMs: number; crashesInARow: number } | { kind: 'give-up'; exitCode: number };
 
-export function decideRestart(
-  exit: { code: number | null; signal: NodeJS.Signals | null; ranMs: number },
-  crashesBefore: number,
-  policy: RestartPolicy = DEFAULT_RESTART_POLICY,
-): RestartDecision {
+export function decideRestart(exit: { code: number | null; signal: NodeJS.Signals | null; ranMs: number }, crashesBefore: number, policy: RestartPolicy = DEFAULT_RESTART_POLICY): RestartDecision {
   if (exit.code === EXIT_USAGE) return { kind: 'give-up', exitCode: EXIT_USAGE };
   const crashesInARow = exit.ranMs >= policy.resetAfterMs ? 1 : crashesBefore + 1;
   const delayMs = Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** (crashesInARow - 1));

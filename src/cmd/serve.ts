@@ -34,7 +34,7 @@ export async function serve(o: {
   o.logger.info({ metrics: probes.metricsUrl, health: probes.healthUrl, ...o.facts }, `${o.name} starting`);
   const stop = new AbortController();
   const signal = untilSignal();
-  signal.promise.then((sig) => {
+  void signal.promise.then((sig) => {
     o.logger.info({ signal: sig }, `shutting down: ${o.onShutdown}`);
     stop.abort();
   });

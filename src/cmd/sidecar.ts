@@ -8,7 +8,8 @@ import { DEFAULT_REPORT_CAPS } from '../report/limits.js';
 import { MAX_BODY_BYTES } from '../report/protocol.js';
 import { newReconcileMetrics } from '../observability/metrics.js';
 import { checkAgentsCgroupName, defaultAgentsCgroupName, setupAgentCgroups } from '../sidecar/runtime/cgroup.js';
-import { DEFAULT_UID_RANGE, nodeSandbox, parseUidRange, SANDBOX_MODES, type SandboxMode } from '../sidecar/runtime/index.js';
+import { nodeSandbox, SANDBOX_MODES, type SandboxMode } from '../sidecar/runtime/sandbox.js';
+import { DEFAULT_UID_RANGE, parseUidRange } from '../sidecar/runtime/uids.js';
 import { DEFAULT_STALL_THRESHOLD_MS } from '../sidecar/progress.js';
 import { DEFAULT_FILE_OPERATION_TIMEOUT_MS, setFileOperationTimeout } from '../sidecar/runtime/boundedFs.js';
 import { NodeSidecar } from '../sidecar/sidecar.js';
@@ -26,8 +27,16 @@ const FLAGS: FlagSpec = {
   workers: { type: 'string', help: 'concurrent reconciles (default: capacity + 2, at least 4: every agent can be launching or cleaning up at once)' },
   labels: { type: 'string', help: 'labels of the AgentNode, for nodeSelector: k=v,k2=v2' },
   'report-port': { type: 'string', help: 'loopback port of the report endpoint for agents without a sandbox (default: the one used before, else a free one)' },
-  'report-max-per-minute': { type: 'string', default: String(DEFAULT_REPORT_CAPS.maxPerMinute), help: 'reports one agent may send per minute (a burst up to it, then at that rate); more are refused with 429' },
-  'report-max-bytes-per-minute': { type: 'string', default: String(DEFAULT_REPORT_CAPS.maxBytesPerMinute), help: `report bytes one agent may send per minute (at least ${MAX_BODY_BYTES}, the largest report); more are refused with 429` },
+  'report-max-per-minute': {
+    type: 'string',
+    default: String(DEFAULT_REPORT_CAPS.maxPerMinute),
+    help: 'reports one agent may send per minute (a burst up to it, then at that rate); more are refused with 429',
+  },
+  'report-max-bytes-per-minute': {
+    type: 'string',
+    default: String(DEFAULT_REPORT_CAPS.maxBytesPerMinute),
+    help: `report bytes one agent may send per minute (at least ${MAX_BODY_BYTES}, the largest report); more are refused with 429`,
+  },
   kubeconfig: { type: 'string', help: 'kubeconfig file (default: $KUBECONFIG, then in-cluster)' },
   'metrics-bind-address': { type: 'string', default: ':8090', help: 'address of /metrics' },
   'health-probe-bind-address': { type: 'string', default: ':8091', help: 'address of /healthz and /readyz' },
@@ -35,15 +44,41 @@ const FLAGS: FlagSpec = {
   'heartbeat-interval-seconds': { type: 'string', default: '10', help: 'how often the AgentNode heartbeat is posted' },
   'sweep-interval-seconds': { type: 'string', default: '60', help: 'how often the node is swept for orphans' },
   'sweep-min-age-seconds': { type: 'string', default: '60', help: 'how old an orphan (a session or workspace no Agent accounts for) must be before it is swept' },
-  sandbox: { type: 'string', default: 'bwrap', help: 'how agents are confined: bwrap (own uid, namespaces; see docs/install.md) or none (trusted single-tenant nodes only: agents run as the sidecar)' },
-  'agent-uid-range': { type: 'string', default: DEFAULT_UID_RANGE, help: 'uids (and gids) given to agents, one per live agent: FIRST-LAST, excluding 0 and the sidecar\'s uid' },
-  'agents-cgroup': { type: 'string', help: 'the cgroup, under the sidecar\'s own, that holds one leaf per agent (default: agent-operator-<node-name>); sidecars that share a cgroup (simulated nodes of several stacks on one machine) each need their own' },
-  'sandbox-shared-dir': { type: 'string', help: 'a directory every agent on this node sees read-write at the same path (a shared cache; it is shared between agents, so they are no longer isolated there)' },
-  'health-stall-threshold-seconds': { type: 'string', default: String(DEFAULT_STALL_THRESHOLD_MS / 1000), help: '/healthz fails when the relist of the node\'s agents has not completed a pass for this long while there is work (docs/install.md)' },
-  'file-operation-timeout-seconds': { type: 'string', default: String(DEFAULT_FILE_OPERATION_TIMEOUT_MS / 1000), help: 'bound of every file operation on the node; one that takes longer fails (and is retried with backoff)' },
-  'output-max-size': { type: 'string', default: '10Mi', help: 'the most of an agent\'s output kept on this node when its spec.output.maxSize is unset: its first half and its last bytes (a quantity: 10Mi, 1G)' },
-  'output-max-size-limit': { type: 'string', default: '100Mi', help: 'the most any agent\'s spec.output.maxSize gets on this node (a larger one is lowered to this, with a Warning Event)' },
-  'report-journal-max-size': { type: 'string', default: '4Mi', help: 'the most each report journal of one agent (reports.jsonl, findings.jsonl) holds; past it, reports of that kind are refused (507)' },
+  sandbox: {
+    type: 'string',
+    default: 'bwrap',
+    help: 'how agents are confined: bwrap (own uid, namespaces; see docs/install.md) or none (trusted single-tenant nodes only: agents run as the sidecar)',
+  },
+  'agent-uid-range': { type: 'string', default: DEFAULT_UID_RANGE, help: "uids (and gids) given to agents, one per live agent: FIRST-LAST, excluding 0 and the sidecar's uid" },
+  'agents-cgroup': {
+    type: 'string',
+    help: "the cgroup, under the sidecar's own, that holds one leaf per agent (default: agent-operator-<node-name>); sidecars that share a cgroup (simulated nodes of several stacks on one machine) each need their own",
+  },
+  'sandbox-shared-dir': {
+    type: 'string',
+    help: 'a directory every agent on this node sees read-write at the same path (a shared cache; it is shared between agents, so they are no longer isolated there)',
+  },
+  'health-stall-threshold-seconds': {
+    type: 'string',
+    default: String(DEFAULT_STALL_THRESHOLD_MS / 1000),
+    help: "/healthz fails when the relist of the node's agents has not completed a pass for this long while there is work (docs/install.md)",
+  },
+  'file-operation-timeout-seconds': {
+    type: 'string',
+    default: String(DEFAULT_FILE_OPERATION_TIMEOUT_MS / 1000),
+    help: 'bound of every file operation on the node; one that takes longer fails (and is retried with backoff)',
+  },
+  'output-max-size': {
+    type: 'string',
+    default: '10Mi',
+    help: "the most of an agent's output kept on this node when its spec.output.maxSize is unset: its first half and its last bytes (a quantity: 10Mi, 1G)",
+  },
+  'output-max-size-limit': { type: 'string', default: '100Mi', help: "the most any agent's spec.output.maxSize gets on this node (a larger one is lowered to this, with a Warning Event)" },
+  'report-journal-max-size': {
+    type: 'string',
+    default: '4Mi',
+    help: 'the most each report journal of one agent (reports.jsonl, findings.jsonl) holds; past it, reports of that kind are refused (507)',
+  },
   'archive-max-age-seconds': { type: 'string', default: '604800', help: 'archives older than this are deleted (0: no age limit)' },
   'archive-max-size': { type: 'string', default: '10Gi', help: 'the archives together keep at most this much; the oldest are deleted first (a quantity; 0: no size limit)' },
   'log-level': { type: 'string', default: 'info', help: 'pino log level' },
@@ -97,7 +132,8 @@ export async function runSidecar(argv: string[]): Promise<number> {
     journalMaxBytes: sizeFlag(flags, 'report-journal-max-size', 1024),
     archiveRetention: retentionPolicy(intFlag(flags, 'archive-max-age-seconds', 0, 100 * 365 * 86_400), sizeFlag(flags, 'archive-max-size', 0)),
   };
-  if (tuning.output.defaultBytes > tuning.output.limitBytes) throw new UsageError(`--output-max-size (${tuning.output.defaultBytes} bytes) is above --output-max-size-limit (${tuning.output.limitBytes} bytes)`);
+  if (tuning.output.defaultBytes > tuning.output.limitBytes)
+    throw new UsageError(`--output-max-size (${tuning.output.defaultBytes} bytes) is above --output-max-size-limit (${tuning.output.limitBytes} bytes)`);
   const labels = parseLabels(flags.labels as string | undefined);
   const fileOperationTimeoutMs = intFlag(flags, 'file-operation-timeout-seconds', 1, 3600) * 1000;
   setFileOperationTimeout(fileOperationTimeoutMs);

@@ -1,7 +1,7 @@
 /**
  * The Agent controller: informers on Agents and AgentNodes feed a keyed work queue; each reconcile
- * reads the cache, asks the pure decision (reconcile.ts) for a plan, and executes it against the API
- * server. Writes are minimal merge patches and only happen when something changed.
+ * reads the cache, asks the pure planner (planAgent, reconcile.ts) for a plan, and executes it against
+ * the API server. Writes are minimal merge patches and only happen when something changed.
  */
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -12,18 +12,18 @@ import { AGENT_KIND, AGENT_NODE_KIND, API_VERSION, FINALIZER, NODE_LABEL, NODE_S
 import { isTerminalPhase, PHASES } from '../api/phase.js';
 import { rfc3339 } from '../api/time.js';
 import { isConflict, isNotFound } from '../kube/errors.js';
+import { runController } from '../kube/controllerLoop.js';
 import { EventRecorder } from '../kube/events.js';
 import { Informer, objectKey } from '../kube/informer.js';
 import { diffStatus } from '../kube/mergePatch.js';
 import { AGENT_NODE_RESOURCE, AGENT_RESOURCE, NAMESPACE_RESOURCE, agentClient, agentNodeClient, refOf, type ResourceClient, type KubeObject } from '../kube/resources.js';
-import { runWorkers, WorkQueue } from '../kube/workqueue.js';
-import { sleep } from '../kube/backoff.js';
+import { WorkQueue } from '../kube/workqueue.js';
 import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../observability/metrics.js';
 import { Gauge } from 'prom-client';
 import { bindingOf } from './binding.js';
 import { staleReadyCondition, viewNode, type NodeView } from './nodes.js';
 import { controllerOf } from './children.js';
-import { pickControllerStatus, reconcile, type Observed, type Plan, type ReconcileConfig } from './reconcile.js';
+import { pickControllerStatus, planAgent, type Observed, type Plan, type ReconcileConfig } from './reconcile.js';
 import { nodePoolOf } from './scheduler.js';
 
 type AgentObj = Agent & KubeObject;
@@ -92,26 +92,22 @@ export class AgentController {
 
   /** Runs until `signal` aborts, then drains the work in hand and stops. */
   async run(signal: AbortSignal): Promise<void> {
-    this.agents.start();
-    this.nodes.start();
-    this.namespaces.start();
     const monitor = setInterval(() => this.monitorNodes(), this.o.nodeMonitorPeriodMs ?? 5000);
     try {
-      // The informers retry forever; an API server that is down at start only delays this.
-      while (!this.hasSynced() && !signal.aborted) await sleep(100, signal);
-      if (signal.aborted) return;
-      this.log.info({ agents: this.agents.keys().length, nodes: this.nodes.keys().length }, 'caches synced; starting workers');
-      const workers = runWorkers(this.queue, this.o.workers ?? 4, (key) => this.reconcileKey(key), {
-        logger: this.log,
-        onReconcile: reconcileObserver(this.o.metrics, CONTROLLER_NAME),
-      });
-      await aborted(signal);
-      await this.queue.shutDownWithDrain();
-      await workers;
+      await runController(
+        {
+          informers: [this.agents, this.nodes, this.namespaces],
+          queue: this.queue,
+          workers: this.o.workers ?? 4,
+          reconcile: (key) => this.reconcileKey(key),
+          logger: this.log,
+          onReconcile: reconcileObserver(this.o.metrics, CONTROLLER_NAME),
+          onSynced: () => this.log.info({ agents: this.agents.keys().length, nodes: this.nodes.keys().length }, 'caches synced; starting workers'),
+        },
+        signal,
+      );
     } finally {
       clearInterval(monitor);
-      this.queue.shutDown();
-      await Promise.all([this.agents.stop(), this.nodes.stop(), this.namespaces.stop()]);
       await this.events.flush();
     }
   }
@@ -148,9 +144,11 @@ export class AgentController {
       })
       .onDelete(nodeChanged);
     // A namespace's pool changed: its Pending Agents may fit now, or no longer.
-    this.namespaces.onAdd((ns) => this.enqueuePending(ns.metadata?.name)).onUpdate((old, cur) => {
-      if (old.metadata?.annotations?.[NODE_SELECTOR_ANNOTATION] !== cur.metadata?.annotations?.[NODE_SELECTOR_ANNOTATION]) this.enqueuePending(cur.metadata?.name);
-    });
+    this.namespaces
+      .onAdd((ns) => this.enqueuePending(ns.metadata?.name))
+      .onUpdate((old, cur) => {
+        if (old.metadata?.annotations?.[NODE_SELECTOR_ANNOTATION] !== cur.metadata?.annotations?.[NODE_SELECTOR_ANNOTATION]) this.enqueuePending(cur.metadata?.name);
+      });
   }
 
   /** Agents whose controlling owner is `parent` (by UID). */
@@ -219,7 +217,7 @@ export class AgentController {
     const pool = nodePoolOf(namespace, this.namespaces.get(namespace));
     const decide = async () => {
       const now = Date.now();
-      const plan = reconcile({ agent, ...this.family(agent), nodes: this.nodeViews(now), used: this.usedSlots(), ...(pool ? { pool } : {}), now, config: this.config });
+      const plan = planAgent({ agent, ...this.family(agent), nodes: this.nodeViews(now), used: this.usedSlots(), ...(pool ? { pool } : {}), now, config: this.config });
       await this.execute(agent, plan);
       return plan;
     };
@@ -267,7 +265,7 @@ export class AgentController {
       // After the status that records them: a child is created only once its place is committed.
       for (const child of plan.createChildren) {
         try {
-          await this.agentApi.create(child as AgentObj);
+          await this.agentApi.create(child);
           log.info({ child: child.metadata?.name }, 'child created');
         } catch (err) {
           if (!isConflict(err)) throw err; // 409 AlreadyExists: created before (a retry), or taken (refused next pass)
@@ -275,7 +273,7 @@ export class AgentController {
       }
       for (const s of plan.stopChildren) {
         await this.agentApi.patch({ namespace: ref.namespace, name: s.name }, { spec: { stop: true, stopReason: s.reason } });
-        log.info({ child: s.name }, 'child stopped at its parent\'s request');
+        log.info({ child: s.name }, "child stopped at its parent's request");
       }
       if (plan.removeFinalizer) {
         await this.agentApi.removeFinalizer(current, FINALIZER);
@@ -339,8 +337,4 @@ export class AgentController {
 function schedulingView(n: NodeObj): string {
   const ready = n.status?.conditions?.find((c) => c.type === 'Ready')?.status;
   return JSON.stringify([n.metadata?.labels, n.spec?.unschedulable, n.status?.capacity, ready]);
-}
-
-function aborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
 }

@@ -1,6 +1,6 @@
 /**
- * The Agent reconcile decision (pure): observed state in, a plan of effects out. The controller's
- * effect layer executes the plan; nothing here talks to the API server or reads the clock.
+ * The Agent controller's planner, planAgent (pure): observed state in, a plan of effects out. The
+ * controller's effect layer executes the plan; nothing here talks to the API server or reads the clock.
  */
 import { validateSpec, type Agent, type AgentStatus } from '../api/agent.js';
 import { findCondition, observedAt, setCondition, setConditionFamily, type ConditionInput } from '../api/conditions.js';
@@ -49,10 +49,7 @@ export interface EventSpec {
 }
 
 /** Controller-owned status fields: the executor diffs these against what it observed. */
-export type ControllerStatus = Pick<
-  AgentStatus,
-  'phase' | 'reason' | 'message' | 'nodeName' | 'scheduledTime' | 'completionTime' | 'conditions' | 'observedGeneration' | 'children'
->;
+export type ControllerStatus = Pick<AgentStatus, 'phase' | 'reason' | 'message' | 'nodeName' | 'scheduledTime' | 'completionTime' | 'conditions' | 'observedGeneration' | 'children'>;
 
 export const CONTROLLER_STATUS_FIELDS = [
   'phase',
@@ -83,7 +80,7 @@ export interface Plan {
 
 const WARNING_PHASES: readonly Phase[] = ['Failed', 'Error', 'Terminated'];
 
-export function reconcile(o: Observed): Plan {
+export function planAgent(o: Observed): Plan {
   const { agent, now } = o;
   const status = agent.status ?? {};
   const nowTime = rfc3339(new Date(now));
@@ -324,4 +321,3 @@ export function pickControllerStatus(status: AgentStatus): ControllerStatus {
   }
   return out;
 }
-

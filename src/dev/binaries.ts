@@ -77,10 +77,7 @@ function isExecutableFile(path: string): boolean {
  * Binaries the environment points at, per name: first the KUBEBUILDER_ASSETS directory, then the
  * individual TEST_ASSET_* variables. Pure apart from the file checks passed in.
  */
-export function fromEnvironment(
-  env: NodeJS.ProcessEnv,
-  isExecutable: (path: string) => boolean = isExecutableFile,
-): Partial<Record<BinaryName, { path: string; source: string }>> {
+export function fromEnvironment(env: NodeJS.ProcessEnv, isExecutable: (path: string) => boolean = isExecutableFile): Partial<Record<BinaryName, { path: string; source: string }>> {
   const found: Partial<Record<BinaryName, { path: string; source: string }>> = {};
   for (const name of BINARY_NAMES) {
     const inAssets = env.KUBEBUILDER_ASSETS ? join(env.KUBEBUILDER_ASSETS, name) : undefined;
@@ -97,6 +94,8 @@ function cacheComplete(dir: string): boolean {
 
 export interface EnsureOptions {
   logger: Logger;
+  /** Human-readable progress of a first-run build (what is built, each binary, elapsed time), for a terminal. */
+  progress?: (line: string) => void;
   env?: NodeJS.ProcessEnv;
   /** Upper bound for the whole build (the cold build, module downloads included, took 10.5 min on 2 cores). */
   buildTimeoutMs?: number;
@@ -134,11 +133,11 @@ export async function ensureCache(opts: EnsureOptions): Promise<string> {
   if (cacheComplete(dir)) return dir;
   const timeoutMs = opts.buildTimeoutMs ?? DEFAULT_BUILD_TIMEOUT_MS;
   const deadline = Date.now() + timeoutMs;
-  const lock = await acquireLock(`${dir}.lock`, { deadline, done: () => cacheComplete(dir), logger: opts.logger });
+  const lock = await acquireLock(`${dir}.lock`, { deadline, done: () => cacheComplete(dir), logger: opts.logger, progress: opts.progress });
   if (!lock) return dir; // someone else built it while we waited
   try {
     if (cacheComplete(dir)) return dir;
-    await build(dir, versions, deadline, opts.logger);
+    await build(dir, versions, deadline, opts.logger, opts.progress ?? (() => undefined));
     return dir;
   } finally {
     await lock.release();
@@ -164,9 +163,10 @@ export async function acquireLock(
     deadline,
     done,
     logger,
+    progress,
     pollMs = 2000,
     what = 'the control-plane binaries',
-  }: { deadline: number; done: () => boolean; logger: Logger; pollMs?: number; what?: string },
+  }: { deadline: number; done: () => boolean; logger: Logger; progress?: (line: string) => void; pollMs?: number; what?: string },
 ): Promise<{ release: () => Promise<void> } | undefined> {
   await mkdir(dirname(path), { recursive: true });
   let waitingLogged = false;
@@ -193,6 +193,7 @@ export async function acquireLock(
     if (Date.now() > deadline) throw new Error(`timed out waiting for process ${holder} to finish building ${what} (lock ${path})`);
     if (!waitingLogged) {
       logger.info({ lock: path, holder }, `another process is building ${what}; waiting for it`);
+      progress?.(`another process (pid ${holder}) is building ${what}; waiting for it to finish (this happens once per version)`);
       waitingLogged = true;
     }
     await sleep(pollMs);
@@ -237,49 +238,65 @@ export async function goBuild(step: { what: string; cwd: string; args: string[] 
   logger.info({ seconds: Math.round((Date.now() - started) / 1000) }, `built ${step.what}`);
 }
 
-async function build(dir: string, versions: Versions, deadline: number, logger: Logger): Promise<void> {
+/** One `go build` per binary, so progress can name each as it starts and finishes (the shared packages compile once, in Go's build cache). */
+export function buildSteps(versions: Versions, hackDir: string, outDir: string): { name: BinaryName; what: string; cwd: string; args: string[] }[] {
+  const [major, minor] = versions.kubernetes.replace(/^v/, '').split('.');
+  const stamp = [
+    `-X k8s.io/component-base/version.gitVersion=${versions.kubernetes}`,
+    `-X k8s.io/component-base/version.gitMajor=${major}`,
+    `-X k8s.io/component-base/version.gitMinor=${minor}`,
+    `-X k8s.io/client-go/pkg/version.gitVersion=${versions.kubernetes}`,
+    '-X k8s.io/component-base/version.gitTreeState=clean',
+  ].join(' ');
+  const kube = (name: BinaryName) => ({
+    name,
+    what: `${name} ${versions.kubernetes}`,
+    cwd: join(hackDir, 'kubernetes'),
+    args: ['build', '-trimpath', '-ldflags', `-s -w ${stamp}`, '-o', join(outDir, name), `k8s.io/kubernetes/cmd/${name}`],
+  });
+  return [
+    { name: 'etcd', what: `etcd ${versions.etcd}`, cwd: join(hackDir, 'etcd'), args: ['build', '-trimpath', '-o', join(outDir, 'etcd'), 'go.etcd.io/etcd/server/v3'] },
+    kube('kube-apiserver'),
+    kube('kube-controller-manager'),
+    kube('kubectl'),
+  ];
+}
+
+/** Minutes and seconds, the way a person reads an elapsed build time. */
+export function formatElapsed(ms: number): string {
+  const s = Math.round(ms / 1000);
+  return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+}
+
+/** How often a first-run build says it is still going. */
+const PROGRESS_TICK_MS = 30_000;
+
+async function build(dir: string, versions: Versions, deadline: number, logger: Logger, progress: (line: string) => void): Promise<void> {
   const go = await goVersion(NO_GO_MESSAGE(dir));
   const tmp = `${dir}.tmp-${process.pid}`;
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
   const started = Date.now();
-  const heartbeat = setInterval(
-    () => logger.info({ minutes: Math.round((Date.now() - started) / 60_000) }, 'still building the control-plane binaries'),
-    60_000,
-  );
+  const steps = buildSteps(versions, HACK_K8S_DIR, tmp);
+  let current = steps[0]!;
+  let stepStarted = started;
+  const heartbeat = setInterval(() => {
+    logger.info({ minutes: Math.round((Date.now() - started) / 60_000) }, 'still building the control-plane binaries');
+    progress(`  still building ${current.name}: ${formatElapsed(Date.now() - stepStarted)} on it, ${formatElapsed(Date.now() - started)} in all`);
+  }, PROGRESS_TICK_MS);
   try {
-    const [major, minor] = versions.kubernetes.replace(/^v/, '').split('.');
-    const stamp = [
-      `-X k8s.io/component-base/version.gitVersion=${versions.kubernetes}`,
-      `-X k8s.io/component-base/version.gitMajor=${major}`,
-      `-X k8s.io/component-base/version.gitMinor=${minor}`,
-      `-X k8s.io/client-go/pkg/version.gitVersion=${versions.kubernetes}`,
-      '-X k8s.io/component-base/version.gitTreeState=clean',
-    ].join(' ');
-    const steps = [
-      {
-        what: `etcd ${versions.etcd}`,
-        cwd: join(HACK_K8S_DIR, 'etcd'),
-        args: ['build', '-trimpath', '-o', join(tmp, 'etcd'), 'go.etcd.io/etcd/server/v3'],
-      },
-      {
-        what: `kube-apiserver, kube-controller-manager, kubectl ${versions.kubernetes}`,
-        cwd: join(HACK_K8S_DIR, 'kubernetes'),
-        args: [
-          'build',
-          '-trimpath',
-          '-ldflags',
-          `-s -w ${stamp}`,
-          '-o',
-          `${tmp}/`,
-          'k8s.io/kubernetes/cmd/kube-apiserver',
-          'k8s.io/kubernetes/cmd/kube-controller-manager',
-          'k8s.io/kubernetes/cmd/kubectl',
-        ],
-      },
-    ];
     logger.info({ dir, go }, 'building the control-plane binaries from hack/k8s (once per version; about 10-12 min cold on 2 cores)');
-    for (const step of steps) await goBuild(step, deadline, logger);
+    progress(
+      `First run: building the control-plane binaries (${BINARY_NAMES.join(', ')}; Kubernetes ${versions.kubernetes}, etcd ${versions.etcd}) with ${go} into ${dir}.\n` +
+        'This happens once per version and takes about 10-12 minutes on 2 cores; later runs start in seconds.',
+    );
+    for (const [i, step] of steps.entries()) {
+      current = step;
+      stepStarted = Date.now();
+      progress(`[${i + 1}/${steps.length}] building ${step.what}...`);
+      await goBuild(step, deadline, logger);
+      progress(`[${i + 1}/${steps.length}] built ${step.name} in ${formatElapsed(Date.now() - stepStarted)} (${formatElapsed(Date.now() - started)} so far)`);
+    }
     for (const name of BINARY_NAMES) {
       if (!existsSync(join(tmp, name))) throw new Error(`go build did not produce ${name} in ${tmp}`);
     }
@@ -288,6 +305,7 @@ async function build(dir: string, versions: Versions, deadline: number, logger: 
     await rm(dir, { recursive: true, force: true });
     await rename(tmp, dir);
     logger.info({ dir, seconds: Math.round((Date.now() - started) / 1000) }, 'control-plane binaries ready');
+    progress(`control-plane binaries ready in ${formatElapsed(Date.now() - started)}`);
   } finally {
     clearInterval(heartbeat);
     await rm(tmp, { recursive: true, force: true });

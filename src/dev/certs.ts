@@ -55,10 +55,24 @@ async function issue(ca: CertPair, out: CertPair, subj: string, extensions: stri
   await writeFile(extFile, `${extensions.join('\n')}\n`);
   await openssl(
     [
-      'x509', '-req', '-in', '-', '-CA', ca.cert, '-CAkey', ca.key,
+      'x509',
+      '-req',
+      '-in',
+      '-',
+      '-CA',
+      ca.cert,
+      '-CAkey',
+      ca.key,
       // A random serial per certificate: no shared serial file to race on.
-      '-set_serial', `0x${randomBytes(16).toString('hex')}`,
-      '-days', DAYS, '-sha256', '-extfile', extFile, '-out', out.cert,
+      '-set_serial',
+      `0x${randomBytes(16).toString('hex')}`,
+      '-days',
+      DAYS,
+      '-sha256',
+      '-extfile',
+      extFile,
+      '-out',
+      out.cert,
     ],
     csr,
   );
@@ -68,10 +82,21 @@ export async function createPki(dir: string): Promise<Pki> {
   await mkdir(join(dir, 'users'), { recursive: true, mode: 0o700 });
   const ca = { cert: join(dir, 'ca.crt'), key: join(dir, 'ca.key') };
   await openssl([
-    'req', '-x509', ...EC_KEY, '-keyout', ca.key, '-out', ca.cert, '-days', DAYS,
-    '-subj', '/CN=agent-operator-dev-ca',
-    '-addext', 'basicConstraints=critical,CA:TRUE',
-    '-addext', 'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
+    'req',
+    '-x509',
+    ...EC_KEY,
+    '-keyout',
+    ca.key,
+    '-out',
+    ca.cert,
+    '-days',
+    DAYS,
+    '-subj',
+    '/CN=agent-operator-dev-ca',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
   ]);
   const apiserver = { cert: join(dir, 'apiserver.crt'), key: join(dir, 'apiserver.key') };
   await issue(ca, apiserver, '/CN=kube-apiserver', [
@@ -102,10 +127,6 @@ export function pkiAt(dir: string): Pki {
 export async function issueClientCert(pki: Pki, user: string, groups: string[]): Promise<CertPair> {
   const base = join(pki.dir, 'users', `${user.replace(/:/g, '_')}-${randomBytes(4).toString('hex')}`);
   const pair = { cert: `${base}.crt`, key: `${base}.key` };
-  await issue(pki.ca, pair, subject(user, groups), [
-    'basicConstraints=critical,CA:FALSE',
-    'keyUsage=critical,digitalSignature,keyEncipherment',
-    'extendedKeyUsage=clientAuth',
-  ]);
+  await issue(pki.ca, pair, subject(user, groups), ['basicConstraints=critical,CA:FALSE', 'keyUsage=critical,digitalSignature,keyEncipherment', 'extendedKeyUsage=clientAuth']);
   return pair;
 }

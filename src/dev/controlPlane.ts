@@ -105,13 +105,7 @@ function layout(stateDir: string) {
 }
 
 /** GET a URL until it answers 200 (or the process dies, or time runs out). */
-async function waitHealthy(opts: {
-  what: string;
-  url: string;
-  tls?: { ca: Buffer; cert: Buffer; key: Buffer };
-  process: ManagedProcess;
-  deadline: number;
-}): Promise<void> {
+async function waitHealthy(opts: { what: string; url: string; tls?: { ca: Buffer; cert: Buffer; key: Buffer }; process: ManagedProcess; deadline: number }): Promise<void> {
   let last = 'no answer yet';
   while (Date.now() < opts.deadline) {
     if (!opts.process.running()) {
@@ -262,31 +256,32 @@ async function startProcesses(ctx: {
   ctx.processes.push(etcd);
   await waitHealthy({ what: 'etcd', url: `${etcdUrl}/health`, process: etcd, deadline });
 
-  const startApiServer = () => startProcess({
-    name: 'kube-apiserver',
-    command: bins.kubeApiserver,
-    stateDir,
-    logger,
-    args: [
-      `--etcd-servers=${etcdUrl}`,
-      `--cert-dir=${paths.certDir}`,
-      `--tls-cert-file=${pki.apiserver.cert}`,
-      `--tls-private-key-file=${pki.apiserver.key}`,
-      `--secure-port=${apiPort}`,
-      '--bind-address=127.0.0.1',
-      // No default route on some machines: the API server cannot guess its address (controller-runtime#669).
-      '--advertise-address=127.0.0.1',
-      '--service-cluster-ip-range=10.0.0.0/24',
-      '--allow-privileged=true',
-      '--disable-admission-plugins=ServiceAccount',
-      '--authorization-mode=Node,RBAC',
-      `--client-ca-file=${pki.ca.cert}`,
-      `--service-account-issuer=${server}`,
-      `--service-account-key-file=${pki.serviceAccountPub}`,
-      `--service-account-signing-key-file=${pki.serviceAccountKey}`,
-      '--profiling=false',
-    ],
-  });
+  const startApiServer = () =>
+    startProcess({
+      name: 'kube-apiserver',
+      command: bins.kubeApiserver,
+      stateDir,
+      logger,
+      args: [
+        `--etcd-servers=${etcdUrl}`,
+        `--cert-dir=${paths.certDir}`,
+        `--tls-cert-file=${pki.apiserver.cert}`,
+        `--tls-private-key-file=${pki.apiserver.key}`,
+        `--secure-port=${apiPort}`,
+        '--bind-address=127.0.0.1',
+        // No default route on some machines: the API server cannot guess its address (controller-runtime#669).
+        '--advertise-address=127.0.0.1',
+        '--service-cluster-ip-range=10.0.0.0/24',
+        '--allow-privileged=true',
+        '--disable-admission-plugins=ServiceAccount',
+        '--authorization-mode=Node,RBAC',
+        `--client-ca-file=${pki.ca.cert}`,
+        `--service-account-issuer=${server}`,
+        `--service-account-key-file=${pki.serviceAccountPub}`,
+        `--service-account-signing-key-file=${pki.serviceAccountKey}`,
+        '--profiling=false',
+      ],
+    });
   const apiserver = await startApiServer();
   ctx.processes.push(apiserver);
   const tls = {
@@ -342,8 +337,7 @@ function clientFor(stateDir: string, state: StateFile): ControlPlaneClient {
   const paths = layout(stateDir);
   const pki = pkiAt(paths.pki);
   const kubeconfigPath = paths.admin;
-  const newKubeconfigPath = (who: string) =>
-    join(paths.kubeconfigs, `${who.replace(/[^A-Za-z0-9._-]/g, '_')}-${randomBytes(4).toString('hex')}.kubeconfig`);
+  const newKubeconfigPath = (who: string) => join(paths.kubeconfigs, `${who.replace(/[^A-Za-z0-9._-]/g, '_')}-${randomBytes(4).toString('hex')}.kubeconfig`);
   return {
     server: state.server,
     kubeconfigPath,

@@ -15,6 +15,7 @@ import { isTerminalPhase } from '../api/phase.js';
 import { helpText, intFlag, parseFlags, untilSignal, type FlagSpec } from '../cmd/flags.js';
 import { loadKubeConfig } from '../kube/client.js';
 import { agentClient, type KubeObject } from '../kube/resources.js';
+import { ensureBinaries } from './binaries.js';
 import { stderrLogger } from './logger.js';
 import { PACKAGE_ROOT } from './paths.js';
 import { optInReferences, Stack } from './stack.js';
@@ -58,10 +59,12 @@ export async function runDemo(argv: string[]): Promise<number> {
   logger.level = process.env.LOG_LEVEL ?? 'warn';
   const stateDir = await mkdtemp(join(tmpdir(), 'agent-operator-demo-'));
   const signal = untilSignal();
-  console.log('starting the local stack (control plane, controller, 2 nodes)...');
   let stack: Stack | undefined;
   let ok = false;
   try {
+    // Resolved here, not inside the stack, so a first run says what it builds and how far it is (the logger is quiet).
+    await ensureBinaries({ logger, progress: (l) => console.log(l) });
+    console.log('starting the local stack (control plane, controller, 2 nodes)...');
     stack = await Stack.start({ stateDir, logger, nodes: 2 });
     const kubectl = stack.controlPlane.kubectl.bind(stack.controlPlane);
     await kubectl(['create', 'namespace', NAMESPACE]);

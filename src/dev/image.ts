@@ -52,7 +52,10 @@ export interface BaseInputs {
 
 /** The base's name in the cache and in buildah's storage: readable, and a digest of every input. */
 export function baseKey(i: BaseInputs): string {
-  const digest = createHash('sha256').update(JSON.stringify([i.suite, i.variant, i.mirror, i.node, i.npm])).digest('hex').slice(0, 12);
+  const digest = createHash('sha256')
+    .update(JSON.stringify([i.suite, i.variant, i.mirror, i.node, i.npm]))
+    .digest('hex')
+    .slice(0, 12);
   return `${i.suite}-node${i.node}-npm${i.npm}-${digest}`;
 }
 
@@ -120,12 +123,16 @@ export interface BudOptions {
 export function budArgs(o: BudOptions): string[] {
   return [
     'bud',
-    '--isolation', 'chroot',
+    '--isolation',
+    'chroot',
     '--layers',
-    '--build-arg', `NODE_IMAGE=${o.base}`,
+    '--build-arg',
+    `NODE_IMAGE=${o.base}`,
     ...(o.npmrc ? ['--volume', `${HOST_CA_BUNDLE}:${BUILD_CA_PATH}:ro`, '--volume', `${o.npmrc}:${BUILD_NPMRC_PATH}:ro`] : []),
-    '--tag', o.tag,
-    '--file', join(o.context, 'Dockerfile'),
+    '--tag',
+    o.tag,
+    '--file',
+    join(o.context, 'Dockerfile'),
     o.context,
   ];
 }
@@ -208,10 +215,14 @@ async function synthesizeBase(inputs: BaseInputs, name: string, archive: string,
         'buildah',
         [
           'config',
-          '--env', PATH_ENV,
-          '--env', `NODE_VERSION=${inputs.node}`,
-          '--cmd', '["node"]',
-          '--label', `org.opencontainers.image.description=stand-in for node:${BASE_RECIPE.node.range}-slim: debootstrap --variant=${inputs.variant} ${inputs.suite} ${inputs.mirror}, node ${inputs.node}, npm ${inputs.npm}`,
+          '--env',
+          PATH_ENV,
+          '--env',
+          `NODE_VERSION=${inputs.node}`,
+          '--cmd',
+          '["node"]',
+          '--label',
+          `org.opencontainers.image.description=stand-in for node:${BASE_RECIPE.node.range}-slim: debootstrap --variant=${inputs.variant} ${inputs.suite} ${inputs.mirror}, node ${inputs.node}, npm ${inputs.npm}`,
           ctr,
         ],
         { timeoutMs: buildahTimeout() },
@@ -242,10 +253,7 @@ export interface Base {
 /** The stand-in for node:24-slim in buildah's storage: already there, loaded from the cache, or made. */
 export async function ensureBase(o: { logger: Logger; env?: NodeJS.ProcessEnv; deadline: number }): Promise<Base> {
   const mirror = debianMirror(await readAptSources(), BASE_RECIPE.suite);
-  const [node, npm] = await Promise.all([
-    resolveVersion(BASE_RECIPE.node.package, BASE_RECIPE.node.range, o.deadline),
-    resolveVersion(BASE_RECIPE.npm.package, BASE_RECIPE.npm.range, o.deadline),
-  ]);
+  const [node, npm] = await Promise.all([resolveVersion(BASE_RECIPE.node.package, BASE_RECIPE.node.range, o.deadline), resolveVersion(BASE_RECIPE.npm.package, BASE_RECIPE.npm.range, o.deadline)]);
   const inputs: BaseInputs = { suite: BASE_RECIPE.suite, variant: BASE_RECIPE.variant, mirror, node, npm };
   const key = baseKey(inputs);
   const name = `${BASE_REPOSITORY}:${key}`;

@@ -6,13 +6,7 @@ export type Credentials = { certFile: string; keyFile: string } | { token: strin
 
 const b64 = async (path: string) => (await readFile(path)).toString('base64');
 
-export async function renderKubeconfig(opts: {
-  server: string;
-  caFile: string;
-  user: string;
-  credentials: Credentials;
-  namespace?: string;
-}): Promise<string> {
+export async function renderKubeconfig(opts: { server: string; caFile: string; user: string; credentials: Credentials; namespace?: string }): Promise<string> {
   const user =
     'token' in opts.credentials
       ? { token: opts.credentials.token }

@@ -120,7 +120,14 @@ interface SeccompCondition {
 }
 
 /** libseccomp's name of each Go architecture. */
-const SCMP_ARCH: Record<string, string> = { amd64: 'SCMP_ARCH_X86_64', arm64: 'SCMP_ARCH_AARCH64', '386': 'SCMP_ARCH_X86', arm: 'SCMP_ARCH_ARM', s390x: 'SCMP_ARCH_S390X', ppc64le: 'SCMP_ARCH_PPC64LE' };
+const SCMP_ARCH: Record<string, string> = {
+  amd64: 'SCMP_ARCH_X86_64',
+  arm64: 'SCMP_ARCH_AARCH64',
+  '386': 'SCMP_ARCH_X86',
+  arm: 'SCMP_ARCH_ARM',
+  s390x: 'SCMP_ARCH_S390X',
+  ppc64le: 'SCMP_ARCH_PPC64LE',
+};
 
 /** Node's process.arch as the Go architecture names seccomp profiles use. */
 const GO_ARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64', ia32: '386', arm: 'arm', s390x: 's390x', ppc64: 'ppc64le' };
@@ -160,8 +167,20 @@ export function loadLocalhostProfile(root: string, profile: string): SeccompProf
 
 /** containerd's default capability set, what a container gets before its securityContext drops or adds. */
 export const DEFAULT_CAPABILITIES = [
-  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID',
-  'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
+  'CAP_CHOWN',
+  'CAP_DAC_OVERRIDE',
+  'CAP_FSETID',
+  'CAP_FOWNER',
+  'CAP_MKNOD',
+  'CAP_NET_RAW',
+  'CAP_SETGID',
+  'CAP_SETUID',
+  'CAP_SETFCAP',
+  'CAP_SETPCAP',
+  'CAP_NET_BIND_SERVICE',
+  'CAP_SYS_CHROOT',
+  'CAP_KILL',
+  'CAP_AUDIT_WRITE',
 ];
 
 const BINARY_SUFFIX: Record<string, number> = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40 };
@@ -214,8 +233,12 @@ export function ociSpec(i: ContainerInput): { spec: OciSpec; notApplied: string[
   const runtimeDefault = seccompProfile?.type === 'RuntimeDefault';
   const notApplied = [
     ...(runtimeDefault ? [`${sc.seccompProfile ? 'container' : 'pod'} securityContext.seccompProfile: ${JSON.stringify(seccompProfile)}`] : []),
-    ...Object.keys(pod).filter((k) => !HANDLED_POD.has(k) && pod[k as keyof V1PodSecurityContext] !== undefined).map((k) => `pod securityContext.${k}: ${JSON.stringify(pod[k as keyof V1PodSecurityContext])}`),
-    ...Object.keys(sc).filter((k) => !HANDLED_CONTAINER.has(k) && sc[k as keyof typeof sc] !== undefined).map((k) => `container securityContext.${k}: ${JSON.stringify(sc[k as keyof typeof sc])}`),
+    ...Object.keys(pod)
+      .filter((k) => !HANDLED_POD.has(k) && pod[k as keyof V1PodSecurityContext] !== undefined)
+      .map((k) => `pod securityContext.${k}: ${JSON.stringify(pod[k as keyof V1PodSecurityContext])}`),
+    ...Object.keys(sc)
+      .filter((k) => !HANDLED_CONTAINER.has(k) && sc[k as keyof typeof sc] !== undefined)
+      .map((k) => `container securityContext.${k}: ${JSON.stringify(sc[k as keyof typeof sc])}`),
   ];
   if (sc.privileged) throw new Error('privileged containers are not supported here');
   const userns = i.hostUsers === false;
@@ -301,7 +324,10 @@ export function ociSpec(i: ContainerInput): { spec: OciSpec; notApplied: string[
       ...(i.cgroupsPath ? { cgroupsPath: i.cgroupsPath } : {}),
       ...(seccomp ? { seccomp } : {}),
       // runc's and containerd's defaults; procMount: Unmasked lifts them.
-      maskedPaths: sc.procMount === 'Unmasked' ? [] : ['/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware'],
+      maskedPaths:
+        sc.procMount === 'Unmasked'
+          ? []
+          : ['/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware'],
       readonlyPaths: sc.procMount === 'Unmasked' ? [] : ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
     },
   };

@@ -10,6 +10,7 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { withTimeout } from '../kube/backoff.js';
 
 export interface ExitInfo {
   code: number | null;
@@ -90,21 +91,16 @@ function tail(path: string, lines: number): string {
     const length = Math.min(size, 64 * 1024);
     const buf = Buffer.alloc(length);
     readSync(fd, buf, 0, length, size - length);
-    return buf.toString('utf8').split('\n').slice(-lines - 1).join('\n').trimEnd();
+    return buf
+      .toString('utf8')
+      .split('\n')
+      .slice(-lines - 1)
+      .join('\n')
+      .trimEnd();
   } catch {
     return '';
   } finally {
     if (fd !== undefined) closeSync(fd);
-  }
-}
-
-/** `promise`, or undefined after `ms`; the timer is cleared either way so it never holds the process open. */
-async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  const ac = new AbortController();
-  try {
-    return await Promise.race([promise, sleep(ms, undefined, { signal: ac.signal }).then(() => undefined, () => undefined)]);
-  } finally {
-    ac.abort();
   }
 }
 
@@ -125,9 +121,7 @@ export async function startProcess(opts: {
   const pidPath = join(pidDir(opts.stateDir), `${opts.name}.pid`);
   // The child writes to the file itself: no pipe through this process that could fill or break.
   const out = openSync(logPath, 'a');
-  const [file, args] = setpriv
-    ? [setpriv, ['--pdeathsig', 'KILL', '--', opts.command, ...opts.args]]
-    : [opts.command, opts.args];
+  const [file, args] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', opts.command, ...opts.args]] : [opts.command, opts.args];
   const child = spawn(file, args, { stdio: ['ignore', out, out], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
   closeSync(out);
   const spawned = await new Promise<number>((resolve, reject) => {
@@ -150,11 +144,14 @@ export async function startProcess(opts: {
     stop: async (graceMs = 10_000) => {
       if (running) {
         child.kill('SIGTERM');
-        const result = await raceTimeout(exited, graceMs);
-        if (!result) {
+        const stopped = await withTimeout(exited, graceMs, `${opts.name} to exit`).then(
+          () => true,
+          () => false,
+        );
+        if (!stopped) {
           opts.logger.warn({ process: opts.name, pid: spawned, graceMs }, 'did not stop after SIGTERM; sending SIGKILL');
           child.kill('SIGKILL');
-          await raceTimeout(exited, 10_000);
+          await withTimeout(exited, 10_000, `${opts.name} to exit`).catch(() => undefined);
         }
       }
       await rm(pidPath, { force: true });

@@ -196,8 +196,8 @@ export class Stack {
   stop(): Promise<void> {
     return (this.stopping ??= (async () => {
       // Sidecars first: a controller that outlives them would start giving their nodes up.
-      await Promise.all([...this.sidecars.values()].map((s) => s.proc?.stop(30_000)));
-      await Promise.all(this.controllers.map((c) => c.proc?.stop(30_000)));
+      await Promise.all([...this.sidecars.values()].map(async (s) => s.proc?.stop(30_000)));
+      await Promise.all(this.controllers.map(async (c) => c.proc?.stop(30_000)));
       // Sessions outlive sidecars by design; the stack is not a node, so it ends them itself.
       for (const s of this.sidecars.values()) {
         await killNodeLeftovers(s.root, this.o.logger);
@@ -233,7 +233,16 @@ export class Stack {
       metricsUrl: s.metricsUrl,
       healthUrl: s.healthUrl,
       process: () => s.proc,
-      ...(node ? { root: node.root, archiveDir: node.archiveDir, kubeconfig: node.kubeconfig, agentsCgroup: node.agentsCgroup, ...(node.crashFile ? { crashFile: node.crashFile } : {}), ...(node.stallDir ? { stallDir: node.stallDir } : {}) } : {}),
+      ...(node
+        ? {
+            root: node.root,
+            archiveDir: node.archiveDir,
+            kubeconfig: node.kubeconfig,
+            agentsCgroup: node.agentsCgroup,
+            ...(node.crashFile ? { crashFile: node.crashFile } : {}),
+            ...(node.stallDir ? { stallDir: node.stallDir } : {}),
+          }
+        : {}),
     } as never;
   }
 
@@ -253,7 +262,9 @@ export class Stack {
     const input = docs.map((d) => JSON.stringify(d)).join('\n');
     const applied = await this.controlPlane.kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager=agent-operator-dev', '-f', '-'], { input, timeoutMs: 60_000 });
     if (applied.exitCode !== 0) throw new Error(`installing deploy/ (CRDs, RBAC, admission policies) failed: ${applied.stderr}`);
-    const established = await this.controlPlane.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/agents.orchestrator.dev', 'crd/agentnodes.orchestrator.dev'], { timeoutMs: 70_000 });
+    const established = await this.controlPlane.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/agents.orchestrator.dev', 'crd/agentnodes.orchestrator.dev'], {
+      timeoutMs: 70_000,
+    });
     if (established.exitCode !== 0) throw new Error(`CRDs not established: ${established.stderr}`);
   }
 
@@ -287,13 +298,19 @@ export class Stack {
         healthUrl: `http://${h}`,
         args: [
           'controller',
-          '--kubeconfig', controllerKc,
+          '--kubeconfig',
+          controllerKc,
           '--leader-elect',
-          '--leader-election-namespace', OPERATOR_NAMESPACE,
-          '--metrics-bind-address', m,
-          '--health-probe-bind-address', h,
-          '--node-lost-grace-seconds', String(o.nodeLostGraceSeconds ?? 60),
-          '--heartbeat-grace-seconds', String(o.heartbeatGraceSeconds ?? 40),
+          '--leader-election-namespace',
+          OPERATOR_NAMESPACE,
+          '--metrics-bind-address',
+          m,
+          '--health-probe-bind-address',
+          h,
+          '--node-lost-grace-seconds',
+          String(o.nodeLostGraceSeconds ?? 60),
+          '--heartbeat-grace-seconds',
+          String(o.heartbeatGraceSeconds ?? 40),
           ...(o.launchTimeoutSeconds !== undefined ? ['--launch-timeout-seconds', String(o.launchTimeoutSeconds)] : []),
           ...logLevel,
         ],
@@ -325,25 +342,45 @@ export class Stack {
         healthUrl: `http://${h}`,
         args: [
           'sidecar',
-          '--kubeconfig', sidecarKc,
-          '--node-name', node,
-          '--root', root,
-          '--archive-dir', archiveDir,
-          '--capacity', String(o.capacity ?? 4),
+          '--kubeconfig',
+          sidecarKc,
+          '--node-name',
+          node,
+          '--root',
+          root,
+          '--archive-dir',
+          archiveDir,
+          '--capacity',
+          String(o.capacity ?? 4),
           // Simulated nodes share one machine, and stacks of concurrent processes too: each node its
           // own uids (256 from a base chosen by pid), as two real nodes' agents never meet.
-          '--sandbox-shared-dir', this.sharedDir,
-          '--agent-uid-range', `${uidBase + i * 256}-${uidBase + i * 256 + 255}`,
-          '--agents-cgroup', agentsCgroup,
-          '--metrics-bind-address', m,
-          '--health-probe-bind-address', h,
-          '--poll-interval-ms', String(o.pollIntervalMs ?? 500),
-          '--heartbeat-interval-seconds', String(o.heartbeatIntervalSeconds ?? 5),
-          '--sweep-interval-seconds', String(o.sweepIntervalSeconds ?? 30),
+          '--sandbox-shared-dir',
+          this.sharedDir,
+          '--agent-uid-range',
+          `${uidBase + i * 256}-${uidBase + i * 256 + 255}`,
+          '--agents-cgroup',
+          agentsCgroup,
+          '--metrics-bind-address',
+          m,
+          '--health-probe-bind-address',
+          h,
+          '--poll-interval-ms',
+          String(o.pollIntervalMs ?? 500),
+          '--heartbeat-interval-seconds',
+          String(o.heartbeatIntervalSeconds ?? 5),
+          '--sweep-interval-seconds',
+          String(o.sweepIntervalSeconds ?? 30),
           ...(o.sweepMinAgeSeconds !== undefined ? ['--sweep-min-age-seconds', String(o.sweepMinAgeSeconds)] : []),
           ...(o.healthStallThresholdSeconds !== undefined ? ['--health-stall-threshold-seconds', String(o.healthStallThresholdSeconds)] : []),
           ...(o.fileOperationTimeoutSeconds !== undefined ? ['--file-operation-timeout-seconds', String(o.fileOperationTimeoutSeconds)] : []),
-          ...(Object.keys(labels).length > 0 ? ['--labels', Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',')] : []),
+          ...(Object.keys(labels).length > 0
+            ? [
+                '--labels',
+                Object.entries(labels)
+                  .map(([k, v]) => `${k}=${v}`)
+                  .join(','),
+              ]
+            : []),
           ...(o.sidecarArgs ?? []),
           ...logLevel,
         ],

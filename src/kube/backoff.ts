@@ -1,4 +1,4 @@
-/** Delays and sleeps shared by the informer, the work queue and leader election. */
+/** Delays, sleeps and timeouts shared by every layer (the informer, the work queue, leader election, the sidecar, the report server). */
 
 export interface BackoffOptions {
   baseMs: number;
@@ -33,4 +33,24 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     }, ms);
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+export class WaitTimeoutError extends Error {
+  constructor(what: string, timeoutMs: number) {
+    super(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    this.name = 'WaitTimeoutError';
+  }
+}
+
+/** Resolves or rejects like `promise`, or rejects once `timeoutMs` passed (the timer never outlives it). */
+export async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new WaitTimeoutError(what, timeoutMs)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

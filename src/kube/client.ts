@@ -7,15 +7,7 @@ import { existsSync } from 'node:fs';
 import type { Agent } from 'node:http';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import {
-  KubeConfig,
-  Observable,
-  setHeaderOptions,
-  type Cluster,
-  type ConfigurationOptions,
-  type RequestContext,
-  type ResponseContext,
-} from '@kubernetes/client-node';
+import { KubeConfig, Observable, setHeaderOptions, type Cluster, type ConfigurationOptions, type RequestContext, type ResponseContext } from '@kubernetes/client-node';
 
 /** Every API call gets a deadline; a hung connection must not hang a reconcile forever. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;

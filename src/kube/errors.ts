@@ -4,12 +4,16 @@
  */
 import { ApiException } from '@kubernetes/client-node';
 
-/** A non-2xx answer to a raw request; `body` is the parsed metav1.Status when the server sent one. */
+/**
+ * A non-2xx HTTP answer: one received (a raw request to the API server; `body` is the parsed
+ * metav1.Status when the server sent one) or one to send (the report endpoint; `headers` go with it).
+ */
 export class HttpError extends Error {
   constructor(
     readonly statusCode: number,
     readonly body: unknown,
     message?: string,
+    readonly headers: Record<string, string> = {},
   ) {
     super(message ?? `HTTP ${statusCode}: ${statusMessage(body) ?? 'no message'}`);
     this.name = 'HttpError';
@@ -47,9 +51,17 @@ export const isGone = (err: unknown): boolean => statusCode(err) === 410;
 export const isInvalid = (err: unknown): boolean => statusCode(err) === 422;
 
 /** The metav1.Status body of an API error (parsed), when there is one. */
-export function statusBody(err: unknown): { message?: string; reason?: string; code?: number } | undefined {
+/** The fields of a metav1.Status this code reads. */
+export interface StatusBody {
+  message?: string;
+  reason?: string;
+  code?: number;
+  details?: { causes?: unknown[] };
+}
+
+export function statusBody(err: unknown): StatusBody | undefined {
   if (typeof err !== 'object' || err === null || !('body' in err)) return undefined;
-  let body = (err as { body: unknown }).body;
+  let body = err.body;
   if (typeof body === 'string') {
     const text = body;
     try {
@@ -58,13 +70,11 @@ export function statusBody(err: unknown): { message?: string; reason?: string; c
       return { message: text };
     }
   }
-  return typeof body === 'object' && body !== null ? (body as { message?: string; reason?: string; code?: number }) : undefined;
+  return typeof body === 'object' && body !== null ? body : undefined;
 }
 
 function statusMessage(body: unknown): string | undefined {
-  return typeof body === 'object' && body !== null && typeof (body as { message?: unknown }).message === 'string'
-    ? (body as { message: string }).message
-    : undefined;
+  return typeof body === 'object' && body !== null && typeof (body as { message?: unknown }).message === 'string' ? (body as { message: string }).message : undefined;
 }
 
 /** A short, log-friendly description (ApiException's own message embeds headers and the whole body). */

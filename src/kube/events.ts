@@ -11,6 +11,7 @@
  */
 import { EventsV1Api, PatchStrategy, V1MicroTime, type EventsV1Event, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { withTimeout } from './backoff.js';
 import { callOptions } from './client.js';
 import { describeError, isNotFound } from './errors.js';
 import { withDefaults } from './options.js';
@@ -100,16 +101,10 @@ export class EventRecorder {
 
   /** Waits (at most `timeoutMs`) for the writes in flight; for shutdown and tests. */
   async flush(timeoutMs = this.o.timeoutMs): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
-    try {
-      while (this.inFlight.size > 0) {
-        const settled = Promise.allSettled([...this.inFlight]).then(() => 'done' as const);
-        if ((await Promise.race([settled, deadline.then(() => 'timeout' as const)])) === 'timeout') return;
-      }
-    } finally {
-      clearTimeout(timer);
-    }
+    const settled = async () => {
+      while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    };
+    await withTimeout(settled(), timeoutMs, 'events in flight').catch(() => undefined);
   }
 
   private record(regarding: EventSubject, type: EventType, reason: string, note: string, action: string): void {
@@ -207,10 +202,7 @@ export class EventRecorder {
         return;
       }
       const patch = { series: { count, lastObservedTime: new V1MicroTime(s.lastObserved) } };
-      await this.api.patchNamespacedEvent(
-        { namespace: s.namespace, name: s.name, body: patch },
-        callOptions({ timeoutMs: this.o.timeoutMs, contentType: PatchStrategy.MergePatch }),
-      );
+      await this.api.patchNamespacedEvent({ namespace: s.namespace, name: s.name, body: patch }, callOptions({ timeoutMs: this.o.timeoutMs, contentType: PatchStrategy.MergePatch }));
     } catch (err) {
       if (s.created && isNotFound(err)) {
         // The Event expired (events have a TTL) while the series went on: start a new one.

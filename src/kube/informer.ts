@@ -147,25 +147,33 @@ export class Informer<T extends KubeObject> {
     }
   }
 
-  /** Resolves once the first LIST is in the cache; rejects after `timeoutMs` or when stopped first. */
-  waitForSync(timeoutMs = 60_000): Promise<void> {
+  /**
+   * Resolves once the first LIST is in the cache; rejects after `timeoutMs` (Infinity: no limit),
+   * when `signal` aborts, or when stopped first.
+   */
+  waitForSync(timeoutMs = 60_000, signal?: AbortSignal): Promise<void> {
     if (this.synced) return Promise.resolve();
     if (this.stopController.signal.aborted) return Promise.reject(new Error('informer stopped'));
+    if (signal?.aborted) return Promise.reject(new Error(`informer ${this.o.resource.plural}: waiting for sync aborted`));
     return new Promise((resolve, reject) => {
+      const settle = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        this.syncWaiters = this.syncWaiters.filter((w) => w !== waiter);
+      };
       const waiter = {
         resolve: () => {
-          clearTimeout(timer);
+          settle();
           resolve();
         },
         reject: (e: Error) => {
-          clearTimeout(timer);
+          settle();
           reject(e);
         },
       };
-      const timer = setTimeout(() => {
-        this.syncWaiters = this.syncWaiters.filter((w) => w !== waiter);
-        reject(new Error(`informer ${this.o.resource.plural}: not synced after ${timeoutMs} ms`));
-      }, timeoutMs);
+      const onAbort = () => waiter.reject(new Error(`informer ${this.o.resource.plural}: waiting for sync aborted`));
+      const timer = Number.isFinite(timeoutMs) ? setTimeout(() => waiter.reject(new Error(`informer ${this.o.resource.plural}: not synced after ${timeoutMs} ms`)), timeoutMs) : undefined;
+      signal?.addEventListener('abort', onAbort, { once: true });
       this.syncWaiters.push(waiter);
     });
   }

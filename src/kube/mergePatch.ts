@@ -17,7 +17,7 @@ const isAbsent = (v: unknown): boolean => v === undefined || v === null;
 
 /** Drops undefined and null object members recursively (what JSON and a merge patch would make of them). */
 export function pruneAbsent<T>(v: T): T {
-  if (Array.isArray(v)) return v.map((x) => (isPlainObject(x) || Array.isArray(x) ? pruneAbsent(x) : x)) as T;
+  if (Array.isArray(v)) return (v as unknown[]).map((x) => (isPlainObject(x) || Array.isArray(x) ? pruneAbsent(x) : x)) as T;
   if (!isPlainObject(v)) return v;
   const out: Obj = {};
   for (const [k, x] of Object.entries(v)) if (!isAbsent(x)) out[k] = pruneAbsent(x);

@@ -85,13 +85,7 @@ export interface WatchEvent<T = unknown> {
  * abort reason when `signal` aborts, with whatever `onEvent` throws (the connection is then closed), and
  * on a broken connection or an unparsable line.
  */
-export async function watchStream<T>(
-  kc: KubeConfig,
-  path: string,
-  query: Query,
-  signal: AbortSignal,
-  onEvent: (e: WatchEvent<T>) => void,
-): Promise<void> {
+export async function watchStream<T>(kc: KubeConfig, path: string, query: Query, signal: AbortSignal, onEvent: (e: WatchEvent<T>) => void): Promise<void> {
   let res: IncomingMessage | undefined;
   try {
     res = await openRequest(kc, { path, query: { ...query, watch: 'true' }, signal });

@@ -4,14 +4,7 @@
  * writers cannot clobber.
  */
 import { CustomObjectsApi, PatchStrategy, type KubeConfig } from '@kubernetes/client-node';
-import {
-  AGENT_KIND,
-  AGENT_NODE_KIND,
-  AGENT_NODE_PLURAL,
-  AGENT_PLURAL,
-  GROUP,
-  VERSION,
-} from '../api/constants.js';
+import { AGENT_KIND, AGENT_NODE_KIND, AGENT_NODE_PLURAL, AGENT_PLURAL, GROUP, VERSION } from '../api/constants.js';
 import type { Agent } from '../api/agent.js';
 import type { AgentNode } from '../api/agentNode.js';
 import { callOptions } from './client.js';
@@ -105,9 +98,7 @@ export interface PatchOptions {
   resourceVersion?: string;
 }
 
-export type JsonPatchOp =
-  | { op: 'add' | 'replace' | 'test'; path: string; value: unknown }
-  | { op: 'remove'; path: string };
+export type JsonPatchOp = { op: 'add' | 'replace' | 'test'; path: string; value: unknown } | { op: 'remove'; path: string };
 
 /** Typed CRUD for one custom resource kind. Errors are client-node ApiExceptions (see errors.ts). */
 export class ResourceClient<T extends KubeObject> {
@@ -133,9 +124,7 @@ export class ResourceClient<T extends KubeObject> {
 
   async get(ref: ObjectRef): Promise<T> {
     const p = this.base(ref);
-    return (await (this.resource.namespaced
-      ? this.api.getNamespacedCustomObject(p, this.opts())
-      : this.api.getClusterCustomObject(p, this.opts()))) as T;
+    return (await (this.resource.namespaced ? this.api.getNamespacedCustomObject(p, this.opts()) : this.api.getClusterCustomObject(p, this.opts()))) as T;
   }
 
   /** Like get, but undefined when the object does not exist. */
@@ -180,9 +169,7 @@ export class ResourceClient<T extends KubeObject> {
     const preconditions = o.uid || o.resourceVersion ? { uid: o.uid, resourceVersion: o.resourceVersion } : undefined;
     const req = { ...p, propagationPolicy: o.propagationPolicy, body: { preconditions } };
     try {
-      await (this.resource.namespaced
-        ? this.api.deleteNamespacedCustomObject(req, this.opts())
-        : this.api.deleteClusterCustomObject(req, this.opts()));
+      await (this.resource.namespaced ? this.api.deleteNamespacedCustomObject(req, this.opts()) : this.api.deleteClusterCustomObject(req, this.opts()));
       return true;
     } catch (err) {
       if (isNotFound(err)) return false;
@@ -194,9 +181,7 @@ export class ResourceClient<T extends KubeObject> {
   async patch(ref: ObjectRef, mergePatch: Record<string, unknown>, o: PatchOptions = {}): Promise<T> {
     const p = { ...this.base(ref), body: withPrecondition(mergePatch, o) };
     const opts = this.opts(PatchStrategy.MergePatch);
-    return (await (this.resource.namespaced
-      ? this.api.patchNamespacedCustomObject(p, opts)
-      : this.api.patchClusterCustomObject(p, opts))) as T;
+    return (await (this.resource.namespaced ? this.api.patchNamespacedCustomObject(p, opts) : this.api.patchClusterCustomObject(p, opts))) as T;
   }
 
   /** Merge patch of labels, annotations, ... */
@@ -208,18 +193,14 @@ export class ResourceClient<T extends KubeObject> {
   async patchStatus(ref: ObjectRef, statusPatch: Record<string, unknown>, o: PatchOptions = {}): Promise<T> {
     const p = { ...this.base(ref), body: withPrecondition({ status: statusPatch }, o) };
     const opts = this.opts(PatchStrategy.MergePatch);
-    return (await (this.resource.namespaced
-      ? this.api.patchNamespacedCustomObjectStatus(p, opts)
-      : this.api.patchClusterCustomObjectStatus(p, opts))) as T;
+    return (await (this.resource.namespaced ? this.api.patchNamespacedCustomObjectStatus(p, opts) : this.api.patchClusterCustomObjectStatus(p, opts))) as T;
   }
 
   /** JSON patch (RFC 6902) on the object. */
   async jsonPatch(ref: ObjectRef, ops: JsonPatchOp[]): Promise<T> {
     const p = { ...this.base(ref), body: ops };
     const opts = this.opts(PatchStrategy.JsonPatch);
-    return (await (this.resource.namespaced
-      ? this.api.patchNamespacedCustomObject(p, opts)
-      : this.api.patchClusterCustomObject(p, opts))) as T;
+    return (await (this.resource.namespaced ? this.api.patchNamespacedCustomObject(p, opts) : this.api.patchClusterCustomObject(p, opts))) as T;
   }
 
   /**
@@ -291,10 +272,9 @@ export function finalizerRemoveOps(obj: KubeObject, finalizer: string): JsonPatc
  * no longer exists) with a bare 422: the generic message and no field causes, unlike validation errors.
  */
 function isFailedTest(err: unknown): boolean {
-  const body = statusBody(err) as { message?: string; details?: { causes?: unknown[] } } | undefined;
+  const body = statusBody(err);
   return /rejected our request due to an error in our request/.test(body?.message ?? '') && !body?.details?.causes?.length;
 }
 
 export const agentClient = (kc: KubeConfig, timeoutMs?: number) => new ResourceClient<Agent & KubeObject>(kc, AGENT_RESOURCE, timeoutMs);
-export const agentNodeClient = (kc: KubeConfig, timeoutMs?: number) =>
-  new ResourceClient<AgentNode & KubeObject>(kc, AGENT_NODE_RESOURCE, timeoutMs);
+export const agentNodeClient = (kc: KubeConfig, timeoutMs?: number) => new ResourceClient<AgentNode & KubeObject>(kc, AGENT_NODE_RESOURCE, timeoutMs);

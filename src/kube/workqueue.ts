@@ -9,7 +9,7 @@
  *   in progress, bounded by a timeout.
  */
 import type { Logger } from 'pino';
-import { backoffDelay } from './backoff.js';
+import { backoffDelay, withTimeout } from './backoff.js';
 import { describeError, isConflict } from './errors.js';
 
 export interface RateLimiter<K> {
@@ -177,14 +177,8 @@ export class WorkQueue<K = string> {
     this.draining = true;
     this.beginShutdown();
     if (this.isDrained()) return true;
-    let timer: NodeJS.Timeout | undefined;
     const drained = new Promise<boolean>((resolve) => this.drainWaiters.push(() => resolve(true)));
-    const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
-    try {
-      return await Promise.race([drained, timedOut]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return withTimeout(drained, timeoutMs, 'the queue to drain').catch(() => false);
   }
 
   private beginShutdown(): void {
@@ -241,12 +235,7 @@ export interface WorkerOptions<K> {
  * so at once in practice, but bounded if the cache stays stale) without counting an error; any other
  * error → logged, counted, requeued with the per-key backoff.
  */
-export async function runWorkers<K>(
-  queue: WorkQueue<K>,
-  n: number,
-  reconcile: (key: K) => Promise<ReconcileResult>,
-  o: WorkerOptions<K>,
-): Promise<void> {
+export async function runWorkers<K>(queue: WorkQueue<K>, n: number, reconcile: (key: K) => Promise<ReconcileResult>, o: WorkerOptions<K>): Promise<void> {
   const worker = async () => {
     for (;;) {
       const key = await queue.get();

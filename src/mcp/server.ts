@@ -10,17 +10,7 @@ import { CallToolRequestSchema, ListToolsRequestSchema, type CallToolResult } fr
 import { z } from 'zod';
 import { VERSION } from '../cmd/version.js';
 import { callReportChannel, ChannelError } from '../report/cli.js';
-import {
-  acceptedResponseSchema,
-  CALL_PATHS,
-  describeIssues,
-  findingSchema,
-  REPORT_PATHS,
-  statusReportSchema,
-  CALL_SCHEMAS,
-  type ChildrenAnswer,
-  type SpawnAnswer,
-} from '../report/protocol.js';
+import { acceptedResponseSchema, CALL_PATHS, describeIssues, findingSchema, REPORT_PATHS, statusReportSchema, CALL_SCHEMAS, type ChildrenAnswer, type SpawnAnswer } from '../report/protocol.js';
 import { sleep } from '../kube/backoff.js';
 
 export interface McpOptions {
@@ -73,7 +63,7 @@ async function spawn(input: z.infer<typeof CALL_SCHEMAS.spawn>, o: Required<McpO
 export const TOOLS: readonly Tool[] = [
   {
     name: 'update_agent_progress',
-    description: "Report how this agent is doing: status working or blocked with progress (0-100) and a message; completed, failed or error end the agent (its session is stopped and cleaned up).",
+    description: 'Report how this agent is doing: status working or blocked with progress (0-100) and a message; completed, failed or error end the agent (its session is stopped and cleaned up).',
     schema: statusReportSchema,
     call: (input, o) => record(REPORT_PATHS.status, input, o),
   },
@@ -98,7 +88,8 @@ export const TOOLS: readonly Tool[] = [
   },
   {
     name: 'get_agent_output',
-    description: "The last lines of a child's terminal output (tail, default 100, at most 1000), optionally only lines containing grep; from the running session or, once it finished, from its archive.",
+    description:
+      "The last lines of a child's terminal output (tail, default 100, at most 1000), optionally only lines containing grep; from the running session or, once it finished, from its archive.",
     schema: CALL_SCHEMAS.output,
     call: (input, o) => channel(CALL_PATHS.output, input, o),
   },
@@ -116,7 +107,11 @@ export function inputSchemaOf(schema: z.ZodType): { type: 'object'; [k: string]:
   const strip = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(strip);
     if (typeof v !== 'object' || v === null) return v;
-    return Object.fromEntries(Object.entries(v).filter(([k]) => !k.startsWith('x-kubernetes-') && k !== '$schema').map(([k, x]) => [k, strip(x)]));
+    return Object.fromEntries(
+      Object.entries(v)
+        .filter(([k]) => !k.startsWith('x-kubernetes-') && k !== '$schema')
+        .map(([k, x]) => [k, strip(x)]),
+    );
   };
   return { ...(strip(json) as Record<string, unknown>), type: 'object' };
 }

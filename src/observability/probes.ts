@@ -57,13 +57,7 @@ function checks(res: ServerResponse, list: Record<string, Check>, verbose: boole
   else reply(res, 200, verbose ? `${lines.join('\n')}\nok\n` : 'ok');
 }
 
-export async function startProbeServers(opts: {
-  metricsAddr: string;
-  healthAddr: string;
-  registry: Registry;
-  healthz: Record<string, Check>;
-  readyz: Record<string, Check>;
-}): Promise<ProbeServers> {
+export async function startProbeServers(opts: { metricsAddr: string; healthAddr: string; registry: Registry; healthz: Record<string, Check>; readyz: Record<string, Check> }): Promise<ProbeServers> {
   const metrics = createServer((req: IncomingMessage, res: ServerResponse) => {
     if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') return reply(res, 404, 'not found\n');
     opts.registry.metrics().then(

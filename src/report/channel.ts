@@ -37,12 +37,7 @@ async function removeStale(path: string): Promise<void> {
  * short whatever the node root (sun_path holds 107 bytes) and is the directory that was checked.
  * `gid` undefined (no sandbox): the socket is the sidecar's alone.
  */
-export async function listenOnChannel(
-  dir: string,
-  gid: number | undefined,
-  onConnection: (socket: net.Socket) => void,
-  maxConnections: number,
-): Promise<Channel> {
+export async function listenOnChannel(dir: string, gid: number | undefined, onConnection: (socket: net.Socket) => void, maxConnections: number): Promise<Channel> {
   const path = join(dir, REPORT_SOCKET_NAME);
   const dirHandle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
   const server = net.createServer(onConnection);

@@ -9,17 +9,8 @@ import https from 'node:https';
 import { parseArgs } from 'node:util';
 import { AGENT_ENV, LIMITS } from '../api/constants.js';
 import { REPORTED_STATES } from '../api/phase.js';
-import {
-  acceptedResponseSchema,
-  errorResponseSchema,
-  MAX_DATA_BYTES,
-  MAX_FINDING_TYPE_LENGTH,
-  REPORT_PATHS,
-  SEVERITIES,
-  validateFinding,
-  validateStatusReport,
-  type Validated,
-} from './protocol.js';
+import { UsageError } from '../cmd/flags.js';
+import { acceptedResponseSchema, errorResponseSchema, MAX_DATA_BYTES, MAX_FINDING_TYPE_LENGTH, REPORT_PATHS, SEVERITIES, validateFinding, validateStatusReport, type Validated } from './protocol.js';
 
 export const EXIT = {
   ok: 0,
@@ -73,8 +64,6 @@ export interface ReportCliOptions {
 const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_RETRY_DELAYS_MS = [500, 1_500] as const;
 
-class UsageError extends Error {}
-
 const asFlag = (field: string) => `--${field.split('.')[0]}`;
 
 function orUsageError<T>(result: Validated<T>): T {
@@ -123,9 +112,7 @@ function reportFromArgs(argv: string[]): { path: string; body: unknown } | undef
         throw new UsageError(`--data: not valid JSON: ${(err as Error).message}`);
       }
     }
-    const finding = orUsageError(
-      validateFinding({ type: values.type, severity: values.severity, message: values.message, data }, asFlag),
-    );
+    const finding = orUsageError(validateFinding({ type: values.type, severity: values.severity, message: values.message, data }, asFlag));
     return { path: REPORT_PATHS.finding, body: finding };
   }
   rejectFlags(values, ['type', 'severity', 'data'], "a status report (use 'report finding')");
@@ -138,9 +125,7 @@ function reportFromArgs(argv: string[]): { path: string; body: unknown } | undef
  * Where this session's reports go: its own socket when AGENT_REPORT_SOCKET is set (a sandboxed
  * agent; the socket says who it is), else the loopback URL with AGENT_REPORT_TOKEN.
  */
-export type Endpoint =
-  | { kind: 'socket'; socketPath: string; path: string; describe: string }
-  | { kind: 'url'; url: URL; token: string; describe: string };
+export type Endpoint = { kind: 'socket'; socketPath: string; path: string; describe: string } | { kind: 'url'; url: URL; token: string; describe: string };
 
 export function endpointFrom(env: NodeJS.ProcessEnv, path: string): Endpoint {
   const outsideSession = 'it is set in every agent session; run this command from inside one';

@@ -9,7 +9,6 @@ import { LIMITS } from '../api/constants.js';
 import { REPORTED_STATES } from '../api/phase.js';
 
 export const SEVERITIES = ['info', 'low', 'medium', 'high', 'critical'] as const;
-export type Severity = (typeof SEVERITIES)[number];
 
 export const REPORT_PATHS = { status: '/v1/report', finding: '/v1/findings', health: '/healthz' } as const;
 
@@ -36,8 +35,7 @@ export const MAX_DATA_DEPTH = 64;
 export const MAX_BODY_BYTES = MAX_DATA_BYTES + 32 * 1024;
 
 const enumMessage = (values: readonly string[]) => `must be one of ${values.join(', ')}`;
-const lengthMessage = (min: number, max: number) =>
-  min > 0 ? `must be a string of ${min} to ${max} characters` : `must be a string of at most ${max} characters`;
+const lengthMessage = (min: number, max: number) => (min > 0 ? `must be a string of ${min} to ${max} characters` : `must be a string of at most ${max} characters`);
 
 const text = (min: number, max: number) =>
   z
@@ -85,11 +83,7 @@ const jsonData = z.unknown().superRefine((value, ctx) => {
 export const statusReportSchema = z
   .object({
     status: z.enum(REPORTED_STATES, { error: enumMessage(REPORTED_STATES) }),
-    progress: z
-      .int({ error: 'must be an integer from 0 to 100' })
-      .min(0, { error: 'must be an integer from 0 to 100' })
-      .max(100, { error: 'must be an integer from 0 to 100' })
-      .optional(),
+    progress: z.int({ error: 'must be an integer from 0 to 100' }).min(0, { error: 'must be an integer from 0 to 100' }).max(100, { error: 'must be an integer from 0 to 100' }).optional(),
     message: text(0, LIMITS.messageLength).optional(),
   })
   .strict();
@@ -109,8 +103,6 @@ export type Finding = z.infer<typeof findingSchema>;
 const recordedAt = { at: z.iso.datetime() };
 export const statusRecordSchema = statusReportSchema.extend(recordedAt);
 export const findingRecordSchema = findingSchema.extend(recordedAt);
-export type StatusRecord = z.infer<typeof statusRecordSchema>;
-export type FindingRecord = z.infer<typeof findingRecordSchema>;
 
 /** 202: the report is durable in the agent's workspace; it reaches the Agent's status later. */
 export const acceptedResponseSchema = z.object({ accepted: z.literal(true), at: z.iso.datetime() }).strict();
@@ -145,8 +137,7 @@ function validate<T>(schema: z.ZodType<T>, input: unknown, name: FieldNamer): Va
   return result.success ? { ok: true, value: result.data } : { ok: false, error: describeIssues(result.error.issues, name) };
 }
 
-export const validateStatusReport = (input: unknown, name: FieldNamer = asIs): Validated<StatusReport> =>
-  validate(statusReportSchema, input, name);
+export const validateStatusReport = (input: unknown, name: FieldNamer = asIs): Validated<StatusReport> => validate(statusReportSchema, input, name);
 export const validateFinding = (input: unknown, name: FieldNamer = asIs): Validated<Finding> => validate(findingSchema, input, name);
 
 /** A child's name as its parent's agent gives it; the Agent is named `<parent>-<name>`. */
@@ -160,12 +151,10 @@ const childName = z
 /** A spawn request's bound, serialised, so a parent's status stays far below etcd's limit. */
 export const MAX_SPAWN_BYTES = 24 * 1024;
 
-export const spawnChildSchema = childSpec
-  .extend({ name: childName })
-  .superRefine((v, ctx) => {
-    const bytes = Buffer.byteLength(JSON.stringify(v));
-    if (bytes > MAX_SPAWN_BYTES) ctx.addIssue({ code: 'custom', message: `the request is ${bytes} bytes as JSON, over the ${MAX_SPAWN_BYTES} byte limit`, path: [] });
-  });
+export const spawnChildSchema = childSpec.extend({ name: childName }).superRefine((v, ctx) => {
+  const bytes = Buffer.byteLength(JSON.stringify(v));
+  if (bytes > MAX_SPAWN_BYTES) ctx.addIssue({ code: 'custom', message: `the request is ${bytes} bytes as JSON, over the ${MAX_SPAWN_BYTES} byte limit`, path: [] });
+});
 export type SpawnChild = z.infer<typeof spawnChildSchema>;
 
 export const listChildrenSchema = z.object({}).strict();
@@ -183,7 +172,6 @@ export const childOutputSchema = z
     grep: text(1, 256).optional().meta({ description: 'Only lines containing this text (plain text, not a pattern).' }),
   })
   .strict();
-export type ChildOutputQuery = z.infer<typeof childOutputSchema>;
 
 export const stopChildSchema = z
   .object({

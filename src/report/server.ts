@@ -15,9 +15,10 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { withTimeout } from '../kube/backoff.js';
+import { HttpError } from '../kube/errors.js';
 import { listenOnChannel, type Channel } from './channel.js';
 import { DEFAULT_REPORT_CAPS, ReportLimiter, type CapKind, type ReportCaps } from './limits.js';
-import { withTimeout } from '../sidecar/runtime/wait.js';
 import { appendToJournal, DEFAULT_JOURNAL_MAX_BYTES, JournalFullError } from './journal.js';
 import {
   CALL_PATHS,
@@ -127,16 +128,6 @@ export class CallRefused extends Error {
   }
 }
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
-}
-
 type Kind = keyof typeof RECORD_FILES;
 
 interface Route {
@@ -152,21 +143,24 @@ const CALLS = new Map<string, CallKind>(Object.entries(CALL_PATHS).map(([kind, p
 
 function bearerToken(req: IncomingMessage): string {
   const header = req.headers.authorization;
-  if (!header) throw new HttpError(401, 'missing Authorization header: send "Authorization: Bearer $AGENT_REPORT_TOKEN"', { 'WWW-Authenticate': 'Bearer' });
+  if (!header) throw new HttpError(401, undefined, 'missing Authorization header: send "Authorization: Bearer $AGENT_REPORT_TOKEN"', { 'WWW-Authenticate': 'Bearer' });
   const match = /^Bearer +(\S+) *$/i.exec(header);
-  if (!match) throw new HttpError(401, 'Authorization header must be "Bearer <token>"', { 'WWW-Authenticate': 'Bearer' });
+  if (!match) throw new HttpError(401, undefined, 'Authorization header must be "Bearer <token>"', { 'WWW-Authenticate': 'Bearer' });
   return match[1]!;
 }
 
 function checkContentType(req: IncomingMessage): void {
   const [mediaType, ...params] = (req.headers['content-type'] ?? '').split(';').map((p) => p.trim().toLowerCase());
-  const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
+  const charset = params
+    .find((p) => p.startsWith('charset='))
+    ?.slice('charset='.length)
+    .replace(/"/g, '');
   if (mediaType !== JSON_MEDIA_TYPE || (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')) {
-    throw new HttpError(415, `Content-Type must be ${JSON_MEDIA_TYPE} (got '${req.headers['content-type'] ?? 'none'}')`);
+    throw new HttpError(415, undefined, `Content-Type must be ${JSON_MEDIA_TYPE} (got '${req.headers['content-type'] ?? 'none'}')`);
   }
 }
 
-const tooLarge = () => new HttpError(413, `request body is over the ${MAX_BODY_BYTES} byte limit`);
+const tooLarge = () => new HttpError(413, undefined, `request body is over the ${MAX_BODY_BYTES} byte limit`);
 
 /** The body, up to MAX_BODY_BYTES; past that it stops reading and fails with 413. */
 function readBody(req: IncomingMessage, res: ServerResponse): Promise<Buffer> {
@@ -202,7 +196,7 @@ function readBody(req: IncomingMessage, res: ServerResponse): Promise<Buffer> {
       reject(err);
     };
     const onClose = () => {
-      if (!req.complete) onError(new HttpError(400, 'client closed the connection before sending the whole body'));
+      if (!req.complete) onError(new HttpError(400, undefined, 'client closed the connection before sending the whole body'));
     };
     req.on('data', onData);
     req.on('end', onEnd);
@@ -216,12 +210,12 @@ function parseJson(body: Buffer): unknown {
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(body);
   } catch {
-    throw new HttpError(400, 'body is not valid UTF-8');
+    throw new HttpError(400, undefined, 'body is not valid UTF-8');
   }
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new HttpError(400, `body is not valid JSON: ${(err as Error).message}`);
+    throw new HttpError(400, undefined, `body is not valid JSON: ${(err as Error).message}`);
   }
 }
 
@@ -266,9 +260,7 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
     const written = (chains.get(ctx.uid) ?? Promise.resolve()).then(async () => {
       await appendToJournal(file, line, journalMaxBytes);
       // Started inside the chain so callbacks see an agent's reports in file order.
-      const reflected = Promise.resolve().then(() =>
-        kind === 'status' ? options.onStatus(ctx, report as StatusReport, at) : options.onFinding(ctx, report as Finding, at),
-      );
+      const reflected = Promise.resolve().then(() => (kind === 'status' ? options.onStatus(ctx, report as StatusReport, at) : options.onFinding(ctx, report as Finding, at)));
       return { reflected };
     });
     const tail = written.then(
@@ -292,28 +284,28 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
 
   function unknownAgent(req: IncomingMessage): HttpError {
     const uid = channelOf.get(req.socket);
-    if (uid === undefined) return new HttpError(401, 'invalid report token', { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
+    if (uid === undefined) return new HttpError(401, undefined, 'invalid report token', { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
     // A socket is only opened for an agent of this node: its Agent is not in the sidecar's cache yet.
-    return new HttpError(503, `the node does not know agent ${uid} yet (its sidecar is starting); retry shortly`, { 'Retry-After': '1' });
+    return new HttpError(503, undefined, `the node does not know agent ${uid} yet (its sidecar is starting); retry shortly`, { 'Retry-After': '1' });
   }
 
   function capped(refusal: ReturnType<ReportLimiter['admit']>): void {
     if (!refusal) return;
     options.onCapped?.(refusal.kind);
-    throw new HttpError(429, refusal.message, { 'Retry-After': String(refusal.retryAfterSeconds) });
+    throw new HttpError(429, undefined, refusal.message, { 'Retry-After': String(refusal.retryAfterSeconds) });
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://report.invalid').pathname;
     if (path === REPORT_PATHS.health) {
-      if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, `${req.method} not allowed on ${path}`, { Allow: 'GET, HEAD' });
+      if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, undefined, `${req.method} not allowed on ${path}`, { Allow: 'GET, HEAD' });
       send(res, 200, { ok: true });
       return;
     }
     const route = ROUTES[path];
     const call = CALLS.get(path);
-    if (!route && !(call && options.onCall)) throw new HttpError(404, `no such endpoint: ${path} (use POST ${REPORT_PATHS.status} or POST ${REPORT_PATHS.finding})`);
-    if (req.method !== 'POST') throw new HttpError(405, `${req.method} not allowed on ${path}: use POST`, { Allow: 'POST' });
+    if (!route && !(call && options.onCall)) throw new HttpError(404, undefined, `no such endpoint: ${path} (use POST ${REPORT_PATHS.status} or POST ${REPORT_PATHS.finding})`);
+    if (req.method !== 'POST') throw new HttpError(405, undefined, `${req.method} not allowed on ${path}: use POST`, { Allow: 'POST' });
     const identify = identifier(req);
     const ctx = identify();
     if (!ctx) throw unknownAgent(req);
@@ -327,13 +319,13 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
       return;
     }
     const validated = route.validate(parsed);
-    if (!validated.ok) throw new HttpError(400, validated.error);
+    if (!validated.ok) throw new HttpError(400, undefined, validated.error);
 
     // Checked and enqueued in one synchronous step: whoever flips acceptingReports and then awaits
     // whenIdle() either sees this report written or makes it fail here.
     const current = identify();
     if (!current || current.uid !== ctx.uid || !current.acceptingReports) {
-      throw new HttpError(409, `agent ${ctx.uid} has ended and no longer accepts reports`);
+      throw new HttpError(409, undefined, `agent ${ctx.uid} has ended and no longer accepts reports`);
     }
     const { at, written } = record(current, route.kind, validated.value);
     let reflected: Promise<void>;
@@ -342,7 +334,7 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
     } catch (err) {
       if (err instanceof JournalFullError) throw new HttpError(507, `the agent's ${RECORD_FILES[route.kind]} is full (${err.maxBytes} bytes): this report is not recorded`);
       log.error({ err, uid: ctx.uid, kind: route.kind }, 'could not record a report');
-      throw new HttpError(500, `could not record the report: ${(err as Error).message}`);
+      throw new HttpError(500, undefined, `could not record the report: ${(err as Error).message}`);
     }
     try {
       await withTimeout(reflected, callbackTimeoutMs, 'the report to reach the status');
@@ -356,18 +348,18 @@ export async function startReportServer<C extends AgentContext>(options: ReportS
   /** A call: validated like a report, refused once the agent has ended, answered by onCall. */
   async function answerCall(ctx: C, kind: CallKind, body: unknown, res: ServerResponse): Promise<void> {
     const validated = validateCall(kind, body);
-    if (!validated.ok) throw new HttpError(400, validated.error);
-    if (!ctx.acceptingReports) throw new HttpError(409, `agent ${ctx.uid} has ended and can no longer call ${kind}`);
+    if (!validated.ok) throw new HttpError(400, undefined, validated.error);
+    if (!ctx.acceptingReports) throw new HttpError(409, undefined, `agent ${ctx.uid} has ended and can no longer call ${kind}`);
     try {
       send(res, 200, await options.onCall!(ctx, kind, validated.value));
     } catch (err) {
-      if (err instanceof CallRefused) throw new HttpError(err.status, err.message);
+      if (err instanceof CallRefused) throw new HttpError(err.status, undefined, err.message);
       throw err;
     }
   }
 
   function refuse(req: IncomingMessage, res: ServerResponse, err: unknown): void {
-    const status = err instanceof HttpError ? err.status : 500;
+    const status = err instanceof HttpError ? err.statusCode : 500;
     const message = err instanceof HttpError ? err.message : 'internal error';
     if (!(err instanceof HttpError)) log.error({ err }, 'report request failed');
     else log.info({ status, path: req.url, error: message }, 'report request refused');

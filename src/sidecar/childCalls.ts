@@ -35,7 +35,7 @@ export class ChildCalls {
 
   async answer<K extends CallKind>(key: string, kind: K, input: CallInput<K>): Promise<object> {
     const parent = this.o.cached(key);
-    if (!parent) throw new CallRefused(503, 'this agent is not in the node\'s cache yet; retry');
+    if (!parent) throw new CallRefused(503, "this agent is not in the node's cache yet; retry");
     switch (kind) {
       case 'spawn':
         return this.spawn(parent, input as CallInput<'spawn'>);
@@ -70,7 +70,7 @@ export class ChildCalls {
   private async write<T>(cached: AgentObj, decide: (parent: AgentObj) => Refusal | { answer: T; patch?: Record<string, unknown> }): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const parent = await this.o.api.get(refOf(cached));
-      if (parent.metadata?.uid !== cached.metadata?.uid) throw new CallRefused(409, 'this agent\'s Agent no longer exists');
+      if (parent.metadata?.uid !== cached.metadata?.uid) throw new CallRefused(409, "this agent's Agent no longer exists");
       const d = decide(parent);
       if ('refused' in d) throw new CallRefused(d.refused.status, d.refused.message);
       if (!d.patch) return d.answer;

@@ -1,7 +1,7 @@
 /**
- * The node sidecar's decision for one Agent bound to its node (pure): launch it, leave it running,
- * or clean it up; and which sidecar-owned status fields to write. What the node has seen (an exit
- * code, a final report) counts at once, before the controller's phase comes back round.
+ * The node sidecar's plan for one Agent bound to its node, planAgentOnNode (pure): launch it, leave
+ * it running, or clean it up; and which sidecar-owned status fields to write. What the node has seen
+ * (an exit code, a final report) counts at once, before the controller's phase comes back round.
  */
 import type { Agent, AgentStatus, CleanupRecord } from '../api/agent.js';
 import type { LimitController } from '../api/constants.js';
@@ -82,7 +82,7 @@ export function workersFor(capacity: number): number {
   return Math.max(4, capacity + 2);
 }
 
-export function decideNode(agent: Agent, local: LocalFacts, now: number): NodeDecision {
+export function planAgentOnNode(agent: Agent, local: LocalFacts, now: number): NodeDecision {
   const status = agent.status ?? {};
   const desired = desiredStatus(agent, local, now);
   const statusPatch = diffFields(status, desired);
@@ -92,7 +92,7 @@ export function decideNode(agent: Agent, local: LocalFacts, now: number): NodeDe
   // The agent as it will look once our observations land: judge the end on that.
   const merged: Agent = { ...agent, status: { ...status, ...desired } };
   const outcome = agentOutcome(merged, now);
-  const trigger = isTerminalPhase(status.phase) ? status.reason ?? status.phase : outcome?.reason;
+  const trigger = isTerminalPhase(status.phase) ? (status.reason ?? status.phase) : outcome?.reason;
   if (trigger) return { action: { kind: 'cleanup', trigger }, statusPatch };
   // A cleanup cut short (a crash) is finished, never followed by a launch.
   if (local.cleanupBegun) return { action: { kind: 'cleanup', trigger: local.cleanupBegun }, statusPatch };

@@ -61,7 +61,7 @@ export class Heartbeat {
   async beat(running: number): Promise<void> {
     const status = heartbeatStatus(this.last, { capacity: this.o.capacity, running, version: this.o.version, now: new Date() });
     try {
-      const written = await this.o.api.patchStatus({ name: this.o.nodeName }, status as Record<string, unknown>);
+      const written = await this.o.api.patchStatus({ name: this.o.nodeName }, status);
       this.last = written.status;
     } catch (err) {
       this.o.logger.warn({ err: describeError(err) }, 'heartbeat failed');

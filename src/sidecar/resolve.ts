@@ -8,7 +8,7 @@ import type { KeySelector } from '../api/fields.js';
 import { optInCommand, REFERENCES_ROLE_BINDING } from '../api/references.js';
 import { callOptions } from '../kube/client.js';
 import { isNotFound, statusCode } from '../kube/errors.js';
-import type { EnvEntry } from './runtime/index.js';
+import type { EnvEntry } from './runtime/expand.js';
 
 export class ResolveError extends Error {}
 
@@ -22,7 +22,10 @@ type Ref = { kind: 'ConfigMap' | 'Secret'; ref: KeySelector; field: string };
 export class SpecResolver {
   private readonly core: CoreV1Api;
 
-  constructor(kc: KubeConfig, private readonly timeoutMs = 10_000) {
+  constructor(
+    kc: KubeConfig,
+    private readonly timeoutMs = 10_000,
+  ) {
     this.core = kc.makeApiClient(CoreV1Api);
   }
 

@@ -13,16 +13,17 @@ import type { Agent, CleanupRecord } from '../api/agent.js';
 import { bytesOf, milliCpuOf } from '../api/quantity.js';
 import type { Limits } from './runtime/cgroup.js';
 import { AGENT_ENV, API_VERSION, AGENT_KIND, DEFAULTS, NODE_LABEL, REPORT_SOCKET_NAME, SANDBOX_REPORT_DIR, type LimitController } from '../api/constants.js';
-import { sleep } from '../kube/backoff.js';
+import { backoffDelay, sleep } from '../kube/backoff.js';
 import { describeError } from '../kube/errors.js';
+import { runController } from '../kube/controllerLoop.js';
 import { EventRecorder } from '../kube/events.js';
 import { Informer, objectKey } from '../kube/informer.js';
 import { AGENT_RESOURCE, agentClient, agentNodeClient, refOf, type KubeObject, type ResourceClient } from '../kube/resources.js';
-import { runWorkers, WorkQueue } from '../kube/workqueue.js';
+import { WorkQueue } from '../kube/workqueue.js';
 import { queueMetricsFor, reconcileObserver, type ReconcileMetrics } from '../observability/metrics.js';
 import type { ReportCaps } from '../report/limits.js';
 import { startReportServer, type AgentContext, type ReportServer } from '../report/server.js';
-import { decideNode, outputTimeResolutionMs, RESUMABLE_STEPS, workersFor, type LocalFacts, type ResumableStep } from './decide.js';
+import { planAgentOnNode, outputTimeResolutionMs, RESUMABLE_STEPS, workersFor, type LocalFacts, type ResumableStep } from './decide.js';
 import { relistWants, type Glimpse } from './relist.js';
 import { DEFAULT_STALL_THRESHOLD_MS, progressProblem, RelistProgress } from './progress.js';
 import { ChildCalls } from './childCalls.js';
@@ -30,7 +31,13 @@ import { ExitWatches } from './exitWatch.js';
 import { Heartbeat, registerNode } from './registration.js';
 import { addFinding, latestReport, replayReports, type FindingsSummary, type LatestReport } from './reports.js';
 import { ResolveError, SpecResolver } from './resolve.js';
-import { checkLayout, checkTraversable, cleanupAgent, expandEnv, isAgentUid, probeSandbox, type NodeSandbox, launch, listSessions, listWorkspaces, observeSession, sweepNode, workspacePaths } from './runtime/index.js';
+import { cleanupAgent } from './runtime/cleanup.js';
+import { expandEnv } from './runtime/expand.js';
+import { launch } from './runtime/launch.js';
+import { listSessions, observeSession } from './runtime/observe.js';
+import { checkLayout, checkTraversable, probeSandbox, type NodeSandbox } from './runtime/sandbox.js';
+import { sweepNode } from './runtime/sweep.js';
+import { hasTombstone, isAgentUid, listWorkspaces, sha256Hex, tombstoneTrigger, workspacePaths } from './runtime/workspace.js';
 import { findArchiveLocation } from './runtime/archive.js';
 import { exists } from './runtime/files.js';
 import { stallPoint } from './runtime/stallPoint.js';
@@ -38,7 +45,6 @@ import { DEFAULT_OUTPUT_MAX_BYTES, outputCapFor, statOutput } from './runtime/ca
 import { enforceRetention, RETENTION_REASONS, type RetentionPolicy } from './runtime/retention.js';
 import { listPanes, sessionNameFor, type PaneInfo } from './runtime/tmux.js';
 import { readSandboxUid } from './runtime/uids.js';
-import { hasTombstone, sha256Hex, tombstoneTrigger } from './runtime/workspace.js';
 import { registerSpawnMetric } from './runtime/spawn.js';
 
 type AgentObj = Agent & KubeObject;
@@ -99,6 +105,9 @@ export const REPORTING_CONTROLLER = 'orchestrator.dev/sidecar';
 const RESYNC_TICKS = 30;
 /** A launch unfinished for longer than this is logged at every resync until it ends. */
 const SLOW_LAUNCH_MS = 30_000;
+
+/** Registration retries: 0.5 s doubling to 30 s. */
+const REGISTRATION_BACKOFF = { baseMs: 500, maxMs: 30_000 };
 
 export class NodeSidecar {
   private readonly log: Logger;
@@ -202,12 +211,17 @@ export class NodeSidecar {
       labelNames: ['reason'],
       registers: [m.registry],
     });
-    this.archiveDeletedBytes = new Counter({ name: 'agent_operator_archive_deleted_bytes_total', help: 'Bytes of the archives deleted by retention, by reason', labelNames: ['reason'], registers: [m.registry] });
+    this.archiveDeletedBytes = new Counter({
+      name: 'agent_operator_archive_deleted_bytes_total',
+      help: 'Bytes of the archives deleted by retention, by reason',
+      labelNames: ['reason'],
+      registers: [m.registry],
+    });
     for (const reason of RETENTION_REASONS) {
       this.archiveDeletions.inc({ reason }, 0);
       this.archiveDeletedBytes.inc({ reason }, 0);
     }
-    this.archiveBytes = new Gauge({ name: 'agent_operator_archive_bytes', help: 'Bytes the node\'s archives held after the last retention pass', registers: [m.registry] });
+    this.archiveBytes = new Gauge({ name: 'agent_operator_archive_bytes', help: "Bytes the node's archives held after the last retention pass", registers: [m.registry] });
     registerSpawnMetric(m.registry);
     const unfinished = this.unfinished;
     new Gauge({
@@ -279,32 +293,34 @@ export class NodeSidecar {
       await this.heartbeat.beat(running);
     };
     await beat();
-    this.agents.start();
     this.progress.started(Date.now());
     const timers = [
       setInterval(() => void beat(), this.o.heartbeatIntervalMs ?? 10_000),
       setInterval(() => void this.poll().catch((err: unknown) => this.log.error({ err: describeError(err) }, 'relist failed')), this.o.pollIntervalMs ?? 1000),
       setInterval(() => void this.sweep().then(() => this.retain()), this.o.sweepIntervalMs ?? 60_000),
     ];
+    const server = this.server;
     try {
-      while (!this.agents.hasSynced() && !signal.aborted) await sleep(100, signal);
-      if (signal.aborted) return;
-      this.log.info({ agents: this.agents.keys().length, report: this.server.url }, 'synced; managing agents');
-      void this.sweep();
-      const workers = runWorkers(this.queue, this.o.workers ?? workersFor(this.o.capacity), (key) => this.reconcile(key), {
-        logger: this.log,
-        onReconcile: reconcileObserver(this.o.metrics, CONTROLLER_NAME),
-      });
-      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
-      // Cleanups in hand finish; sessions are never killed because the sidecar stops.
-      await this.queue.shutDownWithDrain();
-      await workers;
+      // On stop, cleanups in hand finish; sessions are never killed because the sidecar stops.
+      await runController(
+        {
+          informers: [this.agents],
+          queue: this.queue,
+          workers: this.o.workers ?? workersFor(this.o.capacity),
+          reconcile: (key) => this.syncAgent(key),
+          logger: this.log,
+          onReconcile: reconcileObserver(this.o.metrics, CONTROLLER_NAME),
+          onSynced: () => {
+            this.log.info({ agents: this.agents.keys().length, report: server.url }, 'synced; managing agents');
+            void this.sweep();
+          },
+        },
+        signal,
+      );
     } finally {
       timers.forEach(clearInterval);
       this.exits.closeAll();
-      this.queue.shutDown();
-      await this.agents.stop();
-      await this.server.close();
+      await server.close();
       await this.events.flush();
     }
   }
@@ -313,7 +329,7 @@ export class NodeSidecar {
   private async checkSandbox(): Promise<void> {
     const { host, uids } = this.o.sandbox;
     if (host.mode === 'none') {
-      this.log.warn('SANDBOX DISABLED (--sandbox=none): every agent runs as this sidecar\'s user, sees the whole node and every other agent; use only on a trusted single-tenant node');
+      this.log.warn("SANDBOX DISABLED (--sandbox=none): every agent runs as this sidecar's user, sees the whole node and every other agent; use only on a trusted single-tenant node");
       return;
     }
     checkLayout(host, { 'node root': this.o.root, 'archive directory': this.o.archiveDir, kubeconfig: this.o.kubeconfigPath });
@@ -380,7 +396,10 @@ export class NodeSidecar {
     let port = this.o.reportPort;
     if (port === undefined) {
       // Running sessions carry AGENT_REPORT_URL: the port must survive restarts.
-      const saved = await readFile(statePath, 'utf8').then((t) => JSON.parse(t) as { reportPort?: number }, () => ({}) as { reportPort?: number });
+      const saved = await readFile(statePath, 'utf8').then(
+        (t) => JSON.parse(t) as { reportPort?: number },
+        (): { reportPort?: number } => ({}),
+      );
       port = saved.reportPort ?? 0;
     }
     const server = await startReportServer<Ctx>({
@@ -464,7 +483,7 @@ export class NodeSidecar {
     for (const uid of this.glimpses.keys()) if (!seen.has(uid)) this.glimpses.delete(uid);
   }
 
-  private async reconcile(key: string): Promise<void> {
+  private async syncAgent(key: string): Promise<void> {
     const agent = this.agents.get(key);
     const uid = agent?.metadata?.uid;
     // The binding is the label (the controller's record, what we watch) and status.nodeName (its copy); act when both name this node.
@@ -476,7 +495,7 @@ export class NodeSidecar {
     if (this.cleaning.has(uid)) return;
     const log = this.log.child({ namespace: agent.metadata?.namespace, name: agent.metadata?.name, uid });
     const local = await this.localFacts(uid);
-    const decision = decideNode(agent, local, Date.now());
+    const decision = planAgentOnNode(agent, local, Date.now());
     if (decision.statusPatch) {
       await this.agentApi.patchStatus(refOf(agent), decision.statusPatch);
       log.debug({ patch: Object.keys(decision.statusPatch) }, 'status written');
@@ -576,7 +595,7 @@ export class NodeSidecar {
         outputMaxBytes: this.outputCap(agent, log),
         logger: this.runtimeLogger(agent),
       });
-      if (result.cleanedUp) await this.recoverFromArchive(uid);
+      if (result.tombstoned) await this.recoverFromArchive(uid);
       if (result.limitsNotEnforced) {
         // Into the Agent's status; the controller records the Warning Event (a node's Events are about its AgentNode only).
         log.warn({ limitsNotEnforced: result.limitsNotEnforced }, 'limits not enforced on this node');
@@ -604,7 +623,7 @@ export class NodeSidecar {
     const asked = agent.spec.output?.maxSize;
     const node = this.o.output ?? { defaultBytes: DEFAULT_OUTPUT_MAX_BYTES, limitBytes: DEFAULT_OUTPUT_MAX_BYTES };
     const cap = outputCapFor(asked !== undefined ? bytesOf(asked, 'spec.output.maxSize') : undefined, node);
-    if (cap.clamped) log.warn({ asked, maxBytes: cap.maxBytes }, 'spec.output.maxSize above this node\'s limit: lowered');
+    if (cap.clamped) log.warn({ asked, maxBytes: cap.maxBytes }, "spec.output.maxSize above this node's limit: lowered");
     return cap.maxBytes;
   }
 
@@ -723,7 +742,7 @@ export class NodeSidecar {
       try {
         return await fn();
       } catch (err) {
-        const delay = Math.min(30_000, 500 * 2 ** attempt);
+        const delay = backoffDelay(attempt, REGISTRATION_BACKOFF);
         this.log.warn({ err: describeError(err), retryInMs: delay }, `${what} failed`);
         await sleep(delay, signal);
       }

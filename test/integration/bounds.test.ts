@@ -36,11 +36,16 @@ describe('bounds', () => {
     nodes: 1,
     sweepIntervalSeconds: 1,
     sidecarArgs: [
-      '--output-max-size', '64Ki',
-      '--output-max-size-limit', '1Mi',
-      '--report-journal-max-size', String(JOURNAL_MAX_BYTES),
-      '--archive-max-size', String(ARCHIVE_MAX_BYTES),
-      '--archive-max-age-seconds', String(7 * 86_400),
+      '--output-max-size',
+      '64Ki',
+      '--output-max-size-limit',
+      '1Mi',
+      '--report-journal-max-size',
+      String(JOURNAL_MAX_BYTES),
+      '--archive-max-size',
+      String(ARCHIVE_MAX_BYTES),
+      '--archive-max-age-seconds',
+      String(7 * 86_400),
     ],
   });
 
@@ -74,16 +79,19 @@ describe('bounds', () => {
     assert.ok(most <= o.maxBytes, `the node held ${most} bytes of output, more than the cap ${o.maxBytes}`);
     assert.ok(samples > 5, `only ${samples} samples`);
     await assertNothingLeft(stack(), a);
-    const manifest = await assertArchive(a.status!.cleanup!.archivePath!);
-    const head = await readFile(join(a.status!.cleanup!.archivePath!, 'output.log'));
-    const tail = await readFile(join(a.status!.cleanup!.archivePath!, 'output-tail.log'));
+    const manifest = await assertArchive(a.status.cleanup!.archivePath!);
+    const head = await readFile(join(a.status.cleanup!.archivePath!, 'output.log'));
+    const tail = await readFile(join(a.status.cleanup!.archivePath!, 'output-tail.log'));
     assert.equal(head.length, 128 * 1024);
     assert.ok(head.equals(expected.subarray(0, head.length)), 'output.log is the first bytes printed');
     const l = captureLimits(o.maxBytes);
     assert.ok(tail.length >= (l.segments - 1) * l.segmentBytes && tail.length <= l.segments * l.segmentBytes, `tail of ${tail.length} bytes`);
     assert.ok(tail.equals(expected.subarray(expected.length - tail.length)), 'output-tail.log is the last bytes printed');
     assert.equal(o.droppedBytes, expected.length - head.length - tail.length);
-    assert.deepEqual(manifest.files.map((f) => f.name).filter((f) => f.startsWith('output')), ['output-tail.log', 'output.log']);
+    assert.deepEqual(
+      manifest.files.map((f) => f.name).filter((f) => f.startsWith('output')),
+      ['output-tail.log', 'output.log'],
+    );
   });
 
   it('an agent within its cap keeps its whole output in output.log and records no truncation', async (t) => {
@@ -92,12 +100,12 @@ describe('bounds', () => {
     const a = await waitForCleanedUp(ns, 'quiet');
     const expected = seqOutput(1000);
     assert.deepEqual(a.status?.cleanup?.output, { maxBytes: 64 * 1024, totalBytes: expected.length, droppedBytes: 0, truncated: false });
-    assert.ok((await readFile(join(a.status!.cleanup!.archivePath!, 'output.log'))).equals(expected));
+    assert.ok((await readFile(join(a.status.cleanup.archivePath!, 'output.log'))).equals(expected));
     assert.ok(!a.status?.cleanup?.archivedFiles?.some((f) => f.name === 'output-tail.log'));
     await assertNothingLeft(stack(), a);
   });
 
-  it('a cap asked above the node\'s limit is lowered to it: in status, a Warning Event (the controller\'s) and OutputCapHonored=False', async (t) => {
+  it("a cap asked above the node's limit is lowered to it: in status, a Warning Event (the controller's) and OutputCapHonored=False", async (t) => {
     const ns = await createTestNamespace(t, 'bounds-lowered');
     const created = await createAgent(ns, 'greedy', { command: ['sh', '-c', 'seq 1 1000'], output: { maxSize: '4Mi' } });
     const a = await waitForCleanedUp(ns, 'greedy');
@@ -167,7 +175,10 @@ describe('bounds', () => {
     assert.ok(total <= ARCHIVE_MAX_BYTES);
     // The newest stays; what went for size was older than everything kept.
     const newest = await waitForAgent(ns, 'big-3', () => true, 'big-3');
-    assert.ok(left.some((e) => e.dir === newest.status!.cleanup!.archivePath), 'the newest archive was kept');
+    assert.ok(
+      left.some((e) => e.dir === newest.status!.cleanup!.archivePath),
+      'the newest archive was kept',
+    );
     assert.ok(count(after, 'size') > count(before, 'size'), 'a deletion for size was counted');
     assert.equal(count(after, 'age') - count(before, 'age'), 1);
     assert.ok((metricValue(after, 'agent_operator_archive_bytes') ?? -1) <= ARCHIVE_MAX_BYTES);

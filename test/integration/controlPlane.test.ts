@@ -5,7 +5,6 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +15,7 @@ import { pino } from 'pino';
 import { apiErrorCode } from '../../src/dev/apiErrors.js';
 import { killLeftovers, pidDir } from '../../src/dev/processes.js';
 import { controlPlane, createTestNamespace, kubeConfig, kubectl, uniqueSuffix, waitFor } from '../support/cluster.js';
+import { alive, livePids } from '../support/procs.js';
 
 const coreAs = (kubeconfigPath: string) => {
   const kc = new KubeConfig();
@@ -47,11 +47,7 @@ async function allowReadingConfigMaps(namespace: string, subject: { kind: 'User'
     body: {
       metadata: { name },
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
-      subjects: [
-        subject.kind === 'ServiceAccount'
-          ? { kind: 'ServiceAccount', name: subject.name, namespace }
-          : { kind: subject.kind, name: subject.name, apiGroup: 'rbac.authorization.k8s.io' },
-      ],
+      subjects: [subject.kind === 'ServiceAccount' ? { kind: 'ServiceAccount', name: subject.name, namespace } : { kind: subject.kind, name: subject.name, apiGroup: 'rbac.authorization.k8s.io' }],
     },
   });
 }
@@ -88,11 +84,7 @@ test('a client-certificate user is forbidden until RBAC allows it, and only wher
     timeoutMs: 10_000,
   });
   assert.equal(await statusOf(() => alice.listNamespacedConfigMap({ namespace: other })), 403, 'still forbidden elsewhere');
-  assert.equal(
-    await statusOf(() => alice.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: 'x' } } })),
-    403,
-    'still forbidden to write',
-  );
+  assert.equal(await statusOf(() => alice.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: 'x' } } })), 403, 'still forbidden to write');
 });
 
 test('a ServiceAccount token from the TokenRequest API authenticates and is subject to RBAC', async (t) => {
@@ -119,10 +111,7 @@ test('a ServiceAccount token from the TokenRequest API authenticates and is subj
 
 test('the controller manager finishes namespace deletion and garbage-collects dependents', async (t) => {
   const cp = await controlPlane();
-  assert.ok(
-    cp.hasControllerManager,
-    'the test control plane must run kube-controller-manager (KUBEBUILDER_ASSETS lacks one? set TEST_ASSET_KUBE_CONTROLLER_MANAGER)',
-  );
+  assert.ok(cp.hasControllerManager, 'the test control plane must run kube-controller-manager (KUBEBUILDER_ASSETS lacks one? set TEST_ASSET_KUBE_CONTROLLER_MANAGER)');
   const core = kubeConfig().makeApiClient(CoreV1Api);
   const ns = await createTestNamespace(t, 'cp-gc');
 
@@ -151,16 +140,6 @@ test('the controller manager finishes namespace deletion and garbage-collects de
   });
 });
 
-/** Alive and not a zombie (a killed child whose parent is gone may linger as one until reaped). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
 test('killing the process that started a control plane kills the control plane too', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'ao-cp-orphan-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
@@ -179,17 +158,15 @@ test('killing the process that started a control plane kills the control plane t
   parent.stdout.on('data', (d: Buffer) => (out += d.toString()));
   await waitFor(() => out.includes('READY'), { what: 'the child control plane to start', timeoutMs: 120_000, intervalMs: 250 });
 
-  const pids = await Promise.all(
-    (await readdir(pidDir(stateDir))).map(async (f) => (JSON.parse(await readFile(join(pidDir(stateDir), f), 'utf8')) as { pid: number }).pid),
-  );
+  const pids = await Promise.all((await readdir(pidDir(stateDir))).map(async (f) => (JSON.parse(await readFile(join(pidDir(stateDir), f), 'utf8')) as { pid: number }).pid));
   assert.equal(pids.length, 2, 'etcd and kube-apiserver recorded');
-  assert.ok(pids.every(alive), 'both running');
-  t.after(() => {
-    for (const pid of pids.filter(alive)) process.kill(pid, 'SIGKILL');
+  assert.equal((await livePids(pids)).length, pids.length, 'both running');
+  t.after(async () => {
+    for (const pid of await livePids(pids)) process.kill(pid, 'SIGKILL');
   });
 
   parent.kill('SIGKILL'); // no exit hook can run: only the kernel (PR_SET_PDEATHSIG) or the next start cleans up
-  await waitFor(() => pids.every((p) => !alive(p)), { what: 'the orphaned control plane processes to die', timeoutMs: 15_000 });
+  await waitFor(async () => (await livePids(pids)).length === 0, { what: 'the orphaned control plane processes to die', timeoutMs: 15_000 });
 });
 
 test('a start kills the leftovers its state dir records, and nothing else', async (t) => {
@@ -203,14 +180,14 @@ test('a start kills the leftovers its state dir records, and nothing else', asyn
   t.after(() => {
     leftover.kill('SIGKILL');
   });
-  await waitFor(() => leftover.pid !== undefined && alive(leftover.pid), { what: 'the stand-in process' });
+  await waitFor(async () => leftover.pid !== undefined && (await alive(leftover.pid)), { what: 'the stand-in process' });
   await writeFile(join(dir, 'etcd.pid'), JSON.stringify({ pid: leftover.pid, command: process.execPath }));
   // A pid file whose pid now belongs to an unrelated process (pid reuse) must not get it killed.
   await writeFile(join(dir, 'kube-apiserver.pid'), JSON.stringify({ pid: process.pid, command: process.execPath }));
 
   const killed = await killLeftovers(stateDir, pino({ level: 'silent' }));
   assert.equal(killed, 1);
-  await waitFor(() => !alive(leftover.pid!), { what: 'the leftover to die' });
-  assert.ok(alive(process.pid));
+  await waitFor(async () => !(await alive(leftover.pid!)), { what: 'the leftover to die' });
+  assert.ok(await alive(process.pid));
   assert.deepEqual(await readdir(dir), [], 'pid files removed');
 });

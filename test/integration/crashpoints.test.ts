@@ -14,16 +14,7 @@ import { readAgentRecord, workspacePaths } from '../../src/sidecar/runtime/works
 import type { NodeHandle } from '../../src/dev/stack.js';
 import { createTestNamespace, waitFor } from '../support/cluster.js';
 import { useGates } from '../support/gate.js';
-import {
-  archivedOutput,
-  assertNodeClean,
-  assertNothingLeft,
-  createAgent,
-  useStack,
-  waitForAgent,
-  waitForCleanedUp,
-  type AgentObj,
-} from '../support/stack.js';
+import { archivedOutput, assertNodeClean, assertNothingLeft, createAgent, useStack, waitForAgent, waitForCleanedUp, type AgentObj } from '../support/stack.js';
 import { eventsAbout, metricValue, scrape } from '../support/telemetry.js';
 
 /** The agent's first output: its archived output.log must begin with it. */
@@ -46,7 +37,7 @@ describe('crash points: the sidecar SIGKILLed right after each step, then restar
 
   // What a crash right after each launch step leaves on the node, as launchProgress reads it. The
   // session, its remain-on-exit and its output capture come from one tmux call: a crash leaves all
-  // three or none ('session' and 'remain-on-exit' remain resumable: runtime-decisions.test.ts).
+  // three or none ('session' and 'remain-on-exit' remain resumable: runtimeDecisions.test.ts).
   const launchSteps: [CrashPoint, LaunchProgress][] = [
     ['launch:workspace', 'workspace'],
     ['launch:session', 'pipe-pane'],
@@ -143,7 +134,7 @@ describe('launch timeout: a launch nobody finishes', () => {
     const failed = await waitForAgent(ns, 'stuck', (a) => a.status?.phase === 'Error', 'to be given up', 60_000);
     assert.equal(failed.status?.reason, 'LaunchTimeout');
     assert.match(failed.status?.message ?? '', new RegExp(`not started within ${TIMEOUT_SECONDS}s`));
-    const waited = Date.parse(failed.status!.completionTime!) - Date.parse(failed.status!.scheduledTime!);
+    const waited = Date.parse(failed.status.completionTime!) - Date.parse(failed.status.scheduledTime!);
     assert.ok(waited >= TIMEOUT_SECONDS * 1000, `given up ${waited} ms after the binding`);
     const event = await waitFor(async () => (await eventsAbout(ns, uid)).find((e) => e.reason === 'LaunchTimeout'), { timeoutMs: 15_000, what: 'a LaunchTimeout Event' });
     assert.equal(event.type, 'Warning');
@@ -158,7 +149,7 @@ describe('launch timeout: a launch nobody finishes', () => {
     assert.equal(done.status?.startTime, undefined);
     assert.equal(await gates().starts('stuck'), 0, 'the command ran after its launch was given up');
     // Its (empty) output is archived like any agent's before the workspace goes.
-    assert.equal(await readFile(`${done.status!.cleanup!.archivePath!}/output.log`, 'utf8'), '');
+    assert.equal(await readFile(`${done.status.cleanup.archivePath!}/output.log`, 'utf8'), '');
     await assertNodeClean(stack(), uid);
     const samples = await scrape(node.metricsUrl);
     assert.equal(metricValue(samples, 'agent_operator_launches_unfinished'), 0);

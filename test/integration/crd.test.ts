@@ -56,8 +56,14 @@ test('the CRDs install, are Established, and installing again is a no-op replace
       // The stored schema kept what a typed client drops from plain YAML: CEL rules, enums, list types.
       const root = crd.spec.versions[0]?.schema?.openAPIV3Schema;
       const spec = root?.properties?.spec;
-      assert.ok(root?.x_kubernetes_validations?.some((r) => r.rule.includes('oldSelf.status.nodeName')), 'root CEL rule stored');
-      assert.ok(spec?.x_kubernetes_validations?.some((r) => r.message?.includes('spec.prompt or spec.promptFrom')), 'spec CEL rule stored');
+      assert.ok(
+        root?.x_kubernetes_validations?.some((r) => r.rule.includes('oldSelf.status.nodeName')),
+        'root CEL rule stored',
+      );
+      assert.ok(
+        spec?.x_kubernetes_validations?.some((r) => r.message?.includes('spec.prompt or spec.promptFrom')),
+        'spec CEL rule stored',
+      );
       assert.equal(spec?.properties?.env?.x_kubernetes_list_type, 'map');
       assert.ok(root?.properties?.status?.properties?.phase?._enum?.includes('Terminated'), 'phase enum stored');
     }
@@ -67,7 +73,20 @@ test('the CRDs install, are Established, and installing again is a no-op replace
 test('kubectl explain teaches the Agent API', async () => {
   const spec = await kubectl(['explain', 'agent.spec']);
   assert.equal(spec.exitCode, 0, spec.stderr);
-  for (const field of ['prompt', 'promptFrom', 'command', 'workingDir', 'env', 'nodeSelector', 'nodeName', 'activeDeadlineSeconds', 'idleTimeoutSeconds', 'ttlSecondsAfterFinished', 'cleanup', 'stop']) {
+  for (const field of [
+    'prompt',
+    'promptFrom',
+    'command',
+    'workingDir',
+    'env',
+    'nodeSelector',
+    'nodeName',
+    'activeDeadlineSeconds',
+    'idleTimeoutSeconds',
+    'ttlSecondsAfterFinished',
+    'cleanup',
+    'stop',
+  ]) {
     assert.match(spec.stdout, new RegExp(`^\\s+${field}\\s+<`, 'm'), `explain agent.spec lists ${field}`);
   }
   assert.match(spec.stdout, /command\s+<\[\]string> -required-/);
@@ -85,7 +104,11 @@ test('kubectl get ag shows PHASE NODE PROGRESS AGE, and -o wide adds REASON MESS
   await createAgent(ns, agentObject('printed', goodSpec()));
   await setStatus(ns, 'printed', { phase: 'Working', nodeName: 'node-a', progress: 40, reason: 'Reported', message: 'halfway there' });
 
-  const table = (out: string) => out.trim().split('\n').map((l) => l.trim().split(/\s{2,}/));
+  const table = (out: string) =>
+    out
+      .trim()
+      .split('\n')
+      .map((l) => l.trim().split(/\s{2,}/));
   const plain = await kubectl(['get', 'ag', '-n', ns]);
   assert.equal(plain.exitCode, 0, plain.stderr);
   const [header, row] = table(plain.stdout);
@@ -171,6 +194,7 @@ const CASES: Case[] = [
   { kind: 'create', name: 'relative workingDir', spec: goodSpec({ workingDir: 'src/app' }), accept: false, field: 'spec.workingDir' },
   { kind: 'create', name: 'negative activeDeadlineSeconds', spec: goodSpec({ activeDeadlineSeconds: -5 }), accept: false, field: 'spec.activeDeadlineSeconds' },
   { kind: 'create', name: 'fractional idleTimeoutSeconds', spec: goodSpec({ idleTimeoutSeconds: 1.5 }), accept: false, field: 'spec.idleTimeoutSeconds' },
+  { kind: 'create', name: 'empty inline prompt', spec: goodSpec({ prompt: '' }), accept: false, field: 'spec.prompt' },
   { kind: 'create', name: 'oversized prompt', spec: goodSpec({ prompt: 'x'.repeat(LIMITS.promptBytes + 1) }), accept: false, field: 'spec.prompt' },
   { kind: 'create', name: 'invalid env name', spec: goodSpec({ env: [{ name: '1ST', value: 'v' }] }), accept: false, field: 'spec.env[0].name' },
   { kind: 'create', name: 'reserved env name', spec: goodSpec({ env: [{ name: 'AGENT_UID', value: 'forged' }] }), accept: false, field: 'spec.env[0].name' },
@@ -191,7 +215,12 @@ const CASES: Case[] = [
   {
     kind: 'create',
     name: 'duplicate env names',
-    spec: goodSpec({ env: [{ name: 'K', value: 'a' }, { name: 'K', value: 'b' }] }),
+    spec: goodSpec({
+      env: [
+        { name: 'K', value: 'a' },
+        { name: 'K', value: 'b' },
+      ],
+    }),
     accept: false,
     field: 'spec.env[1]',
   },

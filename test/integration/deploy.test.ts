@@ -133,7 +133,9 @@ async function sidecarOfNode(t: TestContext, node: string): Promise<{ kc: KubeCo
   const core = kubeConfig().makeApiClient(CoreV1Api);
   const created = await core.createNode({ body: { metadata: { name: node } } });
   t.after(() => core.deleteNode({ name: node }).catch((err: unknown) => assert.equal(apiErrorCode(err), 404)));
-  const path = await (await controlPlane()).serviceAccountKubeconfig(OPERATOR_NS, SIDECAR.serviceAccount, {
+  const path = await (
+    await controlPlane()
+  ).serviceAccountKubeconfig(OPERATOR_NS, SIDECAR.serviceAccount, {
     expirationSeconds: 1800,
     boundTo: { kind: 'Node', name: node, uid: created.metadata!.uid! },
   });
@@ -164,7 +166,7 @@ async function mustSucceed(args: string[], input?: string): Promise<string> {
 
 /** `fn` over `items`, at most `limit` at a time, results in order. */
 async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
+  const results = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {
     while (next < items.length) {
@@ -220,7 +222,7 @@ async function runWorkload(t: TestContext, workload: Workload, identity: Identit
   };
   const downward: Record<string, string> = { 'metadata.namespace': OPERATOR_NS, 'spec.nodeName': nodeName };
   const env: Record<string, string> = {};
-  for (const e of container.env ?? []) env[e.name] = e.valueFrom ? downward[e.valueFrom.fieldRef?.fieldPath ?? ''] ?? '' : onHost(e.value ?? '');
+  for (const e of container.env ?? []) env[e.name] = e.valueFrom ? (downward[e.valueFrom.fieldRef?.fieldPath ?? ''] ?? '') : onHost(e.value ?? '');
   const [metricsPort, probePort] = await freePorts(2);
   const args = (container.args ?? [])
     .map((a) => a.replace(/\$\((\w+)\)/g, (ref, name: string) => env[name] ?? ref))
@@ -288,15 +290,28 @@ describe('deploy/ on a real API server', () => {
   });
 
   it('renders one Namespace, the CRDs from crds/, and the image set by kustomize', () => {
-    assert.deepEqual(rendered.filter((o) => o.kind === 'Namespace').map((o) => o.metadata.name), [OPERATOR_NS]);
-    assert.deepEqual(rendered.filter((o) => o.kind === 'CustomResourceDefinition').map((o) => o.metadata.name).sort(), ['agentnodes.orchestrator.dev', 'agents.orchestrator.dev']);
+    assert.deepEqual(
+      rendered.filter((o) => o.kind === 'Namespace').map((o) => o.metadata.name),
+      [OPERATOR_NS],
+    );
+    assert.deepEqual(
+      rendered
+        .filter((o) => o.kind === 'CustomResourceDefinition')
+        .map((o) => o.metadata.name)
+        .sort(),
+      ['agentnodes.orchestrator.dev', 'agents.orchestrator.dev'],
+    );
     for (const o of rendered) {
       const clusterScoped = ['Namespace', 'CustomResourceDefinition', 'ClusterRole', 'ClusterRoleBinding', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding'].includes(o.kind);
       assert.equal(o.metadata.namespace, clusterScoped ? undefined : OPERATOR_NS, `${o.kind} ${o.metadata.name}`);
     }
     const workloads = rendered.filter((o) => o.kind === 'Deployment' || o.kind === 'DaemonSet') as Workload[];
     assert.equal(workloads.length, 2);
-    for (const w of workloads) assert.deepEqual(w.spec.template.spec.containers.map((c) => c.image), ['ghcr.io/agent-operator/agent-operator:v0.1.0']);
+    for (const w of workloads)
+      assert.deepEqual(
+        w.spec.template.spec.containers.map((c) => c.image),
+        ['ghcr.io/agent-operator/agent-operator:v0.1.0'],
+      );
   });
 
   it('passes server-side validation and admission in a dry run, base and archive-pvc overlay', async () => {
@@ -370,29 +385,33 @@ describe('deploy/ on a real API server', () => {
     const granted: Record<Identity, Record<string, Set<string>>> = { controller: {}, sidecar: {} };
     for (const identity of IDENTITIES) {
       const api = as(identity).makeApiClient(AuthorizationV1Api);
-      const questions = TARGETS.flatMap((target) =>
-        (target.verbs ?? VERBS).flatMap((verb) => (target.namespaces ?? [undefined]).map((namespace) => ({ target, verb, namespace }))),
-      );
+      const questions = TARGETS.flatMap((target) => (target.verbs ?? VERBS).flatMap((verb) => (target.namespaces ?? [undefined]).map((namespace) => ({ target, verb, namespace }))));
       const answers = await mapLimit(questions, REVIEW_CONCURRENCY, async ({ target, verb, namespace }) => {
-          const review = await api.createSelfSubjectAccessReview({
-            body: {
-              apiVersion: 'authorization.k8s.io/v1',
-              kind: 'SelfSubjectAccessReview',
-              spec: { resourceAttributes: { group: target.group, resource: target.resource, subresource: target.subresource, name: target.name, verb, namespace } },
-            },
-          });
-          return review.status?.allowed === true;
+        const review = await api.createSelfSubjectAccessReview({
+          body: {
+            apiVersion: 'authorization.k8s.io/v1',
+            kind: 'SelfSubjectAccessReview',
+            spec: { resourceAttributes: { group: target.group, resource: target.resource, subresource: target.subresource, name: target.name, verb, namespace } },
+          },
+        });
+        return review.status?.allowed === true;
       });
       questions.forEach(({ target, verb, namespace }, i) => {
         const expected = (ALLOWED[identity][target.label] ?? []).includes(verb);
         const actual = answers[i]!;
         if (actual) (granted[identity][target.label] ??= new Set()).add(verb);
         if (actual !== expected) {
-          mismatches.push(`${identity}: ${verb} ${target.label}${namespace === undefined ? '' : ` in ${namespace === ALL_NS ? 'all namespaces' : namespace}`}: expected ${expected ? 'allowed' : 'refused'}, got ${actual ? 'allowed' : 'refused'}`);
+          mismatches.push(
+            `${identity}: ${verb} ${target.label}${namespace === undefined ? '' : ` in ${namespace === ALL_NS ? 'all namespaces' : namespace}`}: expected ${expected ? 'allowed' : 'refused'}, got ${actual ? 'allowed' : 'refused'}`,
+          );
         }
       });
       // The contract names no row the table does not ask about.
-      for (const label of Object.keys(ALLOWED[identity])) assert.ok(TARGETS.some((x) => x.label === label), `contract row ${label} is asked about`);
+      for (const label of Object.keys(ALLOWED[identity]))
+        assert.ok(
+          TARGETS.some((x) => x.label === label),
+          `contract row ${label} is asked about`,
+        );
     }
     const width = Math.max(...TARGETS.map((x) => x.label.length));
     t.diagnostic(`${'resource'.padEnd(width)}  ${'controller'.padEnd(32)}  sidecar`);
@@ -422,7 +441,7 @@ describe('deploy/ on a real API server', () => {
     await kubeConfig().makeApiClient(CoordinationV1Api).deleteNamespacedLease({ namespace: OPERATOR_NS, name: LEASE });
   });
 
-  it('runs the real controller and sidecar with the manifests\' args under their own identities: an Agent runs, is archived and TTL-deleted, nothing refused', async (t) => {
+  it("runs the real controller and sidecar with the manifests' args under their own identities: an Agent runs, is archived and TTL-deleted, nothing refused", async (t) => {
     const scratch = await mkdtemp(join(tmpdir(), 'ao-deploy-'));
     t.after(() => rm(scratch, { recursive: true, force: true }));
     // The sidecar runs its agents sandboxed, as their own uids: they must pass through to the node root.
@@ -441,7 +460,9 @@ describe('deploy/ on a real API server', () => {
     const nodes = admin.makeApiClient(CustomObjectsApi);
     await waitFor(
       async () => {
-        const n = (await nodes.getClusterCustomObject({ group: GROUP, version: VERSION, plural: AGENT_NODE_PLURAL, name: nodeName })) as { status?: { conditions?: { type: string; status: string }[] } };
+        const n = (await nodes.getClusterCustomObject({ group: GROUP, version: VERSION, plural: AGENT_NODE_PLURAL, name: nodeName })) as {
+          status?: { conditions?: { type: string; status: string }[] };
+        };
         return n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
       },
       { timeoutMs: 30_000, what: `the sidecar to register AgentNode ${nodeName} and report it Ready` },
@@ -480,8 +501,18 @@ describe('deploy/ on a real API server', () => {
     type Observed = KubeObject & { status?: { phase?: string; reason?: string; message?: string; cleanup?: { completionTime?: string; logsArchived?: boolean } } };
     // A wait that times out says why: the Agent's status and what either process was refused.
     const explain = async (err: unknown): Promise<never> => {
-      const status = await agents.getNamespacedCustomObject(where).then((a) => JSON.stringify((a as Observed).status), (e: unknown) => String(e));
-      const refused = [controller, sidecar].flatMap((w) => w.output().split('\n').filter(isRbacRefusal).slice(0, 3).map((l) => `${w.identity}: ${l.slice(0, 500)}`));
+      const status = await agents.getNamespacedCustomObject(where).then(
+        (a) => JSON.stringify((a as Observed).status),
+        (e: unknown) => String(e),
+      );
+      const refused = [controller, sidecar].flatMap((w) =>
+        w
+          .output()
+          .split('\n')
+          .filter(isRbacRefusal)
+          .slice(0, 3)
+          .map((l) => `${w.identity}: ${l.slice(0, 500)}`),
+      );
       throw new Error(`${err instanceof Error ? err.message : String(err)}\nAgent status: ${status}\nrefused:\n${refused.join('\n') || '(nothing)'}`);
     };
     const finished = await waitFor(
@@ -496,7 +527,10 @@ describe('deploy/ on a real API server', () => {
     await waitFor(async () => (await statusOf(() => agents.getNamespacedCustomObject(where))) === 404, { timeoutMs: 30_000, what: 'the controller to delete the Agent after its TTL' }).catch(explain);
 
     const archived = await readFilesUnder(sidecar.volumes.archive!);
-    assert.ok(archived.some((text) => text.includes('prompt-from-a-secret') && text.includes('greeting=hello-from-a-configmap')), 'the archived output shows the Secret prompt and the ConfigMap env');
+    assert.ok(
+      archived.some((text) => text.includes('prompt-from-a-secret') && text.includes('greeting=hello-from-a-configmap')),
+      'the archived output shows the Secret prompt and the ConfigMap env',
+    );
 
     for (const w of [controller, sidecar]) {
       w.child.kill('SIGTERM');

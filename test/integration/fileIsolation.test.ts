@@ -47,6 +47,10 @@ it('creates and forgets', async () => {
     assert.match(r.all ?? '', new RegExp(`AgentNode ${leak} \\(not deleted\\)`));
     assert.match(r.all ?? '', /removed them by force/);
     const left = await listLeftovers(kubeConfig());
-    assert.deepEqual(left.filter((l) => l.name === leak), [], 'the check removed what the file left');
+    assert.deepEqual(
+      left.filter((l) => l.name === leak),
+      [],
+      'the check removed what the file left',
+    );
   });
 });

@@ -215,10 +215,10 @@ describe('GitOps: kstatus, the Argo CD health check, the TTL warning', () => {
       return stringify(m);
     };
     // The stack installed the policy from deploy/ at start; the API server picks it up within moments.
-    await waitFor(
-      async () => /Warning: .*agent-operator-gitops-ttl/.test((await kubectl(['apply', '--dry-run=server', '-f', '-'], { input: manifest(cases[0]!) })).stderr),
-      { timeoutMs: 30_000, what: 'the ValidatingAdmissionPolicy to take effect' },
-    );
+    await waitFor(async () => /Warning: .*agent-operator-gitops-ttl/.test((await kubectl(['apply', '--dry-run=server', '-f', '-'], { input: manifest(cases[0]!) })).stderr), {
+      timeoutMs: 30_000,
+      what: 'the ValidatingAdmissionPolicy to take effect',
+    });
     for (const c of cases) {
       const r = await kubectl(['apply', '-f', '-'], { input: manifest(c) });
       assert.equal(r.exitCode, 0, `${c.name}: ${r.stderr}`);
@@ -239,7 +239,11 @@ describe('GitOps: kstatus, the Argo CD health check, the TTL warning', () => {
     const ns = await createTestNamespace(t, 'gitops-example');
     const readme = await readFile(join(PACKAGE_ROOT, 'README.md'), 'utf8');
     for (const f of ['kustomization.yaml', 'dependency-review.yaml']) {
-      const text = (await readFile(join(EXAMPLE_DIR, f), 'utf8')).split('\n').filter((l) => !l.startsWith('#')).join('\n').trim();
+      const text = (await readFile(join(EXAMPLE_DIR, f), 'utf8'))
+        .split('\n')
+        .filter((l) => !l.startsWith('#'))
+        .join('\n')
+        .trim();
       assert.ok(readme.includes(text), `README.md shows examples/gitops/agents/${f} as it is`);
     }
     const applied = await kubectl(['apply', '-k', EXAMPLE_DIR, '-n', ns]);

@@ -22,7 +22,11 @@ import { assertAttackGotNothing, assertNormalAgentOutput, attackScript, environO
 import { eventsAbout, metricValue, scrape } from '../support/telemetry.js';
 import { agents, archivedOutput, assertNodeClean, createAgent, patchSpec, useStack, waitForAgent, waitForCleanedUp, waitForOutput } from '../support/stack.js';
 
-const exists = (p: string) => stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 describe('hostile agents on one node', () => {
   // Low report caps, so that a flood shows within a test: 6 reports and one large report a minute.
@@ -62,20 +66,33 @@ describe('hostile agents on one node', () => {
     await createAgent(ns, 'attacker', { command: ['sh', '-c', attack], env: [{ name: 'ATTACKER', value: '1' }] });
     const attacker = await waitForCleanedUp(ns, 'attacker');
     const out = await archivedOutput(attacker);
-    t.diagnostic(out.split('\n').filter((l) => !l.startsWith('ENV: ')).slice(0, 40).join('\n'));
+    t.diagnostic(
+      out
+        .split('\n')
+        .filter((l) => !l.startsWith('ENV: '))
+        .slice(0, 40)
+        .join('\n'),
+    );
     assertAttackGotNothing(out, { 'victim env': secret, 'victim prompt': promptSecret, 'victim output': 'victim-output-secret', 'sidecar token': sidecarToken });
 
     // From outside: the victim is untouched and the node is intact.
     victim = await waitForAgent(ns, 'victim', (a) => a.status?.phase === 'Running', 'to still run');
     assert.equal(await exists(vpaths.exitCode), false, 'the victim has an exit code while it runs');
     assert.equal((await stat(vpaths.agentJson)).isFile(), true);
-    assert.ok((await listSessions(node.root)).some((s) => s.uid === vuid && !s.dead), 'the victim session is alive');
+    assert.ok(
+      (await listSessions(node.root)).some((s) => s.uid === vuid && !s.dead),
+      'the victim session is alive',
+    );
     assert.equal(await readFile(vpaths.prompt, 'utf8'), promptSecret);
     // Its channel is intact and still its own: a report on it (root may connect) lands on the victim.
     const link = join('/tmp', `ao-hostile-${process.pid}`);
     await symlink(vpaths.channel, link);
     try {
-      const r = await execa('curl', ['-fsS', '--max-time', '10', '--unix-socket', join(link, 'report.sock'), '-H', 'Content-Type: application/json', '-d', '{"status":"working","progress":33}', 'http://agent/v1/report'], { reject: false, timeout: 20_000 });
+      const r = await execa(
+        'curl',
+        ['-fsS', '--max-time', '10', '--unix-socket', join(link, 'report.sock'), '-H', 'Content-Type: application/json', '-d', '{"status":"working","progress":33}', 'http://agent/v1/report'],
+        { reject: false, timeout: 20_000 },
+      );
       assert.equal(r.exitCode, 0, r.stderr);
     } finally {
       await rm(link, { force: true });
@@ -101,11 +118,11 @@ describe('hostile agents on one node', () => {
     assert.equal(after.status?.phase, 'Completed');
     // Stopped from outside, the victim's exit code is its own (SIGTERM), not the forged 0.
     assert.equal(await agents().delete({ namespace: ns, name: 'victim' }), true);
-    await waitFor(async () => (await exists(vpaths.dir)) ? undefined : true, { timeoutMs: 60_000, what: 'the victim to be cleaned up' });
+    await waitFor(async () => ((await exists(vpaths.dir)) ? undefined : true), { timeoutMs: 60_000, what: 'the victim to be cleaned up' });
     assert.equal(victim.metadata!.uid, vuid);
   });
 
-  it('an escape with env -i, setsid and a double fork is killed, and verifiedNoProcesses is the kernel\'s word', async (t) => {
+  it("an escape with env -i, setsid and a double fork is killed, and verifiedNoProcesses is the kernel's word", async (t) => {
     const ns = await createTestNamespace(t, 'hostile-escape');
     const node = stack().nodes[0]!;
     // `$$$$` is the shell's `$$` after Kubernetes $(VAR) expansion.
@@ -152,7 +169,7 @@ describe('hostile agents on one node', () => {
     const o = a.status?.cleanup?.output;
     assert.equal(o?.maxBytes, limits.maxBytes);
     assert.equal(o?.truncated, true);
-    assert.ok((o?.totalBytes ?? 0) >= seen && o!.droppedBytes === o!.totalBytes - (a.status?.cleanup?.archivedFiles ?? []).filter((f) => f.name.startsWith('output')).reduce((n, f) => n + f.bytes, 0));
+    assert.ok((o?.totalBytes ?? 0) >= seen && o.droppedBytes === o.totalBytes - (a.status?.cleanup?.archivedFiles ?? []).filter((f) => f.name.startsWith('output')).reduce((n, f) => n + f.bytes, 0));
     const archive = a.status!.cleanup!.archivePath!;
     assert.match(await readFile(join(archive, 'output.log'), 'utf8'), /^(flood-first\r\n)+/);
     assert.match(await readFile(join(archive, 'output-tail.log'), 'utf8'), /(flood-line\r\n)+/);
@@ -170,7 +187,11 @@ describe('hostile agents on one node', () => {
     const agentsCgroup = join(cgroup2Mount(await readFile('/proc/self/mountinfo', 'utf8'))!, own, node.agentsCgroup);
     const controllers = (await readFile(join(agentsCgroup, 'cgroup.subtree_control'), 'utf8')).split(/\s+/);
     const leaf = join(agentsCgroup, running.metadata!.uid!);
-    const want: [string, string, string][] = [['memory', 'memory.max', '268435456'], ['cpu', 'cpu.max', '50000 100000'], ['pids', 'pids.max', '200']];
+    const want: [string, string, string][] = [
+      ['memory', 'memory.max', '268435456'],
+      ['cpu', 'cpu.max', '50000 100000'],
+      ['pids', 'pids.max', '200'],
+    ];
     for (const [c, file, value] of want) if (controllers.includes(c)) assert.equal((await readFile(join(leaf, file), 'utf8')).trim(), value, file);
     const missing = want.map(([c]) => c).filter((c) => !controllers.includes(c));
     const a = await waitForCleanedUp(ns, 'normal');
@@ -195,7 +216,7 @@ describe('hostile agents on one node', () => {
     }
   });
 
-  it('a report flood is refused at the agent\'s caps (429, counted in /metrics); other agents and the node carry on', async (t) => {
+  it("a report flood is refused at the agent's caps (429, counted in /metrics); other agents and the node carry on", async (t) => {
     const ns = await createTestNamespace(t, 'hostile-flood');
     const node = stack().nodes[0]!;
     const capped = async (cap: string) => metricValue(await scrape(node.metricsUrl), 'agent_operator_reports_capped_total', { cap }) ?? 0;
@@ -209,7 +230,10 @@ describe('hostile agents on one node', () => {
     ].join('\n');
     // Bytes: the first large finding (60 kB, made in the session: a spec arg holds 16 KiB) fits the
     // minute's bytes, the second does not (the CLI prints the refusal).
-    const hoard = ['big="\\"$$(head -c 60000 /dev/zero | tr "\\0" x)\\""', ...[1, 2].map((i) => `agent-operator report finding --type dump --severity info --message big${i} --data "$big"; echo "big${i} rc=$?"`)].join('\n');
+    const hoard = [
+      'big="\\"$$(head -c 60000 /dev/zero | tr "\\0" x)\\""',
+      ...[1, 2].map((i) => `agent-operator report finding --type dump --severity info --message big${i} --data "$big"; echo "big${i} rc=$?"`),
+    ].join('\n');
     await createAgent(ns, 'flooder', { command: ['sh', '-c', flood] });
     await createAgent(ns, 'hoarder', { command: ['sh', '-c', hoard] });
     await createAgent(ns, 'calm', { command: ['sh', '-c', 'sleep 2; agent-operator report --status completed --progress 100 --message calm-and-done'] });

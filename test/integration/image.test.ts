@@ -10,11 +10,11 @@ import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CoordinationV1Api, type V1Container, type V1PodSecurityContext, type V1Volume } from '@kubernetes/client-node';
+import { CoordinationV1Api, type V1Container, type V1Volume } from '@kubernetes/client-node';
 import { execa } from 'execa';
 import { pino } from 'pino';
 import { BUILD_CA_PATH, BUILD_NPMRC_PATH, HOST_CA_BUNDLE, buildImage, mountImage, type BuiltImage, type MountedImage } from '../../src/dev/image.js';
-import { ociSpec, type ImageConfig } from '../../src/dev/ociSpec.js';
+import { ociSpec } from '../../src/dev/ociSpec.js';
 import { PACKAGE_ROOT } from '../../src/dev/paths.js';
 import { freePorts } from '../../src/dev/ports.js';
 import { runContainer, startContainer } from '../../src/dev/runc.js';
@@ -110,7 +110,11 @@ describe('the production image', () => {
     assert.match(help.stdout, /Usage: agent-operator/);
     // The entrypoint's own node, under tini, as the image's default user.
     const entry = config.Entrypoint!;
-    const ids = await runContainer(`ao-id-${uniqueSuffix()}`, oci({ name: 'id', command: [...entry.slice(0, entry.indexOf('node') + 1), '-e', 'console.log(process.getuid(), process.getgid())'] }), logger);
+    const ids = await runContainer(
+      `ao-id-${uniqueSuffix()}`,
+      oci({ name: 'id', command: [...entry.slice(0, entry.indexOf('node') + 1), '-e', 'console.log(process.getuid(), process.getgid())'] }),
+      logger,
+    );
     assert.equal(ids.exitCode, 0, ids.stderr);
     assert.equal(ids.stdout.trim(), '65532 65532');
   });
@@ -133,10 +137,10 @@ describe('the production image', () => {
 
     const id = `agent-operator-controller-${uniqueSuffix()}`;
     const { spec, notApplied } = ociSpec({
-      image: mounted().config as ImageConfig,
+      image: mounted().config,
       rootfs: mounted().rootfs,
       hostname: id,
-      pod: pod.securityContext as V1PodSecurityContext,
+      pod: pod.securityContext,
       container: { ...container, args: [...args, `--kubeconfig=${KUBECONFIG_IN_CONTAINER}`] },
       volumes: pod.volumes as V1Volume[],
       resolvedEnv: { POD_NAMESPACE: OPERATOR_NAMESPACE },

@@ -46,7 +46,7 @@ test('kubectl describe agent shows recorded events, repeats aggregated', async (
     namespace: ns,
     fieldSelector: `involvedObject.kind=${AGENT_KIND},involvedObject.name=reviewer,involvedObject.uid=${agent.metadata?.uid}`,
   });
-  const byReason = Object.fromEntries(list.items.map((e) => [e.reason, e]));
+  const byReason = Object.fromEntries(list.items.map((e) => [e.reason ?? '', e] as const));
   assert.deepEqual(Object.keys(byReason).sort(), ['LaunchFailed', 'Scheduled']);
   assert.equal(byReason.LaunchFailed?.series?.count, 3);
   assert.equal(byReason.LaunchFailed?.reportingComponent, 'orchestrator.dev/controller');

@@ -82,7 +82,13 @@ test('carries on across watches the server closes (timeoutSeconds=1) without los
     await sleep(250); // spread over ~4 s: several watches
   }
   await waitFor(() => inf.keys().length === names.length, { what: 'every Agent in the cache', timeoutMs: 10_000 });
-  assert.deepEqual(inf.keys().map((k) => k.split('/')[1]).sort(), [...names].sort());
+  assert.deepEqual(
+    inf
+      .keys()
+      .map((k) => k.split('/')[1])
+      .sort(),
+    [...names].sort(),
+  );
   assert.deepEqual(errors, []);
 });
 
@@ -157,10 +163,10 @@ async function createWidgetCrd(t: TestContext): Promise<ResourceKind & { crdName
     },
   });
   t.after(() => api.deleteCustomResourceDefinition({ name: crdName }));
-  await waitFor(
-    async () => (await api.readCustomResourceDefinition({ name: crdName })).status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True'),
-    { what: `${crdName} Established`, timeoutMs: 20_000 },
-  );
+  await waitFor(async () => (await api.readCustomResourceDefinition({ name: crdName })).status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True'), {
+    what: `${crdName} Established`,
+    timeoutMs: 20_000,
+  });
   return { group, version: 'v1', plural: 'widgets', kind: 'Widget', namespaced: true, crdName };
 }
 

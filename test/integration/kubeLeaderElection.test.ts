@@ -37,7 +37,7 @@ class Campaign {
       logger,
       ...TIMING,
       onStartedLeading: () => {
-        if (this.leaders.size > 0) this.overlaps.push(`${identity} started while ${[...this.leaders]} led`);
+        if (this.leaders.size > 0) this.overlaps.push(`${identity} started while ${[...this.leaders].join(',')} led`);
         this.leaders.add(identity);
         this.started.set(identity, Date.now());
       },

@@ -82,7 +82,7 @@ for (const c of races) {
     const results = await Promise.all(c.edits.map((edit) => retryOnConflict(agents, obj, (o) => edit(agents, o))));
     const conflicts = results.map((r) => r.conflicts);
     assert.equal(Math.min(...conflicts), 0, 'one writer got through first time');
-    assert.ok(Math.max(...conflicts) >= 1, `the other was told its read was stale (conflicts: ${conflicts})`);
+    assert.ok(Math.max(...conflicts) >= 1, `the other was told its read was stale (conflicts: ${conflicts.join(',')})`);
     const final = await agents.get(refOf(obj));
     assert.deepEqual(final.metadata?.finalizers?.slice().sort(), c.final?.slice().sort());
   });
@@ -112,13 +112,13 @@ test('status merge patches: keys merge, null removes, no generation bump; diffSt
   assert.deepEqual(created.status, unreconciled);
   const first = await agents.patchStatus(refOf(created), { phase: 'Pending', message: 'queued', progress: 0 });
   assert.deepEqual(first.status, { ...unreconciled, phase: 'Pending', message: 'queued', progress: 0 });
-  const second = (await agents.patchStatus(refOf(created), { phase: 'Running', message: null })) as AgentObj;
+  const second = await agents.patchStatus(refOf(created), { phase: 'Running', message: null });
   assert.deepEqual(second.status, { ...unreconciled, phase: 'Running', progress: 0 });
   assert.equal(second.metadata?.generation, created.metadata?.generation, 'status writes do not bump generation');
   assert.equal(diffStatus(second.status, { ...unreconciled, phase: 'Running', progress: 0 }), undefined, 'nothing to write');
   const patch = diffStatus(second.status, { ...unreconciled, phase: 'Running', progress: 40 });
   assert.deepEqual(patch, { progress: 40 });
-  const third = await agents.patchStatus(refOf(created), patch!);
+  const third = await agents.patchStatus(refOf(created), patch);
   assert.deepEqual(third.status, { ...unreconciled, phase: 'Running', progress: 40 });
 });
 

@@ -32,7 +32,6 @@ import { PACKAGE_ROOT } from '../../src/dev/paths.js';
 
 const isRunning = (a: AgentObj) => a.status?.phase === 'Running' || a.status?.phase === 'Working';
 
-
 describe('agent lifecycle', () => {
   const stack = useStack('life');
 
@@ -201,7 +200,7 @@ describe('agent lifecycle', () => {
     await patchSpec(ns, 'stubborn', { stop: true, stopReason: 'test' });
     const a = await waitForCleanedUp(ns, 'stubborn');
     assert.equal(a.status?.phase, 'Terminated');
-    const c = a.status!.cleanup!;
+    const c = a.status.cleanup!;
     assert.equal(c.escalatedToSigkill, true);
     assert.ok(c.processesKilled >= 2, `processesKilled ${c.processesKilled}`);
     assert.deepEqual(c.errors ?? [], []);
@@ -216,7 +215,7 @@ describe('agent lifecycle', () => {
     const a = await waitForCleanedUp(ns, 'slow', 30_000);
     assert.equal(a.status?.phase, 'Terminated');
     assert.equal(a.status?.reason, 'DeadlineExceeded');
-    const ran = Date.parse(a.status!.completionTime!) - Date.parse(a.status!.startTime!);
+    const ran = Date.parse(a.status.completionTime!) - Date.parse(a.status.startTime!);
     // Whole-second timestamps: at least the deadline (less rounding), and not much more.
     assert.ok(ran >= 2000 && ran <= 8000, `ran ${ran} ms for a 3 s deadline`);
     await assertNothingLeft(stack(), a);
@@ -238,7 +237,7 @@ describe('agent lifecycle', () => {
     assert.ok(silent && talker && reporting);
     assert.equal(silent.status?.phase, 'Terminated');
     assert.equal(silent.status?.reason, 'IdleTimeout');
-    const idle = Date.parse(silent.status!.completionTime!) - Date.parse(silent.status!.startTime!);
+    const idle = Date.parse(silent.status.completionTime!) - Date.parse(silent.status.startTime!);
     assert.ok(idle >= 3000 && idle <= 9000, `idle-timed-out after ${idle} ms for a 4 s timeout`);
     assert.equal(talker.status?.phase, 'Completed', `chatty ended ${talker.status?.phase}/${talker.status?.reason}`);
     assert.equal(talker.status?.reason, 'Exited');
@@ -264,7 +263,7 @@ describe('agent lifecycle', () => {
     const working = await waitForAgent(ns, 'stepper', (a) => a.status?.phase === 'Working', 'to be Working');
     assert.equal(working.status?.progress, 10);
     assert.equal(working.status?.message, 'step 1');
-    const scratch = workspacePaths(stack().node(working.status!.nodeName!).root, working.metadata!.uid!).scratch;
+    const scratch = workspacePaths(stack().node(working.status.nodeName!).root, working.metadata!.uid!).scratch;
     await writeFile(join(scratch, 'step2'), '');
     const blocked = await waitForAgent(ns, 'stepper', (a) => a.status?.phase === 'Blocked', 'to be Blocked');
     assert.equal(blocked.status?.reason, 'AgentBlocked');
@@ -307,7 +306,7 @@ describe('agent lifecycle', () => {
     const a = await waitForCleanedUp(ns, 'secretive');
     assert.equal(a.status?.phase, 'Completed');
     assert.equal(a.status?.cleanup?.logsArchived, false);
-    const dir = archiveDirOf(stack(), a.status!.nodeName!, ns, 'secretive', a.metadata!.uid!);
+    const dir = archiveDirOf(stack(), a.status.nodeName!, ns, 'secretive', a.metadata!.uid!);
     await assert.rejects(readFile(join(dir, 'manifest.json')), { code: 'ENOENT' });
     await assertNothingLeft(stack(), a);
   });
@@ -328,10 +327,10 @@ describe('agent lifecycle', () => {
     );
     assert.ok(finished, 'never seen finished');
     assert.equal(finished.status?.phase, 'Completed');
-    assert.ok(Date.now() >= Date.parse(finished.status!.completionTime!) + 2000, 'deleted before the TTL passed');
+    assert.ok(Date.now() >= Date.parse(finished.status.completionTime!) + 2000, 'deleted before the TTL passed');
     // The finalizer held the deletion until the node had cleaned up and archived.
     await assertNodeClean(stack(), uid);
-    const dir = archiveDirOf(stack(), finished.status!.nodeName!, ns, 'ephemeral', uid);
+    const dir = archiveDirOf(stack(), finished.status.nodeName!, ns, 'ephemeral', uid);
     await assertArchive(dir);
     const record = JSON.parse(await readFile(join(dir, 'cleanup.json'), 'utf8')) as { verifiedNoProcesses: boolean };
     assert.equal(record.verifiedNoProcesses, true);

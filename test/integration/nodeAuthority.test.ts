@@ -41,7 +41,11 @@ async function outcome(call: () => Promise<unknown>): Promise<{ code: number; me
   }
 }
 
-const missing = (path: string) => stat(path).then(() => false, () => true);
+const missing = (path: string) =>
+  stat(path).then(
+    () => false,
+    () => true,
+  );
 
 describe('node-scoped authority', () => {
   const stack = useStack('auth', { nodes: [N1, N2] });
@@ -49,7 +53,11 @@ describe('node-scoped authority', () => {
   /** A running Agent on `node` (a long sleep), stopped after the test. */
   async function runningOn(t: TestContext, ns: string, name: string, node: string): Promise<AgentObj> {
     await createAgent(ns, name, { nodeName: node, command: ['sh', '-c', 'sleep 120'], cleanup: { gracePeriodSeconds: 1 } });
-    t.after(() => agents().patch({ namespace: ns, name }, { spec: { stop: true } }).catch(() => undefined));
+    t.after(() =>
+      agents()
+        .patch({ namespace: ns, name }, { spec: { stop: true } })
+        .catch(() => undefined),
+    );
     return waitForAgent(ns, name, (a) => a.status?.phase === 'Running', `to be Running on ${node}`);
   }
 
@@ -90,27 +98,47 @@ describe('node-scoped authority', () => {
 
     const ref = (a: AgentObj) => ({ namespace: ns, name: a.metadata!.name! });
     const rows: { what: string; call: () => Promise<unknown>; refused?: RegExp }[] = [
-      { what: "patch status.progress of its own Agent", call: () => agentApi.patchStatus(ref(mine), { progress: 42 }) },
+      { what: 'patch status.progress of its own Agent', call: () => agentApi.patchStatus(ref(mine), { progress: 42 }) },
       { what: 'post its own heartbeat', call: () => nodeApi.patchStatus({ name: N1 }, { lastHeartbeatTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') }) },
       { what: 'add a label to its own AgentNode', call: () => nodeApi.patchMeta({ name: N1 }, { labels: { 'auth-test': 'yes' } }) },
       { what: 'record an Event about its own AgentNode', call: () => event(ownNode) },
       { what: 'get a Secret of an opted-in namespace', call: () => kc.makeApiClient(CoreV1Api).readNamespacedSecret({ namespace: ns, name: 'creds' }) },
-      { what: "patch status.progress of node-2's Agent", call: () => agentApi.patchStatus(ref(theirs), { progress: 42 }), refused: /node auth-node-1 may write the status only of Agents bound to it; .*theirs is bound to auth-node-2/ },
+      {
+        what: "patch status.progress of node-2's Agent",
+        call: () => agentApi.patchStatus(ref(theirs), { progress: 42 }),
+        refused: /node auth-node-1 may write the status only of Agents bound to it; .*theirs is bound to auth-node-2/,
+      },
       { what: "patch status.nodeName of node-2's Agent to node-1", call: () => agentApi.patchStatus(ref(theirs), { nodeName: N1 }), refused: /may write the status only of Agents bound to it/ },
       { what: 'patch status.nodeName of its own Agent', call: () => agentApi.patchStatus(ref(mine), { nodeName: N2 }), refused: /may not change status\.nodeName, phase/ },
       { what: 'patch status.phase Completed on its own Agent', call: () => agentApi.patchStatus(ref(mine), { phase: 'Completed' }), refused: /may not change status\.nodeName, phase/ },
       { what: 'patch status.conditions of its own Agent', call: () => agentApi.patchStatus(ref(mine), { conditions: [] }), refused: /may not change status\.nodeName, phase/ },
       { what: 'set the binding label on an Agent', call: () => agentApi.patchMeta(ref(theirs), { labels: { [NODE_LABEL]: N1 } }), refused: /cannot patch resource "agents"/ },
-      { what: "patch node-2's AgentNode status (capacity 100000)", call: () => nodeApi.patchStatus({ name: N2 }, { capacity: 100_000 }), refused: /may create and write only its own AgentNode \(auth-node-1\)|only the sidecar of node auth-node-2 may post its heartbeat/ },
+      {
+        what: "patch node-2's AgentNode status (capacity 100000)",
+        call: () => nodeApi.patchStatus({ name: N2 }, { capacity: 100_000 }),
+        refused: /may create and write only its own AgentNode \(auth-node-1\)|only the sidecar of node auth-node-2 may post its heartbeat/,
+      },
       { what: "patch node-2's AgentNode labels", call: () => nodeApi.patchMeta({ name: N2 }, { labels: { 'auth-test': 'yes' } }), refused: /only its own AgentNode/ },
-      { what: 'create AgentNode zzz-black-hole', call: () => nodeApi.create({ apiVersion: API_VERSION, kind: 'AgentNode', metadata: { name: 'zzz-black-hole' } }), refused: /only its own AgentNode|may be registered only by the sidecar of node zzz-black-hole/ },
-      { what: 'put its own AgentNode into a node pool (a node-restriction label)', call: () => nodeApi.patchMeta({ name: N1 }, { labels: { [`${NODE_RESTRICTION_PREFIX}pool`]: 'any' } }), refused: /may not set, change or remove labels under node-restriction\.orchestrator\.dev\// },
-      { what: 'cordon its own AgentNode (spec is the admin\'s)', call: () => nodeApi.patch({ name: N1 }, { spec: { unschedulable: true } }), refused: /may not cordon or uncordon/ },
+      {
+        what: 'create AgentNode zzz-black-hole',
+        call: () => nodeApi.create({ apiVersion: API_VERSION, kind: 'AgentNode', metadata: { name: 'zzz-black-hole' } }),
+        refused: /only its own AgentNode|may be registered only by the sidecar of node zzz-black-hole/,
+      },
+      {
+        what: 'put its own AgentNode into a node pool (a node-restriction label)',
+        call: () => nodeApi.patchMeta({ name: N1 }, { labels: { [`${NODE_RESTRICTION_PREFIX}pool`]: 'any' } }),
+        refused: /may not set, change or remove labels under node-restriction\.orchestrator\.dev\//,
+      },
+      { what: "cordon its own AgentNode (spec is the admin's)", call: () => nodeApi.patch({ name: N1 }, { spec: { unschedulable: true } }), refused: /may not cordon or uncordon/ },
       { what: 'delete its own AgentNode', call: () => nodeApi.delete({ name: N1 }), refused: /cannot delete resource "agentnodes"/ },
       { what: "record an Event about node-2's AgentNode", call: () => event(otherNode), refused: /may record Events only about its own AgentNode/ },
       { what: 'record an Event as another node (reportingInstance)', call: () => event(ownNode, N2), refused: /may record Events only about its own AgentNode, as reportingInstance auth-node-1/ },
       { what: 'record an Event about an Agent, even its own', call: () => event(mine), refused: /may record Events only about its own AgentNode/ },
-      { what: 'get a Secret of a namespace that did not opt in', call: () => kc.makeApiClient(CoreV1Api).readNamespacedSecret({ namespace: closed, name: 'creds' }), refused: /cannot get resource "secrets"/ },
+      {
+        what: 'get a Secret of a namespace that did not opt in',
+        call: () => kc.makeApiClient(CoreV1Api).readNamespacedSecret({ namespace: closed, name: 'creds' }),
+        refused: /cannot get resource "secrets"/,
+      },
       { what: 'list Secrets of an opted-in namespace', call: () => kc.makeApiClient(CoreV1Api).listNamespacedSecret({ namespace: ns }), refused: /cannot list resource "secrets"/ },
       { what: 'with a token that names no node: patch its own Agent', call: () => agentClient(unbound).patchStatus(ref(mine), { progress: 43 }), refused: /credential names no node/ },
     ];
@@ -179,7 +207,10 @@ describe('node-scoped authority', () => {
     const restored = await waitForAgent(ns, 'pinned', (a) => a.status?.nodeName === N2, 'to have status.nodeName restored', 20_000);
     assert.equal(restored.metadata?.labels?.[NODE_LABEL], N2);
     assert.equal(restored.status?.phase, 'Running');
-    assert.ok((await listSessions(stack().node(N2).root)).some((s) => s.uid === uid && !s.dead), 'still running on node-2');
+    assert.ok(
+      (await listSessions(stack().node(N2).root)).some((s) => s.uid === uid && !s.dead),
+      'still running on node-2',
+    );
     assert.ok(await missing(workspacePaths(stack().node(N1).root, uid).dir), 'never launched on node-1');
 
     // An Agent nobody has bound yet: a claimed node is cleared, never followed.
@@ -198,18 +229,31 @@ describe('node-scoped authority', () => {
     const rbac = kubeConfig().makeApiClient(RbacAuthorizationV1Api);
     const user = `auth-author-${uniqueSuffix()}`;
     await rbac.createNamespacedRole({ namespace: ns, body: { metadata: { name: 'author' }, rules: [{ apiGroups: ['orchestrator.dev'], resources: ['agents'], verbs: ['get', 'create', 'patch'] }] } });
-    await rbac.createNamespacedRoleBinding({ namespace: ns, body: { metadata: { name: 'author' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'author' }, subjects: [{ kind: 'User', name: user, apiGroup: 'rbac.authorization.k8s.io' }] } });
+    await rbac.createNamespacedRoleBinding({
+      namespace: ns,
+      body: {
+        metadata: { name: 'author' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'author' },
+        subjects: [{ kind: 'User', name: user, apiGroup: 'rbac.authorization.k8s.io' }],
+      },
+    });
     const author = load(await (await controlPlane()).userKubeconfig(user, []));
     t.after(() => closeConnections(author));
     const api = agentClient(author);
-    const manifest = (name: string, labels?: Record<string, string>) => ({ apiVersion: API_VERSION, kind: 'Agent', metadata: { name, namespace: ns, ...(labels ? { labels } : {}) }, spec: { prompt: 'p', command: ['true'], nodeSelector: { 'auth-test': 'nowhere' } } }) as AgentObj;
+    const manifest = (name: string, labels?: Record<string, string>) =>
+      ({
+        apiVersion: API_VERSION,
+        kind: 'Agent',
+        metadata: { name, namespace: ns, ...(labels ? { labels } : {}) },
+        spec: { prompt: 'p', command: ['true'], nodeSelector: { 'auth-test': 'nowhere' } },
+      }) as AgentObj;
     const preBound = await outcome(() => api.create(manifest('pre-bound', { [NODE_LABEL]: N1 })));
     assert.equal(preBound.code, 403);
     assert.match(preBound.message, /the label orchestrator\.dev\/node is the binding the controller records/);
     await api.create(manifest('plain'));
     const relabel = await outcome(() => api.patchMeta({ namespace: ns, name: 'plain' }, { labels: { [NODE_LABEL]: N1 } }));
     assert.equal(relabel.code, 403);
-    assert.equal((await outcome(() => api.patchMeta({ namespace: ns, name: 'plain' }, { labels: { team: 'a' } }))).code, 200, 'other labels are the author\'s');
+    assert.equal((await outcome(() => api.patchMeta({ namespace: ns, name: 'plain' }, { labels: { team: 'a' } }))).code, 200, "other labels are the author's");
   });
 
   it('the scheduler never binds to a node that did not register itself: nobody else creates an AgentNode or posts its heartbeat', async (t) => {
@@ -271,7 +315,10 @@ describe('node-scoped authority', () => {
     }
     const refused = await waitForAgent(ns, 'elsewhere', (a) => a.status?.phase === 'Failed', 'to be Failed');
     assert.equal(refused.status?.reason, 'NodePoolConflict');
-    assert.match(refused.status?.message ?? '', new RegExp(`spec\\.nodeName ${N2} is outside the node pool of the namespace: annotation orchestrator\\.dev/node-selector="${poolLabel.replace(/\./g, '\\.')}=${pool}" on namespace ${ns}`));
+    assert.match(
+      refused.status?.message ?? '',
+      new RegExp(`spec\\.nodeName ${N2} is outside the node pool of the namespace: annotation orchestrator\\.dev/node-selector="${poolLabel.replace(/\./g, '\\.')}=${pool}" on namespace ${ns}`),
+    );
     assert.equal(refused.status?.nodeName, undefined);
   });
 });

@@ -67,7 +67,11 @@ async function assertLogsNameAgent(c: Component, agent: AgentObj): Promise<numbe
     const where = `${c.name}: ${line.slice(0, 300)}`;
     assert.deepEqual([entry.namespace, entry.name, entry.uid], [namespace, name, uid], where);
     const keys = topLevelKeys(line);
-    assert.deepEqual(keys.filter((k, i) => keys.indexOf(k) !== i), [], `repeated keys in ${where}`);
+    assert.deepEqual(
+      keys.filter((k, i) => keys.indexOf(k) !== i),
+      [],
+      `repeated keys in ${where}`,
+    );
   }
   return lines.length;
 }
@@ -179,15 +183,14 @@ describe('agent-operator dev', () => {
     // As a developer uses it: `source DIR/env`, then kubectl and the URLs. A bare PATH and no
     // KUBECONFIG, so kubectl is found and pointed at the cluster by DIR/env alone.
     const envFile = join(dir, 'env');
-    const shell = (script: string) =>
-      execa('sh', ['-c', `. "$1" && ${script}`, 'sh', envFile], { timeout: 30_000, env: { ...env, PATH: '/usr/bin:/bin' }, extendEnv: false, reject: false });
+    const shell = (script: string) => execa('sh', ['-c', `. "$1" && ${script}`, 'sh', envFile], { timeout: 30_000, env: { ...env, PATH: '/usr/bin:/bin' }, extendEnv: false, reject: false });
     const vars = await shell('printf "%s\\n" "$KUBECONFIG" "$CONTROLLER_METRICS_URL" "$CONTROLLER_HEALTH_URL" "$(command -v kubectl)" "$PATH"');
     assert.equal(vars.exitCode, 0, vars.stderr);
     const [kubeconfig, metricsUrl, healthUrl, kubectlPath, path] = vars.stdout.split('\n') as [string, string, string, string, string];
     await access(kubeconfig);
     const [binDir, ...rest] = path.split(':');
     assert.equal(rest.join(':'), '/usr/bin:/bin', `DIR/env does not prepend the stack's bin dir to PATH: ${path}`);
-    assert.equal(kubectlPath, join(binDir!, 'kubectl'), 'the stack\'s kubectl is not the one found on PATH');
+    assert.equal(kubectlPath, join(binDir!, 'kubectl'), "the stack's kubectl is not the one found on PATH");
     const nodes = await shell('kubectl get agentnodes -o name');
     assert.equal(nodes.exitCode, 0, nodes.stderr);
     assert.deepEqual(nodes.stdout.split('\n').sort(), ['agentnode.orchestrator.dev/node-1', 'agentnode.orchestrator.dev/node-2']);
@@ -200,10 +203,10 @@ describe('agent-operator dev', () => {
     const manifest = JSON.stringify(agentManifest('default', 'left-running', { command: ['sleep', '300'] }));
     const applied = await kubectl(['apply', '-f', '-'], { kubeconfig, input: manifest });
     assert.equal(applied.exitCode, 0, applied.stderr);
-    await waitFor(
-      async () => (await kubectl(['get', 'agent', 'left-running', '-n', 'default', '-o', 'jsonpath={.status.phase}'], { kubeconfig })).stdout === 'Running',
-      { timeoutMs: 30_000, what: 'the dev Agent to be Running' },
-    );
+    await waitFor(async () => (await kubectl(['get', 'agent', 'left-running', '-n', 'default', '-o', 'jsonpath={.status.phase}'], { kubeconfig })).stdout === 'Running', {
+      timeoutMs: 30_000,
+      what: 'the dev Agent to be Running',
+    });
     const agentProcs = async () => {
       const procs = await listProcesses();
       return roots.flatMap((root) => [...groupByAgent(procs, root).values()].flat());
@@ -218,7 +221,11 @@ describe('agent-operator dev', () => {
     assert.deepEqual(exit, { code: 0, signal: null }, `dev did not exit 0 within 90 s:\n${stderr}`);
 
     assert.deepEqual(await processesUnder(dir), [], 'processes of the dev stack left running');
-    assert.deepEqual((await agentProcs()).map((p) => `${p.pid} ${p.comm}`), [], 'agent processes left on the dev nodes');
+    assert.deepEqual(
+      (await agentProcs()).map((p) => `${p.pid} ${p.comm}`),
+      [],
+      'agent processes left on the dev nodes',
+    );
     await assert.rejects(access(envFile), 'DIR/env still points at a stopped cluster');
   });
 });

@@ -136,8 +136,7 @@ function send(url: string, send: Send = {}): Promise<Answer> {
 }
 
 const json = (v: unknown) => JSON.stringify(v);
-const reportAs = (f: Fixture, agent: Agent, body: unknown, path = '/v1/report') =>
-  send(`${f.server.url}${path}`, { token: agent.token, contentType: 'application/json', body: json(body) });
+const reportAs = (f: Fixture, agent: Agent, body: unknown, path = '/v1/report') => send(`${f.server.url}${path}`, { token: agent.token, contentType: 'application/json', body: json(body) });
 
 describe('report server', () => {
   it('answers /healthz without a token', async (t) => {
@@ -151,7 +150,7 @@ describe('report server', () => {
     const seenAtCallback: unknown[][] = [];
     const f: Fixture = await startFixture(t, {
       // The callback runs after the write: the line is already in the file when it is called.
-      onStatus: async (ctx) => void seenAtCallback.push(await f.lines(ctx as Agent)),
+      onStatus: async (ctx) => void seenAtCallback.push(await f.lines(ctx)),
     });
     const report = { status: 'working', progress: 40, message: 'halfway' };
     const r = await reportAs(f, f.a, report);
@@ -186,7 +185,10 @@ describe('report server', () => {
     const hung = await reportAs(f, f.a, { status: 'working', progress: 2 });
     assert.deepEqual([failed.status, hung.status], [202, 202]);
     assert.ok(Date.now() - started < 2_000, 'a hanging callback delays the answer by its timeout only');
-    assert.deepEqual((await f.lines(f.a)).map((l) => l.progress), [1, 2]);
+    assert.deepEqual(
+      (await f.lines(f.a)).map((l) => l.progress),
+      [1, 2],
+    );
   });
 
   it('refuses a missing or invalid token with 401 and records nothing', async (t) => {
@@ -259,7 +261,10 @@ describe('report server', () => {
 
     assert.equal((await send(`${f.server.url}/healthz`, { method: 'GET' })).status, 200);
     assert.equal((await reportAs(f, f.a, { status: 'working', progress: 7 })).status, 202);
-    assert.deepEqual((await f.lines(f.a)).map((l) => l.progress), [7]);
+    assert.deepEqual(
+      (await f.lines(f.a)).map((l) => l.progress),
+      [7],
+    );
   });
 
   it('accepts the largest finding the schema allows', async (t) => {
@@ -324,7 +329,10 @@ describe('report server', () => {
     assert.equal(late.body.error, `agent ${f.a.uid} has ended and no longer accepts reports`);
     const lateFinding = await reportAs(f, f.a, { type: 't', severity: 'low', message: 'm' }, '/v1/findings');
     assert.equal(lateFinding.status, 409);
-    assert.deepEqual((await f.lines(f.a)).map((l) => l.status), ['completed']);
+    assert.deepEqual(
+      (await f.lines(f.a)).map((l) => l.status),
+      ['completed'],
+    );
     assert.equal((await reportAs(f, f.b, { status: 'working' })).status, 202, 'other agents are unaffected');
   });
 
@@ -334,9 +342,9 @@ describe('report server', () => {
       onStatus: async (ctx, report) => {
         if (report.progress !== 5) return;
         // What cleanup does: stop accepting, then wait for what was accepted before archiving.
-        (ctx as Agent).acceptingReports = false;
+        ctx.acceptingReports = false;
         await f.server.whenIdle(ctx.uid);
-        linesWhenIdle = (await f.lines(ctx as Agent)).length;
+        linesWhenIdle = (await f.lines(ctx)).length;
       },
     });
     const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => reportAs(f, f.a, { status: 'working', progress: i })));
@@ -359,15 +367,26 @@ describe('report server', () => {
       ]).flat(),
     );
     assert.ok(answers.every((r) => r.status === 202));
-    for (const [agent, kind] of [[f.a, 'status'], [f.b, 'status'], [f.a, 'finding']] as const) {
+    for (const [agent, kind] of [
+      [f.a, 'status'],
+      [f.b, 'status'],
+      [f.a, 'finding'],
+    ] as const) {
       const lines = await f.lines(agent, kind);
       assert.equal(lines.length, n);
       const times = lines.map((l) => Date.parse(String(l.at)));
-      assert.deepEqual(times, [...times].sort((x, y) => x - y), 'file order is the order the server accepted them');
+      assert.deepEqual(
+        times,
+        [...times].sort((x, y) => x - y),
+        'file order is the order the server accepted them',
+      );
       assert.deepEqual(new Set(lines.map((l) => l.message)).size, n, 'every report exactly once');
       // Callbacks saw this agent's records in the same order as the file holds them.
       const seen = f.reflected.filter((r) => r.uid === agent.uid && r.kind === kind).map((r) => r.report.message);
-      assert.deepEqual(seen, lines.map((l) => l.message));
+      assert.deepEqual(
+        seen,
+        lines.map((l) => l.message),
+      );
     }
   });
 
@@ -422,7 +441,11 @@ describe('report CLI as a child process against the real server', () => {
 
   it('records status reports in the order they were made, and a finding', async (t) => {
     const f = await startFixture(t);
-    for (const [status, progress] of [['working', '10'], ['blocked', '20'], ['working', '80']] as const) {
+    for (const [status, progress] of [
+      ['working', '10'],
+      ['blocked', '20'],
+      ['working', '80'],
+    ] as const) {
       const r = await cli(f, f.a, ['--status', status, '--progress', progress, '--message', `at ${progress}`]);
       assert.equal(r.exitCode, 0, r.stderr);
       assert.match(r.stdout, /^recorded at \d{4}-\d\d-\d\dT/);
@@ -505,7 +528,7 @@ const overSocket = (socketPath: string, body: unknown, extra: Send = {}, path = 
 describe('report channel: one unix socket per agent', () => {
   const GID = 300_777;
 
-  it('a request on an agent\'s socket is that agent\'s, without a token; a token sent there changes nothing', async (t) => {
+  it("a request on an agent's socket is that agent's, without a token; a token sent there changes nothing", async (t) => {
     const f = await startFixture(t);
     const path = await f.server.openChannel(f.a.uid, await channelDir(f.a, GID), GID);
     assert.equal(path, join(f.a.workspaceDir, 'channel', 'report.sock'));
@@ -517,11 +540,14 @@ describe('report channel: one unix socket per agent', () => {
 
     assert.equal((await overSocket(sock, { status: 'working', progress: 5 })).status, 202);
     assert.equal((await overSocket(sock, { status: 'working', progress: 6 }, { token: f.b.token })).status, 202);
-    assert.deepEqual((await f.lines(f.a)).map((l) => l.progress), [5, 6]);
+    assert.deepEqual(
+      (await f.lines(f.a)).map((l) => l.progress),
+      [5, 6],
+    );
     assert.deepEqual(await f.lines(f.b), [], "B's token on A's socket reports for A, never for B");
   });
 
-  it('the kernel lets only the agent\'s gid connect (the check SO_PEERCRED would make)', async (t) => {
+  it("the kernel lets only the agent's gid connect (the check SO_PEERCRED would make)", async (t) => {
     const f = await startFixture(t);
     // Directly under /tmp: every directory above it lets others pass, as the node root's do.
     const top = await mkdtemp('/tmp/aoch-');
@@ -533,14 +559,37 @@ describe('report channel: one unix socket per agent', () => {
     await chmod(dir, 0o750);
     const sock = await f.server.openChannel(f.a.uid, dir, GID);
     const curlAs = (id: number) =>
-      execa('setpriv', [`--reuid=${id}`, `--regid=${id}`, '--clear-groups', '--', 'curl', '-sS', '--max-time', '10', '--unix-socket', sock, '-H', 'Content-Type: application/json', '-d', '{"status":"working","progress":7}', 'http://agent/v1/report'], { reject: false, timeout: 20_000 });
+      execa(
+        'setpriv',
+        [
+          `--reuid=${id}`,
+          `--regid=${id}`,
+          '--clear-groups',
+          '--',
+          'curl',
+          '-sS',
+          '--max-time',
+          '10',
+          '--unix-socket',
+          sock,
+          '-H',
+          'Content-Type: application/json',
+          '-d',
+          '{"status":"working","progress":7}',
+          'http://agent/v1/report',
+        ],
+        { reject: false, timeout: 20_000 },
+      );
     const own = await curlAs(GID);
     assert.equal(own.exitCode, 0, own.stderr);
     assert.match(own.stdout, /"accepted":true/);
     const other = await curlAs(GID + 1);
     assert.notEqual(other.exitCode, 0);
     assert.match(other.stderr, /Permission denied|Couldn't connect|Failed to connect/);
-    assert.deepEqual((await f.lines(f.a)).map((l) => l.progress), [7]);
+    assert.deepEqual(
+      (await f.lines(f.a)).map((l) => l.progress),
+      [7],
+    );
   });
 
   it('closing removes the socket; reopening replaces one a crashed sidecar left; a file in its place is refused', async (t) => {
@@ -553,7 +602,10 @@ describe('report channel: one unix socket per agent', () => {
     await f.server.closeChannel(f.a.uid);
 
     // A listener SIGKILLed leaves its socket file behind, as a crashed sidecar does.
-    const stale = await execa(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`], { reject: false, timeout: 20_000 });
+    const stale = await execa(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`], {
+      reject: false,
+      timeout: 20_000,
+    });
     assert.equal(stale.signal, 'SIGKILL');
     assert.ok((await stat(sock)).isSocket(), 'the stale socket is there');
     await assert.rejects(overSocket(sock, { status: 'working' }), { code: 'ECONNREFUSED' });
@@ -571,7 +623,7 @@ describe('report channel: one unix socket per agent', () => {
     const dir = join(f.a.workspaceDir, 'unknown-channel');
     await mkdir(dir);
     const sock = await reachable(t, await f.server.openChannel('cccccccc-0000-0000-0000-000000000003', dir, undefined));
-    assert.equal(((await stat(sock)).mode & 0o777).toString(8), '600', 'no sandbox: the sidecar\'s alone');
+    assert.equal(((await stat(sock)).mode & 0o777).toString(8), '600', "no sandbox: the sidecar's alone");
     const r = await overSocket(sock, { status: 'working' });
     assert.equal(r.status, 503);
     assert.equal(r.headers['retry-after'], '1');
@@ -584,10 +636,16 @@ describe('report channel: one unix socket per agent', () => {
     const sock = await reachable(t, await f.server.openChannel(f.a.uid, await channelDir(f.a, GID), GID));
     const answers = [];
     for (let i = 0; i < 5; i++) answers.push(await overSocket(sock, { status: 'working', progress: i }));
-    assert.deepEqual(answers.map((a) => a.status), [202, 202, 202, 429, 429]);
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      [202, 202, 202, 429, 429],
+    );
     assert.match(String(answers[3]!.body.error), /^report rate cap reached: this agent may send at most 3 reports per minute; retry in \d+ s$/);
     assert.ok(Number(answers[3]!.headers['retry-after']) >= 1);
-    assert.deepEqual((await f.lines(f.a)).map((l) => l.progress), [0, 1, 2]);
+    assert.deepEqual(
+      (await f.lines(f.a)).map((l) => l.progress),
+      [0, 1, 2],
+    );
     // Over its token too: the cap is the agent's, not the transport's.
     assert.equal((await reportAs(f, f.a, { status: 'working' })).status, 429);
     assert.equal((await reportAs(f, f.b, { status: 'working', progress: 1 })).status, 202, "B's caps are its own");
@@ -613,7 +671,10 @@ describe('report channel: one unix socket per agent', () => {
     const refused = await cli();
     assert.equal(refused.exitCode, 1);
     assert.match(refused.stderr, /refused \(HTTP 429\): report rate cap reached: this agent may send at most 1 reports per minute/);
-    assert.deepEqual((await f.lines(f.a)).map((l) => l.progress), [42]);
+    assert.deepEqual(
+      (await f.lines(f.a)).map((l) => l.progress),
+      [42],
+    );
     await f.server.closeChannel(f.a.uid);
     const gone = await execa(process.execPath, [CLI_MAIN, '--status', 'working'], { env: { AGENT_REPORT_SOCKET: sock }, extendEnv: false, reject: false, timeout: 20_000 });
     assert.equal(gone.exitCode, 3);

@@ -21,23 +21,10 @@ import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { REPORTING_CONTROLLER as SIDECAR_EVENTS } from '../../src/sidecar/sidecar.js';
 import { createTestNamespace, kubeConfig, waitFor } from '../support/cluster.js';
 import { useGates } from '../support/gate.js';
-import {
-  agents,
-  archiveDirOf,
-  assertArchive,
-  assertNodeClean,
-  assertNothingLeft,
-  createAgent,
-  patchSpec,
-  useStack,
-  waitForAgent,
-  waitForGone,
-  type AgentObj,
-} from '../support/stack.js';
+import { agents, archiveDirOf, assertArchive, assertNodeClean, assertNothingLeft, createAgent, patchSpec, useStack, waitForAgent, waitForGone, type AgentObj } from '../support/stack.js';
 import { eventsAbout, EXITED_ONCE, waitForEvents } from '../support/telemetry.js';
 
-const waitRunning = (ns: string, name: string) =>
-  waitForAgent(ns, name, (a) => a.status?.phase === 'Running' && !!a.status.startTime, 'to be Running');
+const waitRunning = (ns: string, name: string) => waitForAgent(ns, name, (a) => a.status?.phase === 'Running' && !!a.status.startTime, 'to be Running');
 
 const uidOf = (a: AgentObj) => a.metadata!.uid!;
 
@@ -48,7 +35,10 @@ async function markerPids(root: string, uid: string): Promise<number[]> {
 /** The agent's command (`pid`) is alive with its marker, in a live session: its sidecar's end did not touch it. */
 async function assertStillRunning(root: string, uid: string, pid: number): Promise<void> {
   assert.ok((await markerPids(root, uid)).includes(pid), `agent process ${pid} of ${uid} is gone`);
-  assert.ok((await listSessions(root)).some((s) => s.uid === uid && !s.dead), `session of ${uid} is gone`);
+  assert.ok(
+    (await listSessions(root)).some((s) => s.uid === uid && !s.dead),
+    `session of ${uid} is gone`,
+  );
 }
 
 describe('resilience: crashes and restarts of the controller and the sidecars', () => {
@@ -227,16 +217,13 @@ describe('resilience: a node that never comes back', () => {
     const lost = await waitForAgent(ns, 'l1', (a) => a.status?.phase === 'Error', 'to be given up', 40_000);
     assert.equal(lost.status?.reason, 'NodeLost');
     const lastHeartbeat = Date.parse((await nodes.get({ name: node.name })).status!.lastHeartbeatTime!);
-    assert.ok(Date.parse(lost.status!.completionTime!) - lastHeartbeat >= 8_000, 'given up before nodeLostGraceSeconds passed');
+    assert.ok(Date.parse(lost.status.completionTime!) - lastHeartbeat >= 8_000, 'given up before nodeLostGraceSeconds passed');
     // Nobody could stop it: the node is gone as far as the cluster knows.
     assert.ok((await markerPids(node.root, uid)).length > 0, 'the agent was stopped although its node was down');
 
     await agents().delete({ namespace: ns, name: 'l1' });
     await waitForGone(ns, 'l1', 30_000);
-    const skipped = await waitFor(
-      async () => (await eventsAbout(ns, uid)).find((e) => e.reason === 'CleanupSkipped'),
-      { timeoutMs: 15_000, what: 'a CleanupSkipped Event' },
-    );
+    const skipped = await waitFor(async () => (await eventsAbout(ns, uid)).find((e) => e.reason === 'CleanupSkipped'), { timeoutMs: 15_000, what: 'a CleanupSkipped Event' });
     assert.equal(skipped.type, 'Warning');
     assert.match(skipped.note ?? '', /NodeLost/);
 

@@ -18,18 +18,51 @@ import { assertAttackGotNothing, assertNormalAgentOutput, attackScript, environO
 import { SERVICE_ACCOUNT_DIR, startSidecarContainer, type SidecarContainer } from '../support/sidecarContainer.js';
 import { agents, createAgent, useStack, waitForAgent, waitForCleanedUp } from '../support/stack.js';
 
-const exists = (p: string) => stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 const logger = pino({ level: process.env.LOG_LEVEL ?? 'warn' }, pino.destination(2));
 
 /** Fields of /proc/<pid>/status. */
 async function procStatus(pid: number): Promise<Record<string, string>> {
   const text = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Object.fromEntries(text.split('\n').map((l) => l.split(':\t')).filter((kv) => kv.length === 2).map(([k, v]) => [k!, v!.trim()]));
+  return Object.fromEntries(
+    text
+      .split('\n')
+      .map((l) => l.split(':\t'))
+      .filter((kv) => kv.length === 2)
+      .map(([k, v]) => [k!, v!.trim()]),
+  );
 }
 
 /** The capability names in a /proc status mask. */
 function capNames(hex: string): string[] {
-  const names = ['CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'SETPCAP', 'LINUX_IMMUTABLE', 'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_ADMIN', 'NET_RAW', 'IPC_LOCK', 'IPC_OWNER', 'SYS_MODULE', 'SYS_RAWIO', 'SYS_CHROOT', 'SYS_PTRACE', 'SYS_PACCT', 'SYS_ADMIN'];
+  const names = [
+    'CHOWN',
+    'DAC_OVERRIDE',
+    'DAC_READ_SEARCH',
+    'FOWNER',
+    'FSETID',
+    'KILL',
+    'SETGID',
+    'SETUID',
+    'SETPCAP',
+    'LINUX_IMMUTABLE',
+    'NET_BIND_SERVICE',
+    'NET_BROADCAST',
+    'NET_ADMIN',
+    'NET_RAW',
+    'IPC_LOCK',
+    'IPC_OWNER',
+    'SYS_MODULE',
+    'SYS_RAWIO',
+    'SYS_CHROOT',
+    'SYS_PTRACE',
+    'SYS_PACCT',
+    'SYS_ADMIN',
+  ];
   const mask = BigInt(`0x${hex}`);
   return names.filter((_, i) => (mask >> BigInt(i)) & 1n).sort();
 }
@@ -121,7 +154,13 @@ describe("the sidecar in the DaemonSet's container (runc)", () => {
     await createAgent(ns, 'attacker', { command: ['sh', '-c', attack], nodeName: n.nodeName });
     const attacker = await waitForCleanedUp(ns, 'attacker', 120_000);
     const out = await readFile(join(n.onHost(attacker.status!.cleanup!.archivePath!), 'output.log'), 'utf8');
-    t.diagnostic(out.split('\n').filter((l) => !l.startsWith('ENV: ')).slice(0, 40).join('\n'));
+    t.diagnostic(
+      out
+        .split('\n')
+        .filter((l) => !l.startsWith('ENV: '))
+        .slice(0, 40)
+        .join('\n'),
+    );
     assertAttackGotNothing(out, { 'victim env': secret, 'victim prompt': promptSecret, 'victim output': 'victim-output-secret', 'sidecar token': sidecarToken });
 
     // From outside: the victim runs on untouched, as its own uid; the node's files are intact.
@@ -167,4 +206,3 @@ describe("the sidecar in the DaemonSet's container (runc)", () => {
     assert.deepEqual(await pidsOfUser(n.hostRoot + id), [], 'a process of the agent outlived its cleanup');
   });
 });
-

@@ -24,7 +24,7 @@ const NODE = 'iso-node-1';
 describe('stacks on one machine', () => {
   const stack = useStack('iso', { nodes: [NODE] });
 
-  it('another stack with the same node name starts and stops: this stack\'s running agent is untouched, then stops as asked', async (t) => {
+  it("another stack with the same node name starts and stops: this stack's running agent is untouched, then stops as asked", async (t) => {
     const ns = await createTestNamespace(t, 'iso');
     await createAgent(ns, 'long', { command: ['sleep', '600'], cleanup: { gracePeriodSeconds: 2 } });
     const running = await waitForAgent(ns, 'long', (a) => a.status?.phase === 'Running', 'to run');
@@ -32,10 +32,13 @@ describe('stacks on one machine', () => {
     const node = stack().node(NODE);
     const leaf = join((await agentCgroupDir(node.agentsCgroup))!, uid);
     // Running once released: its launcher joins the leaf a moment later.
-    const pids = await waitFor(async () => {
-      const p = await leafPids(leaf);
-      return p.size > 0 ? p : undefined;
-    }, { timeoutMs: 30_000, what: `the agent's processes in its leaf ${leaf}` });
+    const pids = await waitFor(
+      async () => {
+        const p = await leafPids(leaf);
+        return p.size > 0 ? p : undefined;
+      },
+      { timeoutMs: 30_000, what: `the agent's processes in its leaf ${leaf}` },
+    );
 
     // A second stack, its own control plane, the same node name: started and stopped as a test file or `agent-operator dev` would.
     const dir = await mkdtemp(join(tmpdir(), 'stack-iso-other-'));
@@ -47,9 +50,9 @@ describe('stacks on one machine', () => {
     const obs = await observeSession(node.root, uid);
     assert.deepEqual({ alive: obs.sessionAlive, exitCode: obs.exitCode, launchError: obs.launchError }, { alive: true, exitCode: undefined, launchError: undefined }, 'its command still runs');
     for (const pid of pids) assert.ok(await alive(pid), `process ${pid} of the agent still runs`);
-    assert.ok((await stat(leaf)).isDirectory(), 'the agent\'s leaf is still there');
+    assert.ok((await stat(leaf)).isDirectory(), "the agent's leaf is still there");
 
-    assert.notEqual(otherCgroup, node.agentsCgroup, 'each stack\'s node has its own agents\' cgroup');
+    assert.notEqual(otherCgroup, node.agentsCgroup, "each stack's node has its own agents' cgroup");
 
     await patchSpec(ns, 'long', { stop: true, stopReason: 'done with it' });
     const done = await waitForCleanedUp(ns, 'long');

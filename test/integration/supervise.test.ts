@@ -59,7 +59,10 @@ describe('supervise', () => {
       onStart: (pid) => pids.push(pid),
     });
     await waitFor(async () => (await readFile(log, 'utf8').catch(() => '')).split('\n').filter(Boolean).length === 3, { timeoutMs: 10_000, what: 'the third start' });
-    const starts = (await readFile(log, 'utf8')).trim().split('\n').map((l) => Number(l.split(' ')[1]));
+    const starts = (await readFile(log, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => Number(l.split(' ')[1]));
     assert.ok(starts[1]! - starts[0]! >= 300, `first restart after ${starts[1]! - starts[0]!} ms`);
     assert.ok(starts[2]! - starts[1]! >= 600, `second restart after ${starts[2]! - starts[1]!} ms: the delay doubles`);
     assert.equal(new Set(pids).size, 3);
@@ -87,10 +90,21 @@ describe('supervise', () => {
       const node = `sup-${uniqueSuffix()}`;
       const [metricsPort, probePort] = await freePorts(2);
       // The identity a node's sidecar has: the node policies deploy/ installs admit nothing else.
-      const kubeconfig = await (await controlPlane()).serviceAccountKubeconfig(OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT, { expirationSeconds: 3600, boundTo: await ensureNodeObject(kubeConfig(), node) });
+      const kubeconfig = await (
+        await controlPlane()
+      ).serviceAccountKubeconfig(OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT, { expirationSeconds: 3600, boundTo: await ensureNodeObject(kubeConfig(), node) });
       const supervisor = spawn(
         process.execPath,
-        [CLI, 'supervise', 'sidecar', `--node-name=${node}`, `--root=${dir}`, `--kubeconfig=${kubeconfig}`, `--metrics-bind-address=127.0.0.1:${metricsPort}`, `--health-probe-bind-address=127.0.0.1:${probePort}`],
+        [
+          CLI,
+          'supervise',
+          'sidecar',
+          `--node-name=${node}`,
+          `--root=${dir}`,
+          `--kubeconfig=${kubeconfig}`,
+          `--metrics-bind-address=127.0.0.1:${metricsPort}`,
+          `--health-probe-bind-address=127.0.0.1:${probePort}`,
+        ],
         { stdio: 'ignore', detached: true },
       );
       const exited = new Promise<number | null>((resolve) => supervisor.once('exit', (code) => resolve(code)));
@@ -106,11 +120,11 @@ describe('supervise', () => {
       const healthy = async () => (await fetch(`http://127.0.0.1:${probePort}/readyz`).catch(() => undefined))?.status === 200;
       await waitFor(healthy, { timeoutMs: 30_000, what: 'the supervised sidecar to be ready' });
       const [first] = await childrenOf(supervisor.pid!);
-      assert.ok(first, 'the sidecar runs as the supervisor\'s child');
+      assert.ok(first, "the sidecar runs as the supervisor's child");
       process.kill(first, 'SIGKILL');
       const second = await waitFor(async () => (await childrenOf(supervisor.pid!)).find((p) => p !== first), { timeoutMs: 15_000, what: 'a new sidecar process' });
       await waitFor(healthy, { timeoutMs: 30_000, what: 'the restarted sidecar to be ready' });
-      assert.equal(supervisor.exitCode, null, 'the supervisor (the container\'s main process) lived on');
+      assert.equal(supervisor.exitCode, null, "the supervisor (the container's main process) lived on");
       process.kill(supervisor.pid!, 'SIGTERM');
       assert.equal(await exited, 0);
       assert.deepEqual(await childrenOf(second), []);

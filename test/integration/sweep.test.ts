@@ -41,10 +41,10 @@ describe('sweeper', () => {
     });
     assert.equal(started.started, true);
     const agentNode = await agentNodeClient(kubeConfig()).get({ name: node.name });
-    const event = await waitFor(
-      async () => (await eventsAbout('default', agentNode.metadata!.uid!)).find((e) => e.reason === 'OrphanCleanedUp' && e.note?.includes(uid)),
-      { timeoutMs: 30_000, what: `an OrphanCleanedUp Event for ${uid} on AgentNode ${node.name}` },
-    );
+    const event = await waitFor(async () => (await eventsAbout('default', agentNode.metadata!.uid!)).find((e) => e.reason === 'OrphanCleanedUp' && e.note?.includes(uid)), {
+      timeoutMs: 30_000,
+      what: `an OrphanCleanedUp Event for ${uid} on AgentNode ${node.name}`,
+    });
     assert.equal(event.type, 'Warning');
     assert.equal(event.reportingController, SIDECAR_EVENTS);
     const dir = archiveDirOf(stack(), node.name, 'gone', name, uid);

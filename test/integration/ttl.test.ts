@@ -29,7 +29,10 @@ describe('finished agents', () => {
     // Its logs outlive the object.
     const archives = stack().nodes.map((n) => n.archiveDir);
     const found = await Promise.all(archives.map((d) => readdir(join(d, ns)).catch(() => [] as string[])));
-    assert.ok(found.flat().some((n) => n.startsWith('short-lived-')), 'archive of the deleted agent missing');
+    assert.ok(
+      found.flat().some((n) => n.startsWith('short-lived-')),
+      'archive of the deleted agent missing',
+    );
     assert.ok(await agents().find({ namespace: ns, name: 'kept' }), 'an agent without a TTL must stay');
     await assertNothingLeft(stack(), kept);
   });

@@ -2,6 +2,7 @@
  * Helpers for integration tests against the control plane test/run.ts starts once per run
  * (KUBECONFIG, AO_TEST_STATE_DIR and AO_KUBECTL point at it).
  */
+import { inspect } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -45,7 +46,12 @@ export async function createTestNamespace(
   prefix: string,
   opts: { waitForDeletion?: boolean; timeoutMs?: number; optIn?: boolean; annotations?: Record<string, string> } = {},
 ): Promise<string> {
-  const base = prefix.toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 50) || 'test';
+  const base =
+    prefix
+      .toLowerCase()
+      .replace(/[^a-z0-9-]/g, '-')
+      .replace(/^-+|-+$/g, '')
+      .slice(0, 50) || 'test';
   const name = `${base}-${uniqueSuffix()}`;
   const core = kubeConfig().makeApiClient(CoreV1Api);
   await core.createNamespace({ body: { metadata: { name, labels: { 'agent-operator.test/namespace': 'true' }, ...(opts.annotations ? { annotations: opts.annotations } : {}) } } });
@@ -75,10 +81,7 @@ export async function createTestNamespace(
 }
 
 /** kubectl (AO_KUBECTL) as the admin unless `kubeconfig` says otherwise; never throws on a non-zero exit. */
-export async function kubectl(
-  args: string[],
-  opts: { input?: string; timeoutMs?: number; kubeconfig?: string } = {},
-): Promise<KubectlResult> {
+export async function kubectl(args: string[], opts: { input?: string; timeoutMs?: number; kubeconfig?: string } = {}): Promise<KubectlResult> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const r = await execa(requiredEnv('AO_KUBECTL'), args, {
     timeout: timeoutMs,
@@ -117,7 +120,7 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | false> | T | 
       lastError = err;
     }
     if (Date.now() >= deadline) {
-      const why = lastError === undefined ? '' : ` (last error: ${lastError instanceof Error ? lastError.message : String(lastError)})`;
+      const why = lastError === undefined ? '' : ` (last error: ${lastError instanceof Error ? lastError.message : inspect(lastError)})`;
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${opts.what}${why}`);
     }
     await sleep(Math.min(opts.intervalMs ?? 200, Math.max(0, deadline - Date.now())));

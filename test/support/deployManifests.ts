@@ -137,6 +137,10 @@ export function isRbacRefusal(line: string): boolean {
 /** Moves the metrics and probe bind addresses onto the given loopback ports (host network). */
 export function withLoopbackPorts(args: readonly string[], metricsPort: number, probePort: number): string[] {
   return args.map((a) =>
-    a.startsWith('--metrics-bind-address=') ? `--metrics-bind-address=127.0.0.1:${metricsPort}` : a.startsWith('--health-probe-bind-address=') ? `--health-probe-bind-address=127.0.0.1:${probePort}` : a,
+    a.startsWith('--metrics-bind-address=')
+      ? `--metrics-bind-address=127.0.0.1:${metricsPort}`
+      : a.startsWith('--health-probe-bind-address=')
+        ? `--health-probe-bind-address=127.0.0.1:${probePort}`
+        : a,
   );
 }

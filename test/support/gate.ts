@@ -73,10 +73,13 @@ export class Gates {
    * its host pid (it records the pid of its PID namespace).
    */
   async pid(name: string): Promise<number> {
-    const [pid] = await waitFor(async () => {
-      const pids = await this.pids(name);
-      return pids.length > 0 ? pids : undefined;
-    }, { timeoutMs: 15_000, what: `agent ${name} to record its start` });
+    const [pid] = await waitFor(
+      async () => {
+        const pids = await this.pids(name);
+        return pids.length > 0 ? pids : undefined;
+      },
+      { timeoutMs: 15_000, what: `agent ${name} to record its start` },
+    );
     return hostPidOfAgentNamed(name, pid!);
   }
 

@@ -60,7 +60,9 @@ export function attackScript(o: { root: string; victim: WorkspacePaths; victimUi
     `tmux -S "${o.root}/tmux.sock" kill-server 2>&1 | sed "s/^/TMUX: /"; tmux kill-server 2>&1 | sed "s/^/TMUX: /"; ls /tmp/tmux-* 2>&1 | sed "s/^/TMUX: /"`,
     `echo 0 > "${v.exitCode}" 2>&1; echo 0 > "${v.dir}/exit-code.tmp" 2>&1`,
     `for p in "${v.agentJson}" "${v.exitCode}" "${v.launchError}"; do mkfifo "$p" 2>/dev/null; ln -sf /dev/zero "$p" 2>/dev/null; ln -sf /etc/shadow "$p" 2>/dev/null; done`,
-    `for f in ${plantedPaths(o.root, v).map((p) => `"${p}"`).join(' ')}; do echo pwned > "$f" 2>/dev/null; done`,
+    `for f in ${plantedPaths(o.root, v)
+      .map((p) => `"${p}"`)
+      .join(' ')}; do echo pwned > "$f" 2>/dev/null; done`,
     'mkfifo exit-code agent.json; ln -s /etc/shadow launch-error; ln -s /dev/zero output.log',
     'cat /etc/shadow 2>&1 | head -1 | sed "s/^/SHADOW: /"',
     'unshare -U true 2>&1 | sed "s/^/USERNS: /"',
@@ -76,7 +78,14 @@ export function assertAttackGotNothing(out: string, secrets: Readonly<Record<str
   for (const [what, value] of Object.entries(secrets)) assert.ok(!out.includes(value), `the attacker got the ${what}`);
   assert.match(out, /TMUX=\[\] TMUX_PANE=\[\]/);
   // The one socket it finds is its own channel.
-  assert.deepEqual(out.split('\n').filter((l) => l.startsWith('FOUND: ')).map((l) => l.trim()), ['FOUND: /run/agent-operator/report.sock'], 'node files visible in the sandbox');
+  assert.deepEqual(
+    out
+      .split('\n')
+      .filter((l) => l.startsWith('FOUND: '))
+      .map((l) => l.trim()),
+    ['FOUND: /run/agent-operator/report.sock'],
+    'node files visible in the sandbox',
+  );
   assert.match(out, /^VSOCK: curl: \(7\) /m, "the victim's socket is not in the attacker's sandbox");
   assert.match(out, /^HTTP: \{"error":"invalid report token"\}/m);
   assert.equal(out.match(/^SQUAT: /gm)?.length, 3, out);
@@ -115,4 +124,3 @@ export function assertNormalAgentOutput(out: string): void {
   assert.match(out, /home\r\nws\r\ntmp\r\nprompt=read me\r\n/);
   assert.match(out, /all-good/);
 }
-

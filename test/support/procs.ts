@@ -7,3 +7,9 @@ export async function alive(pid: number): Promise<boolean> {
   const info = parseStat(await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => ''));
   return info !== undefined && !isGone(info);
 }
+
+/** Those of `pids` that are alive, in order. */
+export async function livePids(pids: readonly number[]): Promise<number[]> {
+  const states = await Promise.all(pids.map(alive));
+  return pids.filter((_, i) => states[i]);
+}

@@ -32,7 +32,7 @@ export async function hostPid(nsPid: number, ancestor: number): Promise<number> 
     const ns = /^NSpid:\s+(.*)$/m.exec(text)?.[1]?.split(/\s+/).map(Number);
     if (!ns || ns.length < 2 || ns.at(-1) !== nsPid) continue;
     // Below the ancestor: walk up the parents.
-    for (let p = Number(pid); p > 1; ) {
+    for (let p = Number(pid); p > 1;) {
       const ppid = Number(/^PPid:\s+(\d+)$/m.exec(await status(String(p)))?.[1] ?? 0);
       if (ppid === ancestor) return Number(pid);
       p = ppid;

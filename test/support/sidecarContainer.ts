@@ -121,7 +121,9 @@ export async function startSidecarContainer(o: { cp: ControlPlaneClient; nodeNam
     }
 
     // The ServiceAccount token, as the kubelet projects it (0600, the pod's root), and its CA.
-    const kc = parseYaml(await readFile(await o.cp.serviceAccountKubeconfig(OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT, { expirationSeconds: 3600, boundTo: await ensureNodeObject(kubeConfig(), o.nodeName) }), 'utf8')) as {
+    const kc = parseYaml(
+      await readFile(await o.cp.serviceAccountKubeconfig(OPERATOR_NAMESPACE, SIDECAR_SERVICE_ACCOUNT, { expirationSeconds: 3600, boundTo: await ensureNodeObject(kubeConfig(), o.nodeName) }), 'utf8'),
+    ) as {
       clusters: { cluster: { server: string; 'certificate-authority'?: string; 'certificate-authority-data'?: string } }[];
       users: { user: { token: string } }[];
     };
@@ -159,7 +161,11 @@ export async function startSidecarContainer(o: { cp: ControlPlaneClient; nodeNam
     ];
     const { spec, notApplied } = ociSpec({
       // The image's entrypoint, on this machine: node and the built CLI.
-      image: { Entrypoint: [process.execPath, join(PACKAGE_ROOT, 'dist', 'src', 'cli.js')], Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'NODE_ENV=production'], WorkingDir: '/' },
+      image: {
+        Entrypoint: [process.execPath, join(PACKAGE_ROOT, 'dist', 'src', 'cli.js')],
+        Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'NODE_ENV=production'],
+        WorkingDir: '/',
+      },
       rootfs,
       hostname: o.nodeName,
       pod: podSpec.securityContext ?? {},

@@ -68,7 +68,7 @@ export function agentManifest(namespace: string, name: string, spec: Partial<Age
     kind: 'Agent',
     metadata: { name, namespace },
     spec: { prompt: 'do the thing', command: ['true'], ...spec },
-  } as AgentObj;
+  };
 }
 
 export async function createAgent(namespace: string, name: string, spec: Partial<Agent['spec']>): Promise<AgentObj> {
@@ -106,7 +106,11 @@ export async function assertNodeClean(stack: Stack, uid: string): Promise<void> 
     const sessions = await listSessions(node.root);
     assert.ok(!sessions.some((s) => s.uid === uid), `session of ${uid} still on ${node.name}`);
     const procs = await findMarkerProcesses(node.root, uid);
-    assert.deepEqual(procs.map((p) => p.pid), [], `processes of ${uid} still running on ${node.name}`);
+    assert.deepEqual(
+      procs.map((p) => p.pid),
+      [],
+      `processes of ${uid} still running on ${node.name}`,
+    );
     const ws = workspacePaths(node.root, uid);
     assert.ok(await missing(ws.prompt), `prompt file of ${uid} still on ${node.name}`);
     assert.ok(await missing(ws.dir), `workspace of ${uid} still on ${node.name}`);
@@ -116,8 +120,16 @@ export async function assertNodeClean(stack: Stack, uid: string): Promise<void> 
 /** No agent session, workspace or marker process at all on any node (when every Agent is finished). */
 export async function assertNodesEmpty(stack: Stack): Promise<void> {
   for (const node of stack.nodes) {
-    assert.deepEqual((await listSessions(node.root)).map((s) => s.uid), [], `sessions left on ${node.name}`);
-    assert.deepEqual((await listWorkspaces(node.root)).map((w) => w.uid), [], `workspaces left on ${node.name}`);
+    assert.deepEqual(
+      (await listSessions(node.root)).map((s) => s.uid),
+      [],
+      `sessions left on ${node.name}`,
+    );
+    assert.deepEqual(
+      (await listWorkspaces(node.root)).map((w) => w.uid),
+      [],
+      `workspaces left on ${node.name}`,
+    );
     assert.deepEqual([...groupByAgent(await listProcesses(), node.root).keys()], [], `agent processes left on ${node.name}`);
     assert.deepEqual(await openFilesUnder(join(node.root, 'agents')), [], `files of agents still open on ${node.name}`);
   }
@@ -144,7 +156,10 @@ export function archiveDirOf(stack: Stack, nodeName: string, namespace: string, 
 /** The archive at `dir` holds output.log and a manifest that matches every file it lists; returns the manifest. */
 export async function assertArchive(dir: string): Promise<{ files: { name: string; bytes: number; sha256: string }[] }> {
   const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as { files: { name: string; bytes: number; sha256: string }[] };
-  assert.ok(manifest.files.some((f) => f.name === 'output.log'), 'output.log not archived');
+  assert.ok(
+    manifest.files.some((f) => f.name === 'output.log'),
+    'output.log not archived',
+  );
   for (const f of manifest.files) {
     const content = await readFile(join(dir, f.name));
     assert.equal(content.length, f.bytes, `${f.name}: size differs from the manifest`);

@@ -10,7 +10,15 @@ it('docs/api.md is what src/api generates (run `npm run gen:crds` after changing
 
 it('the reference lists every spec field with its description', () => {
   const doc = renderApiDocs();
-  for (const f of ['spec.prompt', 'spec.promptFrom.secretKeyRef.key', 'spec.command', 'spec.env[].valueFrom', 'spec.cleanup.gracePeriodSeconds', 'status.cleanup.escalatedToSigkill', 'status.conditions[].type']) {
+  for (const f of [
+    'spec.prompt',
+    'spec.promptFrom.secretKeyRef.key',
+    'spec.command',
+    'spec.env[].valueFrom',
+    'spec.cleanup.gracePeriodSeconds',
+    'status.cleanup.escalatedToSigkill',
+    'status.conditions[].type',
+  ]) {
     assert.ok(doc.includes(`| \`${f}\` |`), `${f} missing`);
   }
   assert.match(doc, /exactly one of spec\.prompt or spec\.promptFrom must be set/);

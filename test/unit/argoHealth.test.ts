@@ -6,13 +6,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { execa } from 'execa';
-import { reconcile } from '../../src/controller/reconcile.js';
+import { planAgent } from '../../src/controller/reconcile.js';
 import { argoHealth, toLua } from '../support/argoHealth.js';
 
 /** Splits `<byte length>:<bytes>` records. */
 function records(buf: Buffer): string[] {
   const out: string[] = [];
-  for (let i = 0; i < buf.length; ) {
+  for (let i = 0; i < buf.length;) {
     const colon = buf.indexOf(':', i);
     const len = Number(buf.subarray(i, colon).toString());
     out.push(buf.subarray(colon + 1, colon + 1 + len).toString('utf8'));
@@ -45,7 +45,7 @@ test('the Argo CD health check on what the controller decides: the moments the r
   };
   const decide = (status: Record<string, unknown>) => {
     const agent = { ...base, status };
-    const plan = reconcile({
+    const plan = planAgent({
       agent,
       nodes: new Map([['n1', { name: 'n1', labels: {}, ready: true, unschedulable: false, capacity: 1 }]]),
       used: new Map(),
@@ -54,7 +54,16 @@ test('the Argo CD health check on what the controller decides: the moments the r
     });
     return { ...agent, status: { ...status, ...plan.status } };
   };
-  const cleanup = { startTime: '2026-11-25T09:59:58Z', completionTime: '2026-11-25T09:59:59Z', sessionKilled: true, processesKilled: 0, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true };
+  const cleanup = {
+    startTime: '2026-11-25T09:59:58Z',
+    completionTime: '2026-11-25T09:59:59Z',
+    sessionKilled: true,
+    processesKilled: 0,
+    escalatedToSigkill: false,
+    promptDeleted: true,
+    logsArchived: true,
+    verifiedNoProcesses: true,
+  };
   const cases: { name: string; obj: unknown; status: string; message: RegExp }[] = [
     { name: 'no status at all (a server without the schema default)', obj: base, status: 'Progressing', message: /^Waiting for the agent-operator controller to observe generation 1$/ },
     {

@@ -21,7 +21,8 @@ import {
   stat,
 } from '../../src/sidecar/runtime/boundedFs.js';
 import { readOptional } from '../../src/sidecar/runtime/files.js';
-import { waitFor, WaitTimeoutError, withTimeout } from '../../src/sidecar/runtime/wait.js';
+import { WaitTimeoutError, withTimeout } from '../../src/kube/backoff.js';
+import { waitFor } from '../../src/sidecar/runtime/wait.js';
 
 const TIMEOUT_MS = 300;
 

@@ -58,7 +58,10 @@ describe('planChildren', () => {
         assert.deepEqual(created(p), ['lead-a']);
         assert.deepEqual(p.status?.agents, [{ name: 'lead-a', phase: 'Pending' }]);
         assert.deepEqual([p.status?.active, p.status?.succeeded, p.status?.failed], [1, 0, 0]);
-        assert.deepEqual(p.events.map((e) => e.reason), ['ChildCreated']);
+        assert.deepEqual(
+          p.events.map((e) => e.reason),
+          ['ChildCreated'],
+        );
       },
     },
     {
@@ -100,7 +103,7 @@ describe('planChildren', () => {
       expect: (p) => assert.deepEqual(refusedFields(p), { 'lead-a': 'status.phase' }),
     },
     {
-      name: 'the name is another Agent\'s: refused naming name',
+      name: "the name is another Agent's: refused naming name",
       parent: parent({ status: { spawnRequests: [request('lead-a')] } }),
       taken: ['lead-a'],
       expect: (p) => assert.deepEqual(refusedFields(p), { 'lead-a': 'name' }),
@@ -150,11 +153,7 @@ describe('planChildren', () => {
     {
       name: 'the mirror: each child summarised, counted as a Job counts Pods',
       parent: parent(),
-      children: [
-        child('lead-a', 'Working', { status: { phase: 'Working', progress: 40, message: 'half', findings: { total: 2 } } }),
-        child('lead-b', 'Completed'),
-        child('lead-c', 'Terminated'),
-      ],
+      children: [child('lead-a', 'Working', { status: { phase: 'Working', progress: 40, message: 'half', findings: { total: 2 } } }), child('lead-b', 'Completed'), child('lead-c', 'Terminated')],
       expect: (p) => {
         assert.deepEqual([p.status?.active, p.status?.succeeded, p.status?.failed], [1, 1, 1]);
         assert.deepEqual(p.status?.agents?.[0], { name: 'lead-a', uid: 'uid-lead-a', phase: 'Working', progress: 40, message: 'half', findings: 2 });
@@ -162,7 +161,14 @@ describe('planChildren', () => {
     },
     {
       name: 'a stop request for a running child: stopped with its reason; for a finished one: nothing',
-      parent: parent({ status: { stopRequests: [{ name: 'lead-a', reason: 'enough', requestTime: at(1) }, { name: 'lead-b', requestTime: at(1) }] } }),
+      parent: parent({
+        status: {
+          stopRequests: [
+            { name: 'lead-a', reason: 'enough', requestTime: at(1) },
+            { name: 'lead-b', requestTime: at(1) },
+          ],
+        },
+      }),
       children: [child('lead-a', 'Running'), child('lead-b', 'Completed')],
       expect: (p) => assert.deepEqual(p.stop, [{ name: 'lead-a', reason: 'enough' }]),
     },
@@ -194,7 +200,7 @@ describe('parentOutcome', () => {
     { name: 'parent completed: ParentStopped', parent: parent({ status: { phase: 'Completed', reason: 'AgentCompleted' } }), expect: 'parent lead ended (Completed, AgentCompleted)' },
     { name: 'parent being deleted: ParentStopped', parent: parent({ meta: { deletionTimestamp: at(0) } }), expect: 'parent lead is being deleted' },
     { name: 'parent gone: ParentStopped', parent: undefined, expect: 'parent lead no longer exists' },
-    { name: 'another Agent with the parent\'s name (new UID): ParentStopped', parent: parent({ meta: { uid: 'other' } }), expect: 'parent lead no longer exists' },
+    { name: "another Agent with the parent's name (new UID): ParentStopped", parent: parent({ meta: { uid: 'other' } }), expect: 'parent lead no longer exists' },
   ];
   for (const c of cases) {
     it(c.name, () => {
@@ -216,7 +222,12 @@ describe('completionVerified', () => {
     { name: 'too fast: False, CompletedTooFast', result: done({ startTime: at(0), lastReportTime: at(3), progressReports: 2 }), status: 'False', reason: 'CompletedTooFast' },
     { name: 'no progress report: False, TooFewProgressReports', result: done({ startTime: at(0), lastReportTime: at(60) }), status: 'False', reason: 'TooFewProgressReports' },
     { name: 'both: both reasons', result: done({ startTime: at(0), lastReportTime: at(1) }), status: 'False', reason: 'CompletedTooFast,TooFewProgressReports' },
-    { name: 'checks relaxed in the spec: True', result: done({ startTime: at(0), lastReportTime: at(1) }, { completionChecks: { minDurationSeconds: 0, minProgressReports: 0 } }), status: 'True', reason: 'ChecksPassed' },
+    {
+      name: 'checks relaxed in the spec: True',
+      result: done({ startTime: at(0), lastReportTime: at(1) }, { completionChecks: { minDurationSeconds: 0, minProgressReports: 0 } }),
+      status: 'True',
+      reason: 'ChecksPassed',
+    },
   ];
   for (const c of cases) {
     it(c.name, () => {

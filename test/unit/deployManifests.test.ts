@@ -9,7 +9,7 @@ import { DEFAULT_RESTART_POLICY } from '../../src/cmd/restartPolicy.js';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { describe, it } from 'node:test';
-import { isMap, isScalar, isSeq, type Document } from 'yaml';
+import { isMap, isScalar, isSeq } from 'yaml';
 import { CRD_FILES } from '../../src/api/crd.js';
 import { DEFAULTS } from '../../src/api/constants.js';
 import { agentStatus } from '../../src/api/agent.js';
@@ -69,7 +69,7 @@ describe('RBAC in deploy/base', () => {
     assert.ok(rbacFiles.length >= 2, 'controller and sidecar RBAC files');
     let verbs = 0;
     for (const file of rbacFiles) {
-      for (const doc of readDocuments(file) as Document[]) {
+      for (const doc of readDocuments(file)) {
         if (!/^(Cluster)?Role$/.test(String(doc.get('kind')))) continue;
         const rules = doc.get('rules');
         assert.ok(isSeq(rules), `${relative(PACKAGE_ROOT, file)}: rules`);
@@ -93,11 +93,15 @@ describe('RBAC in deploy/base', () => {
     assert.ok(verbs > 0);
   });
 
-  it('binds each role to its workload\'s own ServiceAccount', () => {
+  it("binds each role to its workload's own ServiceAccount", () => {
     const bindings = objects.filter((o) => /RoleBinding$/.test(o.kind)) as (KubeObject & { roleRef: { kind: string; name: string }; subjects: { kind: string; name: string }[] })[];
     for (const b of bindings) {
       findObject(objects, b.roleRef.kind, b.roleRef.name);
-      assert.deepEqual(b.subjects.map((s) => s.kind), ['ServiceAccount'], `${b.metadata.name}: one ServiceAccount subject`);
+      assert.deepEqual(
+        b.subjects.map((s) => s.kind),
+        ['ServiceAccount'],
+        `${b.metadata.name}: one ServiceAccount subject`,
+      );
       findObject(objects, 'ServiceAccount', b.subjects[0]!.name);
     }
     assert.equal(controller.spec.template.spec.serviceAccountName, CONTROLLER.serviceAccount);
@@ -105,7 +109,10 @@ describe('RBAC in deploy/base', () => {
     // The Lease the controller elects on is the one name the Role lets it read and renew.
     const role = findObject<KubeObject & { rules: { resources: string[]; resourceNames?: string[]; verbs: string[] }[] }>(objects, 'Role', 'agent-operator-controller-leader-election');
     const named = role.rules.filter((r) => r.resourceNames);
-    assert.deepEqual(named.map((r) => [r.resourceNames, r.verbs]), [[[flagValue(containerOf(controller).args ?? [], '--leader-election-id')], ['get', 'update']]]);
+    assert.deepEqual(
+      named.map((r) => [r.resourceNames, r.verbs]),
+      [[[flagValue(containerOf(controller).args ?? [], '--leader-election-id')], ['get', 'update']]],
+    );
     // Leader election is namespaced: a Role, never a ClusterRole, holds leases.
     for (const role of objects.filter((o) => o.kind === 'ClusterRole') as (KubeObject & { rules: { resources: string[] }[] })[]) {
       assert.ok(!role.rules.some((r) => r.resources.includes('leases')), `${role.metadata.name}: leases only through a namespaced Role`);
@@ -129,7 +136,11 @@ describe('kustomizations in deploy/', () => {
   it('includes the generated CRDs without copying them: crds/Kustomization lists exactly the files src/api generates', () => {
     assert.ok(readKustomization(BASE_DIR).resources?.includes('../../crds'));
     assert.deepEqual([...(readKustomization(CRDS_DIR).resources ?? [])].sort(), Object.keys(CRD_FILES).sort());
-    assert.deepEqual(yamlFilesUnder(DEPLOY_DIR).filter((f) => readFileSync(f, 'utf8').includes('kind: CustomResourceDefinition')), [], 'no CRD copy in deploy/');
+    assert.deepEqual(
+      yamlFilesUnder(DEPLOY_DIR).filter((f) => readFileSync(f, 'utf8').includes('kind: CustomResourceDefinition')),
+      [],
+      'no CRD copy in deploy/',
+    );
   });
 
   it('sets the one image, tagged with the package version, for every workload', () => {
@@ -219,16 +230,21 @@ describe('the controller Deployment', () => {
     assert.ok(matches(pdb.spec.selector.matchLabels, labels));
     const svc = objects.find((o) => o.kind === 'Service') as KubeObject & { spec: { selector: Record<string, string>; ports: { targetPort: string | number }[] } };
     assert.ok(matches(svc.spec.selector, labels));
-    assert.deepEqual(svc.spec.ports.map((p) => namedPort(c, p.targetPort)), [8080]);
-    const np = findObject<KubeObject & { spec: { podSelector: { matchLabels: Record<string, string> }; policyTypes: string[]; ingress: { ports: { port: number }[] }[]; egress: { ports: { port: number }[] }[] } }>(
-      objects,
-      'NetworkPolicy',
-      CONTROLLER.name,
+    assert.deepEqual(
+      svc.spec.ports.map((p) => namedPort(c, p.targetPort)),
+      [8080],
     );
+    const np = findObject<
+      KubeObject & { spec: { podSelector: { matchLabels: Record<string, string> }; policyTypes: string[]; ingress: { ports: { port: number }[] }[]; egress: { ports: { port: number }[] }[] } }
+    >(objects, 'NetworkPolicy', CONTROLLER.name);
     assert.ok(matches(np.spec.podSelector.matchLabels, labels));
     assert.deepEqual(np.spec.policyTypes, ['Ingress', 'Egress']);
     assert.deepEqual(np.spec.ingress.flatMap((r) => r.ports.map((p) => p.port)).sort(), [8080, 8081], 'ingress to the metrics and probe ports only');
-    assert.deepEqual(np.spec.egress.flatMap((r) => r.ports.map((p) => p.port)).sort((a, b) => a - b), [53, 53, 443, 6443], 'egress to the API server and DNS only');
+    assert.deepEqual(
+      np.spec.egress.flatMap((r) => r.ports.map((p) => p.port)).sort((a, b) => a - b),
+      [53, 53, 443, 6443],
+      'egress to the API server and DNS only',
+    );
   });
 });
 
@@ -280,9 +296,12 @@ describe('the sidecar DaemonSet', () => {
   it("runs agents sandboxed, as root of its own user namespace with the sandbox's few capabilities and the shipped seccomp profile", () => {
     assert.equal(pod.securityContext?.runAsUser, 0);
     assert.equal(pod.hostUsers, false, 'root of the pod is nobody on the node');
-    const seccomp = pod.securityContext!.seccompProfile!;
+    const seccomp = pod.securityContext.seccompProfile!;
     assert.equal(seccomp.type, 'Localhost');
-    const profile = JSON.parse(readFileSync(join(DEPLOY_DIR, 'seccomp', seccomp.localhostProfile!), 'utf8')) as { defaultAction: string; syscalls: { names: string[]; action: string; includes?: object; excludes?: object }[] };
+    const profile = JSON.parse(readFileSync(join(DEPLOY_DIR, 'seccomp', seccomp.localhostProfile!), 'utf8')) as {
+      defaultAction: string;
+      syscalls: { names: string[]; action: string; includes?: object; excludes?: object }[];
+    };
     assert.equal(profile.defaultAction, 'SCMP_ACT_ERRNO', 'an allow-list');
     const allowed = new Set(profile.syscalls.filter((r) => r.action === 'SCMP_ACT_ALLOW' && !Object.keys(r.includes ?? {}).length).flatMap((r) => r.names));
     for (const call of ['unshare', 'mount', 'umount2', 'pivot_root', 'clone', 'clone3']) assert.ok(allowed.has(call), `${call} is allowed (bwrap needs it)`);
@@ -292,7 +311,11 @@ describe('the sidecar DaemonSet', () => {
     assert.equal(c.securityContext?.procMount, 'Unmasked');
     assert.deepEqual(c.securityContext?.capabilities, { drop: ['ALL'], add: ['SETUID', 'SETGID', 'CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'KILL'] });
     assert.ok(!(c.args ?? []).some((a) => a.startsWith('--sandbox')), 'the default sandbox (bwrap), never --sandbox=none');
-    const range = (c.args ?? []).find((a) => a.startsWith('--agent-uid-range='))!.split('=')[1]!.split('-').map(Number);
+    const range = (c.args ?? [])
+      .find((a) => a.startsWith('--agent-uid-range='))!
+      .split('=')[1]!
+      .split('-')
+      .map(Number);
     assert.ok(range[0]! > 0 && range[1]! < 65_536, 'agent uids within the 65536 ids the kubelet maps for the pod');
   });
 

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { acquireLock, cacheDirFor, fromEnvironment, readVersions, requiredVersion } from '../../src/dev/binaries.js';
+import { acquireLock, BINARY_NAMES, buildSteps, cacheDirFor, formatElapsed, fromEnvironment, readVersions, requiredVersion } from '../../src/dev/binaries.js';
 import { kstatusPath } from '../../src/dev/kstatus.js';
 
 const only = (paths: string[]) => (p: string) => paths.includes(p);
@@ -47,7 +47,7 @@ test('fromEnvironment: KUBEBUILDER_ASSETS first, then TEST_ASSET_* per binary', 
   ];
   for (const c of cases) {
     const found = fromEnvironment(c.env, only(c.executables));
-    const paths = Object.fromEntries(Object.entries(found).map(([k, v]) => [k, v!.path]));
+    const paths = Object.fromEntries(Object.entries(found).map(([k, v]) => [k, v.path]));
     assert.deepEqual(paths, c.want, c.name);
   }
 });
@@ -56,10 +56,7 @@ test('versions come from the wrapper go.mod files', async () => {
   const v = readVersions();
   assert.match(v.kubernetes, /^v1\.\d+\.\d+$/);
   assert.match(v.etcd, /^v3\.\d+\.\d+$/);
-  assert.equal(
-    cacheDirFor(v, { XDG_CACHE_HOME: '/x' }),
-    `/x/agent-operator/k8s/${v.kubernetes}-etcd${v.etcd.slice(1)}`,
-  );
+  assert.equal(cacheDirFor(v, { XDG_CACHE_HOME: '/x' }), `/x/agent-operator/k8s/${v.kubernetes}-etcd${v.etcd.slice(1)}`);
 
   const dir = await mkdtemp(join(tmpdir(), 'gomod-'));
   try {
@@ -100,4 +97,33 @@ test('the build lock: exclusive, waits for a live holder, takes over from a dead
 
 test('the kstatus check is cached per cli-utils version, as pinned by hack/kstatus/go.mod', () => {
   assert.match(kstatusPath({ XDG_CACHE_HOME: '/x' }), /^\/x\/agent-operator\/kstatus\/cli-utils-v0\.\d+\.\d+\/kstatus$/);
+});
+
+test('buildSteps: one go build per binary, in BINARY_NAMES order, each writing only its own output', () => {
+  const versions = { kubernetes: 'v1.35.4', etcd: 'v3.6.16' };
+  const steps = buildSteps(versions, '/hack', '/out');
+  assert.deepEqual(
+    steps.map((s) => s.name),
+    [...BINARY_NAMES],
+  );
+  for (const s of steps) {
+    const o = s.args.indexOf('-o');
+    assert.equal(s.args[o + 1], `/out/${s.name}`, `${s.name} writes its own file`);
+    assert.equal(s.args.filter((a) => a === '-o').length, 1);
+    assert.ok(s.what.startsWith(s.name), `progress names ${s.name}: ${s.what}`);
+  }
+  assert.equal(steps[0]?.cwd, '/hack/etcd');
+  assert.ok(steps.slice(1).every((s) => s.cwd === '/hack/kubernetes' && s.args.at(-1) === `k8s.io/kubernetes/cmd/${s.name}`));
+  assert.ok(steps.slice(1).every((s) => s.args.some((a) => a.includes('version.gitVersion=v1.35.4') && a.includes('version.gitMinor=35'))));
+});
+
+test('formatElapsed: seconds under a minute, then minutes and two-digit seconds', () => {
+  const cases: [number, string][] = [
+    [0, '0s'],
+    [1_499, '1s'],
+    [59_400, '59s'],
+    [60_000, '1m00s'],
+    [605_000, '10m05s'],
+  ];
+  for (const [ms, want] of cases) assert.equal(formatElapsed(ms), want, `${ms} ms`);
 });

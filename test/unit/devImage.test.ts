@@ -20,14 +20,25 @@ test('debianMirror: the suite itself, from one-line and deb822 sources, in apt o
       ],
       want: 'http://mirror.example/debian',
     },
-    { name: 'one-line with options', files: [{ path: '/etc/apt/sources.list', text: '# deb http://old bookworm main\ndeb [arch=amd64 signed-by=/k.gpg] http://ftp.de.debian.org/debian bookworm main\n' }], want: 'http://ftp.de.debian.org/debian' },
+    {
+      name: 'one-line with options',
+      files: [{ path: '/etc/apt/sources.list', text: '# deb http://old bookworm main\ndeb [arch=amd64 signed-by=/k.gpg] http://ftp.de.debian.org/debian bookworm main\n' }],
+      want: 'http://ftp.de.debian.org/debian',
+    },
     { name: 'deb-src only does not count', files: [{ path: '/etc/apt/sources.list', text: 'deb-src http://x/debian bookworm main\n' }], want: /no apt source for Debian bookworm/ },
     {
       name: 'a disabled stanza is skipped',
       files: [{ path: '/a.sources', text: 'Enabled: no\nTypes: deb\nURIs: http://off/debian\nSuites: bookworm\n\nTypes: deb\nURIs: http://on/debian\nSuites: bookworm\n' }],
       want: 'http://on/debian',
     },
-    { name: 'first file wins', files: [{ path: '/etc/apt/sources.list', text: 'deb http://first/debian bookworm main\n' }, { path: '/b.list', text: 'deb http://second/debian bookworm main\n' }], want: 'http://first/debian' },
+    {
+      name: 'first file wins',
+      files: [
+        { path: '/etc/apt/sources.list', text: 'deb http://first/debian bookworm main\n' },
+        { path: '/b.list', text: 'deb http://second/debian bookworm main\n' },
+      ],
+      want: 'http://first/debian',
+    },
     { name: 'another suite only', files: [{ path: '/etc/apt/sources.list', text: 'deb http://x/debian trixie main\n' }], want: /in \/etc\/apt\/sources.list/ },
     { name: 'no files', files: [], want: /none found/ },
   ];
@@ -83,7 +94,10 @@ test('ociSpec quantities, users and capabilities', () => {
   assert.throws(() => imageUser('nonroot'), /not numeric/);
   assert.deepEqual(capabilitiesAfter(['ALL']), []);
   assert.deepEqual(capabilitiesAfter(['all'], ['NET_BIND_SERVICE']), ['CAP_NET_BIND_SERVICE']);
-  assert.deepEqual(capabilitiesAfter(['KILL']), DEFAULT_CAPABILITIES.filter((c) => c !== 'CAP_KILL'));
+  assert.deepEqual(
+    capabilitiesAfter(['KILL']),
+    DEFAULT_CAPABILITIES.filter((c) => c !== 'CAP_KILL'),
+  );
   assert.deepEqual(capabilitiesAfter(), DEFAULT_CAPABILITIES);
 });
 
@@ -93,7 +107,10 @@ test('ociSpec: the Deployment securityContext as the kernel settings runc applie
   const container: V1Container = {
     name: 'controller',
     args: ['controller', '--leader-elect'],
-    env: [{ name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } }, { name: 'NODE_ENV', value: 'test' }],
+    env: [
+      { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+      { name: 'NODE_ENV', value: 'test' },
+    ],
     securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
     volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
   };
@@ -116,7 +133,10 @@ test('ociSpec: the Deployment securityContext as the kernel settings runc applie
   assert.deepEqual(spec.root, { path: '/r', readonly: true });
   assert.ok(!spec.linux.namespaces.some((n) => n.type === 'network'), 'host network');
   assert.ok(spec.linux.namespaces.some((n) => n.type === 'pid'));
-  assert.deepEqual(spec.mounts.find((m) => m.destination === '/tmp'), { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', `size=${64 * 2 ** 20}`] });
+  assert.deepEqual(
+    spec.mounts.find((m) => m.destination === '/tmp'),
+    { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', `size=${64 * 2 ** 20}`] },
+  );
   assert.deepEqual(spec.mounts.find((m) => m.destination === '/etc/kc')?.options, ['rbind', 'nosuid', 'nodev', 'ro']);
   assert.deepEqual(notApplied, ['pod securityContext.seccompProfile: {"type":"RuntimeDefault"}']);
 });
@@ -128,17 +148,33 @@ test('ociSpec: defaults and refusals as the kubelet has them', () => {
   assert.equal(plain.process.noNewPrivileges, false, 'only allowPrivilegeEscalation: false sets no_new_privs');
   assert.equal(plain.root.readonly, false);
   assert.deepEqual(plain.process.capabilities.bounding, DEFAULT_CAPABILITIES);
-  assert.deepEqual(ociSpec({ image, rootfs: '/r', hostname: 'h', container: { name: 'c', command: ['sh'], args: ['-c', 'id'] } }).spec.process.args, ['sh', '-c', 'id'], 'command replaces ENTRYPOINT and CMD');
+  assert.deepEqual(
+    ociSpec({ image, rootfs: '/r', hostname: 'h', container: { name: 'c', command: ['sh'], args: ['-c', 'id'] } }).spec.process.args,
+    ['sh', '-c', 'id'],
+    'command replaces ENTRYPOINT and CMD',
+  );
 
   const cases: { name: string; input: Partial<Parameters<typeof ociSpec>[0]>; error: RegExp }[] = [
     { name: 'runAsNonRoot with root', input: { image: { ...image, User: '0' }, pod: { runAsNonRoot: true } }, error: /runAsNonRoot is set but the container would run as uid 0/ },
     { name: 'unresolved valueFrom', input: { container: { name: 'c', env: [{ name: 'X', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }] } }, error: /env X: valueFrom must be resolved/ },
-    { name: 'hostPath without a place', input: { container: { name: 'c', volumeMounts: [{ name: 'v', mountPath: '/v' }] }, volumes: [{ name: 'v', hostPath: { path: '/x' } }] }, error: /hostPath \/x has no place on this machine/ },
-    { name: 'other volume', input: { container: { name: 'c', volumeMounts: [{ name: 'v', mountPath: '/v' }] }, volumes: [{ name: 'v', configMap: { name: 'x' } }] }, error: /only emptyDir and hostPath/ },
+    {
+      name: 'hostPath without a place',
+      input: { container: { name: 'c', volumeMounts: [{ name: 'v', mountPath: '/v' }] }, volumes: [{ name: 'v', hostPath: { path: '/x' } }] },
+      error: /hostPath \/x has no place on this machine/,
+    },
+    {
+      name: 'other volume',
+      input: { container: { name: 'c', volumeMounts: [{ name: 'v', mountPath: '/v' }] }, volumes: [{ name: 'v', configMap: { name: 'x' } }] },
+      error: /only emptyDir and hostPath/,
+    },
     { name: 'hostUsers false without host ids', input: { hostUsers: false }, error: /needs the host ids/ },
     { name: 'Unmasked /proc without a user namespace', input: { container: { name: 'c', securityContext: { procMount: 'Unmasked' } } }, error: /procMount: Unmasked needs hostUsers: false/ },
     { name: 'Localhost seccomp without a root', input: { pod: { seccompProfile: { type: 'Localhost', localhostProfile: 'p.json' } } }, error: /no seccomp root given/ },
-    { name: 'Localhost seccomp outside the root', input: { seccompRoot: '/s', pod: { seccompProfile: { type: 'Localhost', localhostProfile: '../etc/p.json' } } }, error: /must be a relative path under/ },
+    {
+      name: 'Localhost seccomp outside the root',
+      input: { seccompRoot: '/s', pod: { seccompProfile: { type: 'Localhost', localhostProfile: '../etc/p.json' } } },
+      error: /must be a relative path under/,
+    },
     { name: 'missing volume', input: { container: { name: 'c', volumeMounts: [{ name: 'v', mountPath: '/v' }] } }, error: /no such volume/ },
     { name: 'privileged', input: { container: { name: 'c', securityContext: { privileged: true } } }, error: /privileged containers are not supported/ },
     { name: 'nothing to run', input: { image: {} }, error: /nothing to run/ },
@@ -174,7 +210,10 @@ test("ociSpec: the sidecar DaemonSet's shape: a user namespace, Unmasked /proc, 
   assert.ok(spec.linux.namespaces.some((n) => n.type === 'user'));
   assert.deepEqual([spec.linux.maskedPaths, spec.linux.readonlyPaths], [[], []]);
   assert.equal(spec.linux.cgroupsPath, '/t/c');
-  assert.deepEqual(spec.mounts.find((m) => m.destination === '/var/lib/ao'), { destination: '/var/lib/ao', type: 'bind', source: '/tmp/x/ao', options: ['rbind', 'nosuid', 'nodev', 'rw'] });
+  assert.deepEqual(
+    spec.mounts.find((m) => m.destination === '/var/lib/ao'),
+    { destination: '/var/lib/ao', type: 'bind', source: '/tmp/x/ao', options: ['rbind', 'nosuid', 'nodev', 'rw'] },
+  );
   assert.equal(spec.mounts.find((m) => m.destination === '/sys')?.type, 'bind', 'sysfs cannot be mounted from a user namespace without its own network namespace');
   assert.equal(spec.linux.seccomp?.defaultAction, 'SCMP_ACT_ERRNO');
 });
@@ -201,7 +240,11 @@ test('seccompForContainer: rules by capability and architecture, as containerd a
   ];
   for (const c of cases) {
     const s = seccompForContainer(profile, c.caps, c.arch);
-    assert.deepEqual(s.syscalls.map((r) => r.names[0]), c.names, c.name);
+    assert.deepEqual(
+      s.syscalls.map((r) => r.names[0]),
+      c.names,
+      c.name,
+    );
     assert.deepEqual(s.architectures, c.arches, c.name);
     assert.equal(s.syscalls.find((r) => r.names[0] === 'setns')?.action, c.caps.includes('CAP_SYS_ADMIN') ? 'SCMP_ACT_ALLOW' : 'SCMP_ACT_ERRNO', c.name);
     assert.equal(s.defaultErrnoRet, 38);

@@ -52,13 +52,23 @@ describe('Dockerfile', () => {
     assert.equal(tsconfig.compilerOptions.rootDir, '.', 'src/ compiles to <outDir>/src only with rootDir "."');
     const compiled = posix.join(workdirOf(build!), tsconfig.compilerOptions.outDir, 'src');
     const fromBuild = copiesOf(runtime).filter((c) => c.from === 'build');
-    assert.deepEqual(fromBuild.flatMap((c) => c.sources), [compiled]);
-    assert.ok(runsOf(build!).some((r) => /\bnpm run build\b/.test(r)), 'the build stage runs `npm run build`');
+    assert.deepEqual(
+      fromBuild.flatMap((c) => c.sources),
+      [compiled],
+    );
+    assert.ok(
+      runsOf(build!).some((r) => /\bnpm run build\b/.test(r)),
+      'the build stage runs `npm run build`',
+    );
     assert.match(pkg.scripts.build ?? '', /\btsc\b.*tsconfig\.json/, 'npm run build compiles with tsconfig.json');
   });
 
   it('copies from the build context only files that exist and that .dockerignore lets through', () => {
-    const sources = stages.flatMap((s) => copiesOf(s).filter((c) => c.from === undefined).flatMap((c) => c.sources));
+    const sources = stages.flatMap((s) =>
+      copiesOf(s)
+        .filter((c) => c.from === undefined)
+        .flatMap((c) => c.sources),
+    );
     assert.ok(sources.length > 0);
     for (const src of sources) {
       assert.doesNotMatch(src, /[*?[]/, `${src}: globs are not checked by this test; list the files`);
@@ -71,13 +81,18 @@ describe('Dockerfile', () => {
       }
     }
     // What `npm run build` reads must have been copied into the build stage before it runs.
-    const copiedToBuild = copiesOf(build!).filter((c) => c.from === undefined).flatMap((c) => c.sources);
+    const copiedToBuild = copiesOf(build!)
+      .filter((c) => c.from === undefined)
+      .flatMap((c) => c.sources);
     for (const needed of ['package.json', 'package-lock.json', 'tsconfig.json', 'src']) assert.ok(copiedToBuild.includes(needed), `build stage copies ${needed}`);
   });
 
   it('installs dev dependencies to build, production dependencies only at runtime, never running the prepare script early', () => {
     const buildInstalls = npmInstallsOf(build!);
-    assert.ok(buildInstalls.some((c) => /^npm ci\b/.test(c) && !/--omit=dev/.test(c)), 'the build stage runs npm ci with dev dependencies');
+    assert.ok(
+      buildInstalls.some((c) => /^npm ci\b/.test(c) && !/--omit=dev/.test(c)),
+      'the build stage runs npm ci with dev dependencies',
+    );
     const runtimeInstalls = npmInstallsOf(runtime);
     assert.equal(runtimeInstalls.length, 1, 'the runtime stage installs once');
     assert.match(runtimeInstalls[0]!, /^npm ci\b/);
@@ -92,7 +107,11 @@ describe('Dockerfile', () => {
   it('installs tmux, tini, procps, ca-certificates and bubblewrap in the runtime, without recommends or leftover lists', () => {
     const apt = runsOf(runtime).find((r) => /apt-get install/.test(r));
     assert.ok(apt, 'an apt-get install in the runtime stage');
-    const packages = /apt-get install((?:\s+[^\s&;]+)+)/.exec(apt)![1]!.trim().split(/\s+/).filter((w) => !w.startsWith('-'));
+    const packages = /apt-get install((?:\s+[^\s&;]+)+)/
+      .exec(apt)![1]!
+      .trim()
+      .split(/\s+/)
+      .filter((w) => !w.startsWith('-'));
     assert.deepEqual(packages.sort(), ['bubblewrap', 'ca-certificates', 'procps', 'tini', 'tmux']);
     assert.match(apt, /--no-install-recommends/);
     assert.match(apt, /rm -rf \/var\/lib\/apt\/lists/);
@@ -102,12 +121,13 @@ describe('Dockerfile', () => {
   it('runs as uid 65532 by default, which the controller Deployment requires and the sidecar DaemonSet overrides with 0', () => {
     const users = runtime.instructions.filter((i) => i.keyword === 'USER');
     assert.equal(users.at(-1)?.args, '65532:65532', 'numeric, so runAsNonRoot can verify it');
-    assert.ok(runsOf(runtime).some((r) => /useradd\b.*--uid 65532\b/.test(r)), 'the user exists in /etc/passwd (a HOME, a name for tools)');
-    const podSecurity = (file: string) => (parseYaml(read(file)) as { spec: { template: { spec: { securityContext: { runAsUser: number; runAsNonRoot?: boolean } } } } }).spec.template.spec.securityContext;
-    assert.deepEqual(
-      [podSecurity('deploy/base/controller/deployment.yaml').runAsUser, podSecurity('deploy/base/controller/deployment.yaml').runAsNonRoot],
-      [65532, true],
+    assert.ok(
+      runsOf(runtime).some((r) => /useradd\b.*--uid 65532\b/.test(r)),
+      'the user exists in /etc/passwd (a HOME, a name for tools)',
     );
+    const podSecurity = (file: string) =>
+      (parseYaml(read(file)) as { spec: { template: { spec: { securityContext: { runAsUser: number; runAsNonRoot?: boolean } } } } }).spec.template.spec.securityContext;
+    assert.deepEqual([podSecurity('deploy/base/controller/deployment.yaml').runAsUser, podSecurity('deploy/base/controller/deployment.yaml').runAsNonRoot], [65532, true]);
     assert.equal(podSecurity('deploy/base/sidecar/daemonset.yaml').runAsUser, 0);
   });
 
@@ -123,7 +143,17 @@ describe('Dockerfile', () => {
 
 describe('.dockerignore', () => {
   it('keeps node_modules, dist, .git, test state and logs out of the build context', () => {
-    for (const path of ['node_modules/zod/package.json', 'dist/src/cli.js', '.git/HEAD', '.state/cp/kubeconfig', 'src/node_modules/x.js', 'npm-debug.log', 'src/dev/debug.log', 'test/unit/dockerfile.test.ts', 'deploy/kustomization.yaml']) {
+    for (const path of [
+      'node_modules/zod/package.json',
+      'dist/src/cli.js',
+      '.git/HEAD',
+      '.state/cp/kubeconfig',
+      'src/node_modules/x.js',
+      'npm-debug.log',
+      'src/dev/debug.log',
+      'test/unit/dockerfile.test.ts',
+      'deploy/kustomization.yaml',
+    ]) {
       assert.equal(ignored(path), true, path);
     }
     for (const path of ['package.json', 'package-lock.json', 'tsconfig.json', 'src/cli.ts', 'crds/agents.orchestrator.dev.yaml']) assert.equal(ignored(path), false, path);
@@ -155,7 +185,10 @@ describe('src/ (what the runtime image runs)', () => {
       // Static imports (type-only ones are erased), re-exports and dynamic imports of bare specifiers.
       const specifiers = [...text.matchAll(/^\s*(?:import(?!\s+type\b)|export)\b[^'";]*?from\s+['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]\s*\)/gm)].map((m) => (m[1] ?? m[2])!);
       for (const s of specifiers.filter((s) => !s.startsWith('.') && !s.startsWith('node:'))) {
-        const name = s.split('/').slice(0, s.startsWith('@') ? 2 : 1).join('/');
+        const name = s
+          .split('/')
+          .slice(0, s.startsWith('@') ? 2 : 1)
+          .join('/');
         if (!allowed.has(name)) offenders.push(`${relative(PACKAGE_ROOT, file)}: ${s}`);
       }
     }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { PatchStrategy } from '@kubernetes/client-node';
 import { EventRecorder, truncateUtf8, type EventRecorderOptions, type EventSubject } from '../../src/kube/events.js';
-import { nockServer, resetNock, silentLogger, testKubeConfig } from './kubeFixtures.js';
+import { nockServer, resetNock, silentLogger, testKubeConfig } from '../support/kubeFixtures.js';
 
 const EVENTS = '/apis/events.k8s.io/v1/namespaces/ns/events';
 const MICRO_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/;

@@ -5,7 +5,7 @@ import type { ParsedUrlQuery } from 'node:querystring';
 import { NODE_LABEL } from '../../src/api/constants.js';
 import { Informer, objectKey, splitKey, type InformerOptions } from '../../src/kube/informer.js';
 import { AGENT_RESOURCE, type KubeObject } from '../../src/kube/resources.js';
-import { nockServer, resetNock, silentLogger, testKubeConfig, until, WatchBody } from './kubeFixtures.js';
+import { nockServer, resetNock, silentLogger, testKubeConfig, until, WatchBody } from '../support/kubeFixtures.js';
 
 const PATH = '/apis/orchestrator.dev/v1alpha1/agents';
 const obj = (name: string, rv: string, ns = 'ns'): KubeObject => ({ metadata: { name, namespace: ns, resourceVersion: rv } });
@@ -107,16 +107,7 @@ describe('Informer', () => {
       .reply(200, () => w2.stream);
     const { inf, events, errors } = start(t);
     await until(() => events.length === 8, 'relist events');
-    assert.deepEqual(events, [
-      'add ns/a@1',
-      'add ns/b@2',
-      'add ns/c@3',
-      'add ns/d@11',
-      'delete ns/b',
-      'delete ns/d',
-      'update ns/c@3->15',
-      'add ns/e@16',
-    ]);
+    assert.deepEqual(events, ['add ns/a@1', 'add ns/b@2', 'add ns/c@3', 'add ns/d@11', 'delete ns/b', 'delete ns/d', 'update ns/c@3->15', 'add ns/e@16']);
     assert.deepEqual(inf.keys().sort(), ['ns/a', 'ns/c', 'ns/e']);
     assert.deepEqual(errors, [], '410 is not a failure: no backoff');
   });
@@ -292,5 +283,10 @@ describe('Informer', () => {
     const { inf } = start(t);
     await assert.rejects(inf.waitForSync(100), /not synced/);
     assert.equal(inf.hasSynced(), false);
+    // Without a limit, only the caller's signal ends the wait.
+    const ac = new AbortController();
+    const unbounded = inf.waitForSync(Infinity, ac.signal);
+    setTimeout(() => ac.abort(), 50);
+    await assert.rejects(unbounded, /waiting for sync aborted/);
   });
 });

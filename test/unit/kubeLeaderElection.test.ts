@@ -3,7 +3,7 @@ import { afterEach, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { V1Lease } from '@kubernetes/client-node';
 import { LeaderElector, type LeaderElectionOptions } from '../../src/kube/leaderElection.js';
-import { nockServer, resetNock, silentLogger, testKubeConfig, until } from './kubeFixtures.js';
+import { nockServer, resetNock, silentLogger, testKubeConfig, until } from '../support/kubeFixtures.js';
 
 const LEASES = '/apis/coordination.k8s.io/v1/namespaces/ns/leases';
 const MICRO_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/;

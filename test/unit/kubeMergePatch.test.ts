@@ -24,9 +24,24 @@ describe('mergePatchDiff', () => {
     { name: 'nested removal', from: { f: { total: 1, bySeverity: { high: 1 } } }, to: { f: { total: 1 } }, patch: { f: { bySeverity: null } } },
     {
       name: 'lists are replaced whole',
-      from: { conditions: [{ type: 'A', status: 'True' }, { type: 'B', status: 'False' }] },
-      to: { conditions: [{ type: 'A', status: 'True' }, { type: 'B', status: 'True' }] },
-      patch: { conditions: [{ type: 'A', status: 'True' }, { type: 'B', status: 'True' }] },
+      from: {
+        conditions: [
+          { type: 'A', status: 'True' },
+          { type: 'B', status: 'False' },
+        ],
+      },
+      to: {
+        conditions: [
+          { type: 'A', status: 'True' },
+          { type: 'B', status: 'True' },
+        ],
+      },
+      patch: {
+        conditions: [
+          { type: 'A', status: 'True' },
+          { type: 'B', status: 'True' },
+        ],
+      },
     },
     { name: 'equal lists: nothing', from: { l: [1, 2] }, to: { l: [1, 2] }, patch: undefined },
     { name: 'object replacing a scalar', from: { x: 1 }, to: { x: { y: 2 } }, patch: { x: { y: 2 } } },

@@ -5,17 +5,8 @@ import { ApiException, PatchStrategy, RequestContext, HttpMethod } from '@kubern
 import { FINALIZER, NODE_LABEL } from '../../src/api/constants.js';
 import { sharedAgents } from '../../src/kube/client.js';
 import { describeError, HttpError, isConflict, isGone, isNotFound, statusCode, StaleObjectError } from '../../src/kube/errors.js';
-import {
-  AGENT_NODE_RESOURCE,
-  AGENT_RESOURCE,
-  agentClient,
-  agentNodeClient,
-  finalizerAddOps,
-  finalizerRemoveOps,
-  resourcePath,
-  type KubeObject,
-} from '../../src/kube/resources.js';
-import { nockServer, resetNock, testKubeConfig } from './kubeFixtures.js';
+import { AGENT_NODE_RESOURCE, AGENT_RESOURCE, agentClient, agentNodeClient, finalizerAddOps, finalizerRemoveOps, resourcePath, type KubeObject } from '../../src/kube/resources.js';
+import { nockServer, resetNock, testKubeConfig } from '../support/kubeFixtures.js';
 
 const AGENTS = '/apis/orchestrator.dev/v1alpha1/namespaces/ns/agents';
 const agent = (meta: Partial<NonNullable<KubeObject['metadata']>> = {}) => ({
@@ -127,7 +118,9 @@ describe('ResourceClient over HTTP', () => {
   });
 
   it('cluster-scoped patches go to the cluster path', async () => {
-    const scope = nockServer().patch('/apis/orchestrator.dev/v1alpha1/agentnodes/n1/status', { status: { running: 2 } }).reply(200, {});
+    const scope = nockServer()
+      .patch('/apis/orchestrator.dev/v1alpha1/agentnodes/n1/status', { status: { running: 2 } })
+      .reply(200, {});
     await agentNodeClient(testKubeConfig()).patchStatus({ name: 'n1' }, { running: 2 });
     scope.done();
   });
@@ -208,7 +201,9 @@ describe('ResourceClient over HTTP', () => {
   });
 
   it('find: undefined on 404', async () => {
-    const scope = nockServer().get(`${AGENTS}/gone`).reply(404, status(404, 'NotFound', 'x'));
+    const scope = nockServer()
+      .get(`${AGENTS}/gone`)
+      .reply(404, status(404, 'NotFound', 'x'));
     assert.equal(await agentClient(testKubeConfig()).find({ name: 'gone', namespace: 'ns' }), undefined);
     scope.done();
   });

@@ -4,15 +4,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiException } from '@kubernetes/client-node';
 import { StaleObjectError } from '../../src/kube/errors.js';
 import { ExponentialRateLimiter, runWorkers, WorkQueue, type ReconcileLabel } from '../../src/kube/workqueue.js';
-import { silentLogger } from './kubeFixtures.js';
+import { silentLogger } from '../support/kubeFixtures.js';
 
 /** One step of a queue script: an operation and, for get/len, what it must yield. */
-type Step =
-  | { add: string }
-  | { done: string }
-  | { get: string | undefined }
-  | { len: number }
-  | { shutDown: true };
+type Step = { add: string } | { done: string } | { get: string | undefined } | { len: number } | { shutDown: true };
 
 async function play(q: WorkQueue, steps: Step[]): Promise<void> {
   for (const [i, s] of steps.entries()) {
@@ -160,7 +155,10 @@ describe('ExponentialRateLimiter', () => {
   for (const c of cases) {
     it(c.name, () => {
       const rl = new ExponentialRateLimiter<string>(c.base, c.max);
-      assert.deepEqual(c.delays.map(() => rl.when('k')), c.delays);
+      assert.deepEqual(
+        c.delays.map(() => rl.when('k')),
+        c.delays,
+      );
       assert.equal(rl.numRequeues('k'), c.delays.length);
       assert.equal(rl.when('other'), c.delays[0], 'keys back off independently');
       rl.forget('k');

@@ -16,7 +16,10 @@ describe('MCP tools', () => {
   after(() => nock.enableNetConnect());
 
   it('lists the six tools, each with an object input schema free of CRD-only keys', () => {
-    assert.deepEqual(TOOLS.map((t) => t.name), ['update_agent_progress', 'report_agent_finding', 'spawn_child_agent', 'get_child_agents', 'get_agent_output', 'stop_child_agent']);
+    assert.deepEqual(
+      TOOLS.map((t) => t.name),
+      ['update_agent_progress', 'report_agent_finding', 'spawn_child_agent', 'get_child_agents', 'get_agent_output', 'stop_child_agent'],
+    );
     for (const t of TOOLS) {
       const s = inputSchemaOf(t.schema);
       assert.equal(s.type, 'object', t.name);
@@ -66,8 +69,12 @@ describe('MCP tools', () => {
 
   it('spawn_child_agent waits for the controller: created', async () => {
     endpoint().post('/v1/children/spawn').reply(200, { name: 'lead-a', requestTime: 'T1' });
-    endpoint().post('/v1/children/list').reply(200, { ...noChildren, pending: ['lead-a'] });
-    endpoint().post('/v1/children/list').reply(200, { ...noChildren, active: 1, children: [{ name: 'lead-a', phase: 'Pending' }] });
+    endpoint()
+      .post('/v1/children/list')
+      .reply(200, { ...noChildren, pending: ['lead-a'] });
+    endpoint()
+      .post('/v1/children/list')
+      .reply(200, { ...noChildren, active: 1, children: [{ name: 'lead-a', phase: 'Pending' }] });
     const r = await callTool('spawn_child_agent', { name: 'a', prompt: 'p', command: ['x'] }, opts);
     assert.equal(r.isError, undefined);
     assert.deepEqual(JSON.parse(text(r)), { name: 'lead-a', phase: 'Pending', message: 'child Agent lead-a created' });
@@ -75,8 +82,12 @@ describe('MCP tools', () => {
 
   it('spawn_child_agent: a refusal of this request is a tool error naming the field; one of an older request is not', async () => {
     endpoint().post('/v1/children/spawn').reply(200, { name: 'lead-a', requestTime: 'T2' });
-    endpoint().post('/v1/children/list').reply(200, { ...noChildren, refused: [{ name: 'lead-a', requestTime: 'T1', field: 'spec.children.maxTotal', message: 'old' }] });
-    endpoint().post('/v1/children/list').reply(200, { ...noChildren, refused: [{ name: 'lead-a', requestTime: 'T2', field: 'spec.children.maxConcurrent', message: 'spec.children.maxConcurrent is 1 and 1 children are active' }] });
+    endpoint()
+      .post('/v1/children/list')
+      .reply(200, { ...noChildren, refused: [{ name: 'lead-a', requestTime: 'T1', field: 'spec.children.maxTotal', message: 'old' }] });
+    endpoint()
+      .post('/v1/children/list')
+      .reply(200, { ...noChildren, refused: [{ name: 'lead-a', requestTime: 'T2', field: 'spec.children.maxConcurrent', message: 'spec.children.maxConcurrent is 1 and 1 children are active' }] });
     const r = await callTool('spawn_child_agent', { name: 'a', prompt: 'p', command: ['x'] }, opts);
     assert.equal(r.isError, true);
     assert.equal(text(r), 'spawn_child_agent: refused: spec.children.maxConcurrent: spec.children.maxConcurrent is 1 and 1 children are active');
@@ -84,7 +95,10 @@ describe('MCP tools', () => {
 
   it('spawn_child_agent: no answer in time is a tool error saying the request stands', async () => {
     endpoint().post('/v1/children/spawn').reply(200, { name: 'lead-a', requestTime: 'T1' });
-    endpoint().post('/v1/children/list').times(100).reply(200, { ...noChildren, pending: ['lead-a'] });
+    endpoint()
+      .post('/v1/children/list')
+      .times(100)
+      .reply(200, { ...noChildren, pending: ['lead-a'] });
     const r = await callTool('spawn_child_agent', { name: 'a', prompt: 'p', command: ['x'] }, opts);
     assert.equal(r.isError, true);
     assert.match(text(r), /has not answered the request for lead-a within 0s; it stands/);

@@ -10,12 +10,20 @@ describe('progressProblem', () => {
   const cases: { name: string; o: Partial<ProgressObservation>; want: RegExp | undefined }[] = [
     { name: 'a pass just now: healthy', o: { lastPassAt: T0 + s(99) }, want: undefined },
     { name: 'a pass exactly at the threshold: healthy', o: { lastPassAt: T0 + s(40) }, want: undefined },
-    { name: 'no pass for longer than the threshold, work pending: unhealthy, with the figures', o: { lastPassAt: T0 + s(6) }, want: /^relist last completed 94s ago; threshold 60s; 2 agent\(s\) or queued key\(s\) waiting$/ },
+    {
+      name: 'no pass for longer than the threshold, work pending: unhealthy, with the figures',
+      o: { lastPassAt: T0 + s(6) },
+      want: /^relist last completed 94s ago; threshold 60s; 2 agent\(s\) or queued key\(s\) waiting$/,
+    },
     { name: 'stalled but nothing pending: healthy (nothing is held up)', o: { lastPassAt: T0 + s(6), pending: 0 }, want: undefined },
     { name: 'not started yet (registering): healthy', o: { startedAt: undefined, pending: 3 }, want: undefined },
     { name: 'started, no pass yet, within the threshold: healthy', o: { startedAt: T0 + s(50) }, want: undefined },
     { name: 'started, never a pass, past the threshold: unhealthy', o: {}, want: /^relist has not completed since it started 100s ago; threshold 60s/ },
-    { name: 'the last error and the queue head are told', o: { lastPassAt: T0, lastError: 'timed out after 2000 ms waiting for open of /x', oldestQueuedMs: s(70) }, want: /100s ago; .*oldest queued key waiting 70s; last error: timed out after 2000 ms waiting for open of \/x$/ },
+    {
+      name: 'the last error and the queue head are told',
+      o: { lastPassAt: T0, lastError: 'timed out after 2000 ms waiting for open of /x', oldestQueuedMs: s(70) },
+      want: /100s ago; .*oldest queued key waiting 70s; last error: timed out after 2000 ms waiting for open of \/x$/,
+    },
     { name: 'a clock that went back: healthy', o: { lastPassAt: T0 + s(200) }, want: undefined },
   ];
   for (const c of cases) {

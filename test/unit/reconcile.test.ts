@@ -4,20 +4,12 @@ import type { Agent } from '../../src/api/agent.js';
 import type { Condition } from '../../src/api/fields.js';
 import { FINALIZER, NODE_LABEL } from '../../src/api/constants.js';
 import type { NodeView } from '../../src/controller/nodes.js';
-import { reconcile, type Observed, type Plan } from '../../src/controller/reconcile.js';
+import { planAgent, type Observed, type Plan } from '../../src/controller/reconcile.js';
+import { testAgent, type AgentParts } from '../support/agents.js';
+import { at, T0 } from '../support/time.js';
 
-const T0 = Date.parse('2026-11-25T10:00:00Z');
-const at = (s: number) => new Date(T0 + s * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
-
-function agent(over: { spec?: Partial<Agent['spec']>; status?: Agent['status']; meta?: Partial<NonNullable<Agent['metadata']>> } = {}): Agent {
-  return {
-    apiVersion: 'orchestrator.dev/v1alpha1',
-    kind: 'Agent',
-    metadata: { name: 'a', namespace: 'ns', uid: '11111111-2222-3333-4444-555555555555', generation: 1, finalizers: [FINALIZER], ...over.meta },
-    spec: { prompt: 'p', command: ['echo'], ...over.spec },
-    status: over.status,
-  };
-}
+/** The controller sees Agents it has already given its finalizer, unless a case says otherwise. */
+const agent = (over: AgentParts = {}): Agent => testAgent({ ...over, meta: { finalizers: [FINALIZER], ...over.meta } });
 
 const node = (name: string, over: Partial<NodeView> = {}): NodeView => ({
   name,
@@ -29,9 +21,12 @@ const node = (name: string, over: Partial<NodeView> = {}): NodeView => ({
 });
 
 function observe(a: Agent, over: Partial<Observed> = {}): Plan {
-  return reconcile({
+  return planAgent({
     agent: a,
-    nodes: new Map([['node-1', node('node-1')], ['node-2', node('node-2')]]),
+    nodes: new Map([
+      ['node-1', node('node-1')],
+      ['node-2', node('node-2')],
+    ]),
     used: new Map(),
     now: T0 + 100_000,
     config: { nodeLostGraceMs: 60_000, unschedulableRetryMs: 15_000, launchTimeoutMs: 60_000 },
@@ -42,7 +37,7 @@ function observe(a: Agent, over: Partial<Observed> = {}): Plan {
 const bound = (status: Agent['status'] = {}): Agent['status'] => ({ nodeName: 'node-1', phase: 'Running', ...status });
 const boundMeta = { labels: { [NODE_LABEL]: 'node-1' } };
 
-describe('reconcile', () => {
+describe('planAgent', () => {
   const cases: { name: string; agent: Agent; over?: Partial<Observed>; expect: (p: Plan) => void }[] = [
     {
       name: 'new agent: finalizer added and bound to the least loaded node',
@@ -54,13 +49,21 @@ describe('reconcile', () => {
         assert.equal(p.status.nodeName, 'node-2');
         assert.equal(p.status.phase, 'Scheduled');
         assert.equal(p.status.conditions?.find((c) => c.type === 'Scheduled')?.status, 'True');
-        assert.deepEqual(p.events.map((e) => e.reason), ['Scheduled']);
+        assert.deepEqual(
+          p.events.map((e) => e.reason),
+          ['Scheduled'],
+        );
       },
     },
     {
       name: 'no node fits: Pending with a reason naming why, retried',
       agent: agent({ spec: { nodeSelector: { gpu: 'yes' } } }),
-      over: { nodes: new Map([['node-1', node('node-1', { ready: false })], ['node-2', node('node-2')]]) },
+      over: {
+        nodes: new Map([
+          ['node-1', node('node-1', { ready: false })],
+          ['node-2', node('node-2')],
+        ]),
+      },
       expect: (p) => {
         assert.equal(p.status.phase, 'Pending');
         assert.equal(p.status.reason, 'Unschedulable');
@@ -104,7 +107,10 @@ describe('reconcile', () => {
         assert.equal(p.status.phase, 'Completed');
         assert.equal(p.status.completionTime, at(100));
         assert.equal(p.status.conditions?.find((c) => c.type === 'Complete')?.status, 'True');
-        assert.equal(p.status.conditions?.find((c) => c.type === 'Failed'), undefined);
+        assert.equal(
+          p.status.conditions?.find((c) => c.type === 'Failed'),
+          undefined,
+        );
       },
     },
     {
@@ -177,13 +183,27 @@ describe('reconcile', () => {
           phase: 'Completed',
           reason: 'AgentCompleted',
           completionTime: at(50),
-          cleanup: { startTime: at(51), completionTime: at(52), sessionKilled: true, processesKilled: 2, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, archivePath: '/a', verifiedNoProcesses: true, errors: [] },
+          cleanup: {
+            startTime: at(51),
+            completionTime: at(52),
+            sessionKilled: true,
+            processesKilled: 2,
+            escalatedToSigkill: false,
+            promptDeleted: true,
+            logsArchived: true,
+            archivePath: '/a',
+            verifiedNoProcesses: true,
+            errors: [],
+          },
         }),
         meta: boundMeta,
       }),
       expect: (p) => {
         assert.equal(p.status.conditions?.find((c) => c.type === 'CleanedUp')?.status, 'True');
-        assert.deepEqual(p.events.map((e) => e.reason), ['CleanedUp']);
+        assert.deepEqual(
+          p.events.map((e) => e.reason),
+          ['CleanedUp'],
+        );
       },
     },
     {
@@ -197,7 +217,21 @@ describe('reconcile', () => {
     {
       name: 'deleted after cleanup: finalizer released',
       agent: agent({
-        status: bound({ phase: 'Terminated', reason: 'Deleted', completionTime: at(90), cleanup: { startTime: at(91), completionTime: at(92), sessionKilled: true, processesKilled: 1, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true } }),
+        status: bound({
+          phase: 'Terminated',
+          reason: 'Deleted',
+          completionTime: at(90),
+          cleanup: {
+            startTime: at(91),
+            completionTime: at(92),
+            sessionKilled: true,
+            processesKilled: 1,
+            escalatedToSigkill: false,
+            promptDeleted: true,
+            logsArchived: true,
+            verifiedNoProcesses: true,
+          },
+        }),
         meta: { ...boundMeta, deletionTimestamp: at(89) },
       }),
       expect: (p) => assert.equal(p.removeFinalizer, true),
@@ -249,7 +283,10 @@ describe('reconcile', () => {
       expect: (p) => {
         assert.deepEqual([p.status.phase, p.status.reason], ['Error', 'LaunchTimeout']);
         assert.match(p.status.message ?? '', /bound to node node-1 at .* not started within 60s/);
-        assert.deepEqual(p.events.map((e) => [e.type, e.reason]), [['Warning', 'LaunchTimeout']]);
+        assert.deepEqual(
+          p.events.map((e) => [e.type, e.reason]),
+          [['Warning', 'LaunchTimeout']],
+        );
         assert.equal(p.status.completionTime, at(100));
         assert.equal(p.status.conditions?.find((c) => c.type === 'Failed')?.reason, 'LaunchTimeout');
         assert.equal(p.removeFinalizer, false);
@@ -282,7 +319,22 @@ describe('reconcile', () => {
     {
       name: 'launch timeout: sticky, and cleaned up like any Agent once the node recorded it',
       agent: agent({
-        status: bound({ phase: 'Error', reason: 'LaunchTimeout', scheduledTime: at(0), completionTime: at(60), cleanup: { startTime: at(65), completionTime: at(70), sessionKilled: true, processesKilled: 1, escalatedToSigkill: false, promptDeleted: true, logsArchived: false, verifiedNoProcesses: true } }),
+        status: bound({
+          phase: 'Error',
+          reason: 'LaunchTimeout',
+          scheduledTime: at(0),
+          completionTime: at(60),
+          cleanup: {
+            startTime: at(65),
+            completionTime: at(70),
+            sessionKilled: true,
+            processesKilled: 1,
+            escalatedToSigkill: false,
+            promptDeleted: true,
+            logsArchived: false,
+            verifiedNoProcesses: true,
+          },
+        }),
         meta: boundMeta,
       }),
       expect: (p) => {
@@ -311,7 +363,10 @@ describe('reconcile', () => {
         assert.equal(p.bindTo, undefined);
         assert.equal(p.status.nodeName, 'node-1');
         assert.equal(p.status.phase, 'Scheduled');
-        assert.deepEqual(p.events.map((e) => e.reason), ['Scheduled']);
+        assert.deepEqual(
+          p.events.map((e) => e.reason),
+          ['Scheduled'],
+        );
       },
     },
     {
@@ -340,7 +395,10 @@ describe('reconcile', () => {
       name: "node pool: bound only inside the namespace's pool, however loaded the rest",
       agent: agent(),
       over: {
-        nodes: new Map([['node-1', node('node-1', { labels: { pool: 'a' } })], ['node-2', node('node-2', { labels: { pool: 'b' } })]]),
+        nodes: new Map([
+          ['node-1', node('node-1', { labels: { pool: 'a' } })],
+          ['node-2', node('node-2', { labels: { pool: 'b' } })],
+        ]),
         used: new Map([['node-1', 1]]),
         pool: { namespace: 'ns', annotation: 'pool=a', selector: { pool: 'a' } },
       },
@@ -361,7 +419,10 @@ describe('reconcile', () => {
       name: 'node pool: a nodeName outside it is Failed (NodePoolConflict)',
       agent: agent({ spec: { nodeName: 'node-2' } }),
       over: {
-        nodes: new Map([['node-1', node('node-1', { labels: { pool: 'a' } })], ['node-2', node('node-2', { labels: { pool: 'b' } })]]),
+        nodes: new Map([
+          ['node-1', node('node-1', { labels: { pool: 'a' } })],
+          ['node-2', node('node-2', { labels: { pool: 'b' } })],
+        ]),
         pool: { namespace: 'ns', annotation: 'pool=a', selector: { pool: 'a' } },
       },
       expect: (p) => {
@@ -393,7 +454,7 @@ describe('reconcile', () => {
   ];
   for (const c of cases) it(c.name, () => c.expect(observe(c.agent, c.over)));
 
-  it("limits the node could not enforce: a Warning Event and LimitsEnforced=False, the Event once", () => {
+  it('limits the node could not enforce: a Warning Event and LimitsEnforced=False, the Event once', () => {
     const limited = (status: Agent['status']) => agent({ spec: { resources: { limits: { memory: '1Gi', pids: 10 } } }, status, meta: boundMeta });
     const first = observe(limited(bound({ phase: 'Scheduled', startTime: at(90), sessionName: 's', limitsNotEnforced: ['memory'] })));
     const warning = first.events.find((e) => e.reason === 'LimitsNotEnforced');
@@ -402,13 +463,23 @@ describe('reconcile', () => {
     const c = first.status.conditions?.find((x) => x.type === 'LimitsEnforced');
     assert.deepEqual([c?.status, c?.reason, c?.message], ['False', 'LimitsNotEnforced', warning?.message]);
     const again = observe(limited({ ...bound({ startTime: at(90), sessionName: 's', limitsNotEnforced: ['memory'] }), ...first.status }), { now: T0 + 200_000 });
-    assert.equal(again.events.find((e) => e.reason === 'LimitsNotEnforced'), undefined, 'said once');
-    assert.deepEqual(again.status.conditions?.find((x) => x.type === 'LimitsEnforced'), c);
+    assert.equal(
+      again.events.find((e) => e.reason === 'LimitsNotEnforced'),
+      undefined,
+      'said once',
+    );
+    assert.deepEqual(
+      again.status.conditions?.find((x) => x.type === 'LimitsEnforced'),
+      c,
+    );
     // Finished before the controller saw it run: still said, with the end.
     const ended = observe(limited(bound({ phase: 'Scheduled', startTime: at(90), exitCode: 0, limitsNotEnforced: ['cpu', 'pids'] })));
     assert.deepEqual(ended.events.map((e) => e.reason).sort(), ['Exited', 'LimitsNotEnforced']);
     // Enforced everywhere: no such condition.
-    assert.equal(observe(limited(bound({ startTime: at(90) }))).status.conditions?.find((x) => x.type === 'LimitsEnforced'), undefined);
+    assert.equal(
+      observe(limited(bound({ startTime: at(90) }))).status.conditions?.find((x) => x.type === 'LimitsEnforced'),
+      undefined,
+    );
   });
 
   it('an output cap the node lowered: a Warning Event and OutputCapHonored=False, the Event once', () => {
@@ -420,19 +491,38 @@ describe('reconcile', () => {
     const c = first.status.conditions?.find((x) => x.type === 'OutputCapHonored');
     assert.deepEqual([c?.status, c?.reason, c?.message], ['False', 'OutputCapLowered', warning?.message]);
     const again = observe(capped('1Gi', { ...bound({ startTime: at(90), sessionName: 's', outputMaxBytes: 100 * 2 ** 20 }), ...first.status }), { now: T0 + 200_000 });
-    assert.equal(again.events.find((e) => e.reason === 'OutputCapLowered'), undefined, 'said once');
-    assert.deepEqual(again.status.conditions?.find((x) => x.type === 'OutputCapHonored'), c);
+    assert.equal(
+      again.events.find((e) => e.reason === 'OutputCapLowered'),
+      undefined,
+      'said once',
+    );
+    assert.deepEqual(
+      again.status.conditions?.find((x) => x.type === 'OutputCapHonored'),
+      c,
+    );
     // Kept as asked (or raised to the node's least cap), or not yet launched: nothing said.
-    for (const [maxSize, outputMaxBytes] of [['64Ki', 65536], ['1k', 4096], ['1Gi', undefined]] as const) {
+    for (const [maxSize, outputMaxBytes] of [
+      ['64Ki', 65536],
+      ['1k', 4096],
+      ['1Gi', undefined],
+    ] as const) {
       const p = observe(capped(maxSize, bound({ phase: 'Scheduled', startTime: at(90), sessionName: 's', ...(outputMaxBytes !== undefined ? { outputMaxBytes } : {}) })));
-      assert.equal(p.events.find((e) => e.reason === 'OutputCapLowered'), undefined, maxSize);
-      assert.equal(p.status.conditions?.find((x) => x.type === 'OutputCapHonored'), undefined, maxSize);
+      assert.equal(
+        p.events.find((e) => e.reason === 'OutputCapLowered'),
+        undefined,
+        maxSize,
+      );
+      assert.equal(
+        p.status.conditions?.find((x) => x.type === 'OutputCapHonored'),
+        undefined,
+        maxSize,
+      );
     }
   });
 
   it('keeps lastTransitionTime when a condition does not change', () => {
     const first = observe(agent({ status: bound({ phase: 'Scheduled', startTime: at(90) }), meta: boundMeta }));
-    const again = observe(agent({ status: { ...bound({ startTime: at(90) }), ...first.status } , meta: boundMeta }), { now: T0 + 200_000 });
+    const again = observe(agent({ status: { ...bound({ startTime: at(90) }), ...first.status }, meta: boundMeta }), { now: T0 + 200_000 });
     assert.deepEqual(again.status.conditions, first.status.conditions);
     assert.deepEqual(again.events, []);
   });
@@ -440,7 +530,10 @@ describe('reconcile', () => {
 
 describe('reconcile: kstatus conditions (Ready, Reconciling, Stalled)', () => {
   const cleanup = { startTime: at(51), completionTime: at(52), sessionKilled: true, processesKilled: 1, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true };
-  const full = new Map([['node-1', 2], ['node-2', 2]]);
+  const full = new Map([
+    ['node-1', 2],
+    ['node-2', 2],
+  ]);
   /** want: each kstatus condition present, as `status reason`; absent ones must be absent. */
   const cases: { name: string; agent: Agent; over?: Partial<Observed>; want: Record<string, string> }[] = [
     {
@@ -467,7 +560,13 @@ describe('reconcile: kstatus conditions (Ready, Reconciling, Stalled)', () => {
     {
       name: 'Pending with every node cordoned or not ready: Stalled (even if one is also full)',
       agent: agent(),
-      over: { nodes: new Map([['node-1', node('node-1', { unschedulable: true })], ['node-2', node('node-2', { ready: false })]]), used: full },
+      over: {
+        nodes: new Map([
+          ['node-1', node('node-1', { unschedulable: true })],
+          ['node-2', node('node-2', { ready: false })],
+        ]),
+        used: full,
+      },
       want: { Ready: 'False Unschedulable', Stalled: 'True Unschedulable' },
     },
     {
@@ -549,9 +648,7 @@ describe('reconcile: kstatus conditions (Ready, Reconciling, Stalled)', () => {
     },
   ];
   const kstatusOf = (conditions: Condition[] | undefined) =>
-    Object.fromEntries(
-      (conditions ?? []).filter((c) => ['Ready', 'Reconciling', 'Stalled'].includes(c.type)).map((c) => [c.type, `${c.status} ${c.reason}`]),
-    );
+    Object.fromEntries((conditions ?? []).filter((c) => ['Ready', 'Reconciling', 'Stalled'].includes(c.type)).map((c) => [c.type, `${c.status} ${c.reason}`]));
   for (const c of cases) it(c.name, () => assert.deepEqual(kstatusOf(observe(c.agent, c.over).status.conditions), c.want));
 
   it('the phase message is the message of every kstatus condition', () => {
@@ -584,6 +681,9 @@ describe('reconcile: kstatus conditions (Ready, Reconciling, Stalled)', () => {
       bumped.status.conditions!.map((c) => [c.type, c.observedGeneration]),
       bumped.status.conditions!.map((c) => [c.type, 2]),
     );
-    assert.ok(bumped.status.conditions!.some((c) => c.type === 'Scheduled'), 'a condition not re-set on this pass is still stamped');
+    assert.ok(
+      bumped.status.conditions!.some((c) => c.type === 'Scheduled'),
+      'a condition not re-set on this pass is still stamped',
+    );
   });
 });

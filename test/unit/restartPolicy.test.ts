@@ -11,7 +11,12 @@ describe('decideRestart', () => {
     { name: 'crashes in a row double the delay', exit: { code: 1, signal: null, ranMs: 500 }, crashesBefore: 3, want: { kind: 'restart', delayMs: 8000, crashesInARow: 4 } },
     { name: 'the delay is capped', exit: { code: 1, signal: null, ranMs: 500 }, crashesBefore: 12, want: { kind: 'restart', delayMs: 30_000, crashesInARow: 13 } },
     { name: 'a long healthy run resets the count', exit: { code: 1, signal: null, ranMs: 60_000 }, crashesBefore: 12, want: { kind: 'restart', delayMs: 1000, crashesInARow: 1 } },
-    { name: 'exiting 0 unasked is restarted too (a sidecar never ends by itself)', exit: { code: 0, signal: null, ranMs: 10 }, crashesBefore: 1, want: { kind: 'restart', delayMs: 2000, crashesInARow: 2 } },
+    {
+      name: 'exiting 0 unasked is restarted too (a sidecar never ends by itself)',
+      exit: { code: 0, signal: null, ranMs: 10 },
+      crashesBefore: 1,
+      want: { kind: 'restart', delayMs: 2000, crashesInARow: 2 },
+    },
     { name: 'a usage error is not retried', exit: { code: 2, signal: null, ranMs: 10 }, crashesBefore: 0, want: { kind: 'give-up', exitCode: 2 } },
   ];
   for (const c of cases) it(c.name, () => assert.deepEqual(decideRestart(c.exit, c.crashesBefore, policy), c.want));

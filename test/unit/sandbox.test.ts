@@ -26,20 +26,27 @@ describe('sandboxArgv', () => {
   it('drops to the agent uid with no capabilities and no_new_privs before bwrap', () => {
     assert.deepEqual(argv.slice(0, argv.indexOf('bwrap')), [
       'setsid',
-      'setpriv', '--reuid=200001', '--regid=200001', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--',
+      'setpriv',
+      '--reuid=200001',
+      '--regid=200001',
+      '--clear-groups',
+      '--inh-caps=-all',
+      '--bounding-set=-all',
+      '--no-new-privs',
+      '--',
     ]);
     for (const flag of ['--unshare-user', '--unshare-pid', '--unshare-ipc', '--disable-userns']) assert.ok(argv.includes(flag), flag);
     assert.ok(!argv.includes('--unshare-net'), 'the network is shared');
     assert.equal(argv.at(-1), '--');
   });
-  it('mounts an allow-list: system read-only, /tmp private before anything under it, only the agent\'s own paths writable', () => {
+  it("mounts an allow-list: system read-only, /tmp private before anything under it, only the agent's own paths writable", () => {
     const pairs = (flag: string) => argv.flatMap((a, i) => (a === flag ? [argv[i + 2]!] : []));
     assert.deepEqual(pairs('--ro-bind'), ['/usr', '/etc', '/app', '/n/agents/u/prompt', '/n/bin']);
     assert.deepEqual(pairs('--bind'), ['/n/agents/u/scratch', '/n/agents/u/home']);
     assert.deepEqual(argv.slice(argv.indexOf('--symlink'), argv.indexOf('--symlink') + 3), ['--symlink', 'usr/bin', '/bin']);
     assert.ok(argv.indexOf('/tmp') < argv.indexOf('/n/agents/u/scratch'));
   });
-  it('binds the report channel\'s directory, read-only, at the fixed path, after the writable paths', () => {
+  it("binds the report channel's directory, read-only, at the fixed path, after the writable paths", () => {
     const withChannel = sandboxArgv(HOST, { uid: 200001, gid: 200001, writable: ['/n/agents/u/scratch'], readOnly: [], channel: '/n/agents/u/channel' });
     const at = withChannel.indexOf('/n/agents/u/channel');
     assert.deepEqual(withChannel.slice(at - 1, at + 2), ['--ro-bind', '/n/agents/u/channel', '/run/agent-operator']);
@@ -102,7 +109,7 @@ describe('sandboxStarted', () => {
 });
 
 describe('uid allocation', () => {
-  it('parses a range and refuses 0 and the sidecar\'s uid', () => {
+  it("parses a range and refuses 0 and the sidecar's uid", () => {
     assert.deepEqual(parseUidRange('200000-200009'), { first: 200000, count: 10 });
     for (const bad of ['0-10', '10-5', 'x', '5', '1-4294967295']) assert.throws(() => parseUidRange(bad), /invalid uid range/, bad);
     assert.throws(() => parseUidRange('1000-2000', [1500]), /contains uid 1500/);
@@ -140,7 +147,11 @@ describe('cgroup parsing', () => {
   });
   it('writes the limits the controllers enforce and lists the others', () => {
     assert.deepEqual(limitFiles({ memoryBytes: 1 << 30, cpuMillis: 500, pids: 64 }, ['cpu', 'memory', 'pids']), {
-      files: [['memory.max', String(1 << 30)], ['cpu.max', '50000 100000'], ['pids.max', '64']],
+      files: [
+        ['memory.max', String(1 << 30)],
+        ['cpu.max', '50000 100000'],
+        ['pids.max', '64'],
+      ],
       notEnforced: [],
     });
     assert.deepEqual(limitFiles({ memoryBytes: 1, pids: 3 }, []), { files: [], notEnforced: ['memory', 'pids'] });
@@ -148,7 +159,7 @@ describe('cgroup parsing', () => {
   });
 });
 
-describe('the agents\' cgroup name', () => {
+describe("the agents' cgroup name", () => {
   const cases: [string, string, RegExp | undefined][] = [
     ['the default', defaultAgentsCgroupName('node-1'), undefined],
     ['a 63-character node name', defaultAgentsCgroupName('n'.repeat(63)), undefined],
@@ -156,19 +167,23 @@ describe('the agents\' cgroup name', () => {
     ['empty', '', /one directory name/],
     ['a path', 'a/b', /one directory name/],
     ['the parent', '..', /one directory name/],
-    ['an interface file\'s shape', 'cgroup.procs', /one directory name/],
+    ["an interface file's shape", 'cgroup.procs', /one directory name/],
     ['a leading dash', '-x', /one directory name/],
     ['too long', 'a'.repeat(201), /at most 200/],
-    ['the sidecar\'s own leaf', 'sidecar', /the leaf the sidecar itself moves into/],
+    ["the sidecar's own leaf", 'sidecar', /the leaf the sidecar itself moves into/],
   ];
   for (const [what, name, refused] of cases) {
     it(`${what}: ${refused ? 'refused, naming the flag' : 'accepted'}`, () => {
-      if (refused) assert.throws(() => checkAgentsCgroupName(name), (err: Error) => refused.test(err.message) && err.message.startsWith('--agents-cgroup:'));
+      if (refused)
+        assert.throws(
+          () => checkAgentsCgroupName(name),
+          (err: Error) => refused.test(err.message) && err.message.startsWith('--agents-cgroup:'),
+        );
       else assert.doesNotThrow(() => checkAgentsCgroupName(name));
     });
   }
 
-  it('a simulated node\'s is its stack\'s own: two stacks with the same node name never share one, a stack restarted on its state dir finds its own', () => {
+  it("a simulated node's is its stack's own: two stacks with the same node name never share one, a stack restarted on its state dir finds its own", () => {
     const a = stackAgentsCgroup('/tmp/stack-a', 'node-1');
     assert.equal(stackAgentsCgroup('/tmp/stack-a/', 'node-1'), a, 'the same state dir, however written');
     assert.notEqual(stackAgentsCgroup('/tmp/stack-b', 'node-1'), a);

@@ -1,22 +1,19 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Agent } from '../../src/api/agent.js';
-import { decideNode, outputTimeResolutionMs, workersFor, type LocalFacts } from '../../src/sidecar/decide.js';
+import { planAgentOnNode, outputTimeResolutionMs, workersFor, type LocalFacts } from '../../src/sidecar/decide.js';
+import { testAgent } from '../support/agents.js';
+import { at, T0 } from '../support/time.js';
 
-const T0 = Date.parse('2026-11-25T10:00:00Z');
-const iso = (s: number) => new Date(T0 + s * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
-
-const agent = (spec: Partial<Agent['spec']> = {}, status: Agent['status'] = {}, meta: Partial<NonNullable<Agent['metadata']>> = {}): Agent => ({
-  metadata: { name: 'a', namespace: 'ns', uid: 'u', ...meta },
-  spec: { prompt: 'p', command: ['x'], ...spec },
-  status: { nodeName: 'node-1', phase: 'Scheduled', ...status },
-});
+/** The node sees Agents bound to it, Scheduled, unless a case says otherwise. */
+const agent = (spec: Partial<Agent['spec']> = {}, status: Agent['status'] = {}, meta: Partial<NonNullable<Agent['metadata']>> = {}): Agent =>
+  testAgent({ spec, status: { nodeName: 'node-1', phase: 'Scheduled', ...status }, meta });
 const fresh: LocalFacts = { launch: 'none', sessionAlive: false };
-const running: LocalFacts = { launch: 'done', sessionAlive: true, sessionName: 'agent-u', startTime: iso(1) };
+const running: LocalFacts = { launch: 'done', sessionAlive: true, sessionName: 'agent-u', startTime: at(1) };
 /** Cut short by a crash: the session waits for its go, nothing written to status yet. */
 const cutShort = (launch: LocalFacts['launch']): LocalFacts => ({ launch, sessionAlive: launch !== 'begun' && launch !== 'workspace', sessionName: 'agent-u' });
 
-describe('decideNode', () => {
+describe('planAgentOnNode', () => {
   const cases: { name: string; agent: Agent; local: LocalFacts; now?: number; action: string; patch?: Record<string, unknown> | undefined }[] = [
     { name: 'bound and not launched: launch', agent: agent(), local: fresh, action: 'launch' },
     { name: 'launch cut short in the workspace: resume it', agent: agent(), local: cutShort('begun'), action: 'launch:resume:begun' },
@@ -45,40 +42,40 @@ describe('decideNode', () => {
     },
     {
       name: 'cleanup cut short (tombstone, workspace gone), trigger not in status: the cleanup is finished, never a launch',
-      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
+      agent: agent({}, { sessionName: 'agent-u', startTime: at(1) }),
       local: { launch: 'none', sessionAlive: false, cleanupBegun: 'Exited' },
       action: 'cleanup:Exited',
     },
     {
       name: 'cleanup cut short with the session still there: the cleanup is finished',
-      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
+      agent: agent({}, { sessionName: 'agent-u', startTime: at(1) }),
       local: { ...running, cleanupBegun: 'IdleTimeout' },
       action: 'cleanup:IdleTimeout',
     },
     {
       name: 'cleanup cut short, status says why: the status trigger',
-      agent: agent({}, { phase: 'Terminated', reason: 'Stopped', sessionName: 'agent-u', startTime: iso(1) }),
+      agent: agent({}, { phase: 'Terminated', reason: 'Stopped', sessionName: 'agent-u', startTime: at(1) }),
       local: { launch: 'none', sessionAlive: false, cleanupBegun: 'Stopped' },
       action: 'cleanup:Stopped',
     },
     {
-      name: 'stopped, then the exit our kill caused: not the agent\'s exit, the stop stays the outcome',
-      agent: agent({ stop: true }, { sessionName: 'agent-u', startTime: iso(1) }),
+      name: "stopped, then the exit our kill caused: not the agent's exit, the stop stays the outcome",
+      agent: agent({ stop: true }, { sessionName: 'agent-u', startTime: at(1) }),
       local: { ...running, sessionAlive: false, exitCode: 137, cleanupBegun: 'Stopped' },
       action: 'cleanup:Stopped',
       patch: undefined,
     },
     {
       name: 'past its deadline right after the release: the launch the cleanup cut off is no launch error',
-      agent: agent({ activeDeadlineSeconds: 1 }, { sessionName: 'agent-u', startTime: iso(1) }),
-      local: { ...running, sessionAlive: false, launchError: 'cannot set up the agent\'s sandbox', cleanupBegun: 'DeadlineExceeded' },
+      agent: agent({ activeDeadlineSeconds: 1 }, { sessionName: 'agent-u', startTime: at(1) }),
+      local: { ...running, sessionAlive: false, launchError: "cannot set up the agent's sandbox", cleanupBegun: 'DeadlineExceeded' },
       now: T0 + 5_000,
       action: 'cleanup:DeadlineExceeded',
       patch: undefined,
     },
     {
       name: 'cleanup begun because it exited: its exit code is still written',
-      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
+      agent: agent({}, { sessionName: 'agent-u', startTime: at(1) }),
       local: { ...running, sessionAlive: false, exitCode: 3, cleanupBegun: 'ExitedNonZero' },
       action: 'cleanup:ExitedNonZero',
       patch: { exitCode: 3 },
@@ -88,18 +85,18 @@ describe('decideNode', () => {
       agent: agent(),
       local: running,
       action: 'none',
-      patch: { sessionName: 'agent-u', startTime: iso(1) },
+      patch: { sessionName: 'agent-u', startTime: at(1) },
     },
     {
       name: 'launched with limits the node cannot enforce: said in status with the start, for the controller to record',
       agent: agent(),
       local: { ...running, limitsNotEnforced: ['memory', 'pids'] },
       action: 'none',
-      patch: { sessionName: 'agent-u', startTime: iso(1), limitsNotEnforced: ['memory', 'pids'] },
+      patch: { sessionName: 'agent-u', startTime: at(1), limitsNotEnforced: ['memory', 'pids'] },
     },
     {
       name: 'limits not enforced already in status: no write',
-      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1), limitsNotEnforced: ['memory'] }),
+      agent: agent({}, { sessionName: 'agent-u', startTime: at(1), limitsNotEnforced: ['memory'] }),
       local: { ...running, limitsNotEnforced: ['memory'] },
       action: 'none',
       patch: undefined,
@@ -109,55 +106,55 @@ describe('decideNode', () => {
       agent: agent(),
       local: { ...running, outputMaxBytes: 65536 },
       action: 'none',
-      patch: { sessionName: 'agent-u', startTime: iso(1), outputMaxBytes: 65536 },
+      patch: { sessionName: 'agent-u', startTime: at(1), outputMaxBytes: 65536 },
     },
     {
       name: 'output cap already in status: no write',
-      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1), outputMaxBytes: 65536 }),
+      agent: agent({}, { sessionName: 'agent-u', startTime: at(1), outputMaxBytes: 65536 }),
       local: { ...running, outputMaxBytes: 65536 },
       action: 'none',
       patch: undefined,
     },
-    { name: 'facts already in status: no write', agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }), local: running, action: 'none', patch: undefined },
+    { name: 'facts already in status: no write', agent: agent({}, { sessionName: 'agent-u', startTime: at(1) }), local: running, action: 'none', patch: undefined },
     {
       name: 'exit seen locally: cleanup at once, exit code written',
-      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
+      agent: agent({}, { sessionName: 'agent-u', startTime: at(1) }),
       local: { ...running, sessionAlive: false, exitCode: 0 },
       action: 'cleanup:Exited',
       patch: { exitCode: 0 },
     },
     {
       name: 'final report seen locally: cleanup at once',
-      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
-      local: { ...running, report: { state: 'failed', message: 'tests fail', time: iso(5), progressReports: 0 } },
+      agent: agent({}, { sessionName: 'agent-u', startTime: at(1) }),
+      local: { ...running, report: { state: 'failed', message: 'tests fail', time: at(5), progressReports: 0 } },
       action: 'cleanup:AgentFailed',
-      patch: { reportedState: 'failed', reportedMessage: 'tests fail', lastReportTime: iso(5), progressReports: 0 },
+      patch: { reportedState: 'failed', reportedMessage: 'tests fail', lastReportTime: at(5), progressReports: 0 },
     },
     {
       name: 'working report: status reflects it, keeps running',
-      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
-      local: { ...running, report: { state: 'working', progress: 40, message: 'half', time: iso(5), progressReports: 1 } },
+      agent: agent({}, { sessionName: 'agent-u', startTime: at(1) }),
+      local: { ...running, report: { state: 'working', progress: 40, message: 'half', time: at(5), progressReports: 1 } },
       action: 'none',
-      patch: { reportedState: 'working', progress: 40, reportedMessage: 'half', lastReportTime: iso(5), progressReports: 1 },
+      patch: { reportedState: 'working', progress: 40, reportedMessage: 'half', lastReportTime: at(5), progressReports: 1 },
     },
     {
       name: 'session vanished while running: cleanup at once as SessionLost, what was seen written',
-      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }),
+      agent: agent({}, { sessionName: 'agent-u', startTime: at(1) }),
       local: { ...running, sessionAlive: false, sessionLost: 'the session disappeared' },
       action: 'cleanup:SessionLost',
       patch: { sessionLost: 'the session disappeared' },
     },
-    { name: 'stopped: cleanup', agent: agent({ stop: true }, { sessionName: 'agent-u', startTime: iso(1) }), local: running, action: 'cleanup:Stopped', patch: undefined },
+    { name: 'stopped: cleanup', agent: agent({ stop: true }, { sessionName: 'agent-u', startTime: at(1) }), local: running, action: 'cleanup:Stopped', patch: undefined },
     {
       name: 'deleted: cleanup',
-      agent: agent({}, { sessionName: 'agent-u', startTime: iso(1) }, { deletionTimestamp: iso(3) }),
+      agent: agent({}, { sessionName: 'agent-u', startTime: at(1) }, { deletionTimestamp: at(3) }),
       local: running,
       action: 'cleanup:Deleted',
       patch: undefined,
     },
     {
       name: 'terminal phase set by the controller (deadline): cleanup with its reason',
-      agent: agent({}, { phase: 'Terminated', reason: 'DeadlineExceeded', sessionName: 'agent-u', startTime: iso(1) }),
+      agent: agent({}, { phase: 'Terminated', reason: 'DeadlineExceeded', sessionName: 'agent-u', startTime: at(1) }),
       local: running,
       action: 'cleanup:DeadlineExceeded',
       patch: undefined,
@@ -174,14 +171,16 @@ describe('decideNode', () => {
       agent: agent({}, { phase: 'Completed', reason: 'Exited' }),
       local: {
         ...fresh,
-        cleanup: { startTime: iso(2), completionTime: iso(3), sessionKilled: true, processesKilled: 0, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true },
+        cleanup: { startTime: at(2), completionTime: at(3), sessionKilled: true, processesKilled: 0, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true },
       },
       action: 'none',
-      patch: { cleanup: { startTime: iso(2), completionTime: iso(3), sessionKilled: true, processesKilled: 0, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true } },
+      patch: {
+        cleanup: { startTime: at(2), completionTime: at(3), sessionKilled: true, processesKilled: 0, escalatedToSigkill: false, promptDeleted: true, logsArchived: true, verifiedNoProcesses: true },
+      },
     },
     {
       name: 'output within the resolution: lastOutputTime not moved',
-      agent: agent({ idleTimeoutSeconds: 60 }, { sessionName: 'agent-u', startTime: iso(1), lastOutputTime: iso(10) }),
+      agent: agent({ idleTimeoutSeconds: 60 }, { sessionName: 'agent-u', startTime: at(1), lastOutputTime: at(10) }),
       local: { ...running, lastOutputAt: T0 + 20_000 },
       now: T0 + 21_000,
       action: 'none',
@@ -189,18 +188,17 @@ describe('decideNode', () => {
     },
     {
       name: 'output past the resolution: lastOutputTime moved',
-      agent: agent({ idleTimeoutSeconds: 60 }, { sessionName: 'agent-u', startTime: iso(1), lastOutputTime: iso(10) }),
+      agent: agent({ idleTimeoutSeconds: 60 }, { sessionName: 'agent-u', startTime: at(1), lastOutputTime: at(10) }),
       local: { ...running, lastOutputAt: T0 + 25_500 },
       now: T0 + 26_000,
       action: 'none',
-      patch: { lastOutputTime: iso(25) },
+      patch: { lastOutputTime: at(25) },
     },
   ];
   for (const c of cases) {
     it(c.name, () => {
-      const d = decideNode(c.agent, c.local, c.now ?? T0 + 10_000);
-      const action =
-        d.action.kind === 'cleanup' ? `cleanup:${d.action.trigger}` : d.action.kind === 'launch' && d.action.resume ? `launch:resume:${d.action.resume}` : d.action.kind;
+      const d = planAgentOnNode(c.agent, c.local, c.now ?? T0 + 10_000);
+      const action = d.action.kind === 'cleanup' ? `cleanup:${d.action.trigger}` : d.action.kind === 'launch' && d.action.resume ? `launch:resume:${d.action.resume}` : d.action.kind;
       assert.equal(action, c.action);
       if ('patch' in c) assert.deepEqual(d.statusPatch, c.patch);
     });

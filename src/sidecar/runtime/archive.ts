@@ -125,9 +125,7 @@ export interface SourceFile extends FileDigest {
 
 /** The manifest for a set of copied files (pure; files sorted by name). */
 export function buildManifest(m: Omit<Manifest, 'version' | 'files'> & { files: readonly SourceFile[] }): Manifest {
-  const files = [...m.files]
-    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-    .map(({ name, bytes, sha256, modifiedAt }) => ({ name, bytes, sha256, modifiedAt }));
+  const files = [...m.files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map(({ name, bytes, sha256, modifiedAt }) => ({ name, bytes, sha256, modifiedAt }));
   return {
     version: 1,
     uid: m.uid,

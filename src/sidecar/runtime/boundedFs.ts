@@ -11,7 +11,7 @@
  */
 import * as fsp from 'node:fs/promises';
 import { Counter, type Registry } from 'prom-client';
-import { WaitTimeoutError, withTimeout } from './wait.js';
+import { WaitTimeoutError, withTimeout } from '../../kube/backoff.js';
 
 /** Long enough for a busy disk's fsync or a workspace's recursive removal, short against a liveness probe. */
 export const DEFAULT_FILE_OPERATION_TIMEOUT_MS = 30_000;
@@ -76,12 +76,16 @@ export async function bounded<T>(operation: string, path: string, fn: () => Prom
 /** `fn` bounded, named by its first argument (the path), or its first two (source and destination). */
 function bound<F extends (...args: never[]) => Promise<unknown>>(operation: string, fn: F, paths: 1 | 2 = 1): F {
   const call = fn as unknown as (...args: unknown[]) => Promise<unknown>;
-  return ((...args: unknown[]) =>
-    bounded(operation, paths === 1 ? String(args[0]) : `${String(args[0])} to ${String(args[1])}`, () => call(...args))) as unknown as F;
+  return ((...args: unknown[]) => bounded(operation, paths === 1 ? String(args[0]) : `${String(args[0])} to ${String(args[1])}`, () => call(...args))) as unknown as F;
 }
 
 export const open = ((...args: Parameters<typeof fsp.open>) =>
-  bounded('open', String(args[0]), () => fsp.open(...args), (fh) => fh.close())) as typeof fsp.open;
+  bounded(
+    'open',
+    String(args[0]),
+    () => fsp.open(...args),
+    (fh) => fh.close(),
+  )) as typeof fsp.open;
 export const stat = bound('stat', fsp.stat);
 export const lstat = bound('lstat', fsp.lstat);
 export const readdir = bound('readdir', fsp.readdir);

@@ -213,10 +213,14 @@ async function readFileEnd(path: string, max: number): Promise<{ bytes: Buffer; 
  * Size is what is on disk now; mtime is the last write to either.
  */
 export async function statOutput(dir: string): Promise<{ bytes: number; mtimeMs: number } | undefined> {
-  const [head, tail] = await Promise.all([OUTPUT_FILE, TAIL_NEW_FILE].map((n) => stat(join(dir, n)).catch((err: unknown) => {
-    if (errnoOf(err) === 'ENOENT') return undefined;
-    throw err;
-  })));
+  const [head, tail] = await Promise.all(
+    [OUTPUT_FILE, TAIL_NEW_FILE].map((n) =>
+      stat(join(dir, n)).catch((err: unknown) => {
+        if (errnoOf(err) === 'ENOENT') return undefined;
+        throw err;
+      }),
+    ),
+  );
   if (!head) return undefined;
   return { bytes: head.size + (tail?.size ?? 0), mtimeMs: Math.max(head.mtimeMs, tail && tail.size > 0 ? tail.mtimeMs : 0) };
 }

@@ -1,5 +1,5 @@
 /**
- * Node-side cleanup of one agent (DESIGN.md lifecycle step 4), in order:
+ * Node-side cleanup of one agent (docs/architecture.md lifecycle step 9), in order:
  *   a. stop its processes (terminate.ts);
  *   b. wait for tmux to mark the pane dead (tmux only does so once every byte read from the pane has
  *      been handed to the pipe-pane writer), then kill the session (never the shared server);
@@ -20,18 +20,7 @@ import { basename, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { CleanupRecord } from '../../api/agent.js';
 import { DEFAULTS, LIMITS } from '../../api/constants.js';
-import {
-  archiveLocation,
-  archiveSources,
-  digestSources,
-  findArchiveLocation,
-  inspectArchive,
-  removeStaleTemps,
-  writeArchive,
-  writeRecordOnce,
-  type Manifest,
-  type ManifestFile,
-} from './archive.js';
+import { archiveLocation, archiveSources, digestSources, findArchiveLocation, inspectArchive, removeStaleTemps, writeArchive, writeRecordOnce, type Manifest, type ManifestFile } from './archive.js';
 import { ARCHIVED_TAIL_FILE, captureAccounting, readCaptureFiles, type CaptureAccounting } from './capture.js';
 import { crashPoint } from './crashPoint.js';
 import { withSpawnOp } from './spawn.js';
@@ -40,7 +29,8 @@ import { execStartedAtMs } from './observe.js';
 import { findMarkerProcesses, holdersOf } from './procfs.js';
 import { terminateProcesses } from './terminate.js';
 import { findPane, killSession, sessionNameFor } from './tmux.js';
-import { waitFor, withKeyLock, withTimeout } from './wait.js';
+import { withTimeout } from '../../kube/backoff.js';
+import { waitFor, withKeyLock } from './wait.js';
 import { leafOf, leafPids, leafUsage, populated, removeLeaf, type AgentCgroups, type LeafUsage } from './cgroup.js';
 import { readSandboxUid } from './uids.js';
 import { assertAgentUid, readAgentRecord, workspacePaths, writeTombstone } from './workspace.js';
@@ -110,10 +100,7 @@ export function decideArchive(f: {
  * manifest entry or is not listed. Missing files do not count: a run that crashed while deleting
  * the workspace leaves part of it, and that part must never replace the complete archive.
  */
-export function workspaceSupersedesArchive(
-  manifestFiles: readonly Pick<ManifestFile, 'name' | 'bytes' | 'sha256'>[],
-  actual: ReadonlyMap<string, FileDigest | undefined>,
-): boolean {
+export function workspaceSupersedesArchive(manifestFiles: readonly Pick<ManifestFile, 'name' | 'bytes' | 'sha256'>[], actual: ReadonlyMap<string, FileDigest | undefined>): boolean {
   const listed = new Map(manifestFiles.map((f) => [f.name, f]));
   for (const [name, digest] of actual) {
     if (!digest) continue;
@@ -209,10 +196,13 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
     await step(
       'wait for the pane to end',
       () =>
-        waitFor(async () => {
-          const p = await findPane(o.root, sessionName);
-          return !p || p.dead ? true : undefined;
-        }, { timeoutMs: timeouts.paneDeadMs, what: 'tmux to mark the pane dead (its output drained)' }),
+        waitFor(
+          async () => {
+            const p = await findPane(o.root, sessionName);
+            return !p || p.dead ? true : undefined;
+          },
+          { timeoutMs: timeouts.paneDeadMs, what: 'tmux to mark the pane dead (its output drained)' },
+        ),
       undefined,
     );
   }
@@ -254,8 +244,7 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
   const limits = agentRecord?.output;
   const capture: CaptureAccounting | undefined =
     limits && workspaceExists ? await step('account for the output', async () => captureAccounting(limits, await readCaptureFiles(paths.dir, limits)), undefined) : undefined;
-  const output: Manifest['output'] =
-    limits && capture ? { maxBytes: limits.maxBytes, totalBytes: capture.totalBytes, droppedBytes: capture.droppedBytes, truncated: capture.truncated } : undefined;
+  const output: Manifest['output'] = limits && capture ? { maxBytes: limits.maxBytes, totalBytes: capture.totalBytes, droppedBytes: capture.droppedBytes, truncated: capture.truncated } : undefined;
   if (output?.truncated) log.info({ output }, 'output went past its cap: head and tail kept');
   const sources = archiveSources(paths.dir, [{ name: ARCHIVED_TAIL_FILE, parts: (capture?.tail ?? []).map((n) => join(paths.dir, n)) }]);
 
@@ -267,15 +256,10 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
       'archive logs',
       async () => {
         const known = namespace !== undefined && name !== undefined;
-        const loc =
-          (!known ? await findArchiveLocation(o.archiveDir, o.uid) : undefined) ??
-          archiveLocation(o.archiveDir, { uid: o.uid, ...(known ? { namespace, name } : {}) });
+        const loc = (!known ? await findArchiveLocation(o.archiveDir, o.uid) : undefined) ?? archiveLocation(o.archiveDir, { uid: o.uid, ...(known ? { namespace, name } : {}) });
         await removeStaleTemps(loc);
         const existing = await inspectArchive(loc.dir);
-        const newer =
-          existing.state === 'valid' && workspaceExists
-            ? workspaceSupersedesArchive(existing.manifest.files, await digestSources(sources))
-            : false;
+        const newer = existing.state === 'valid' && workspaceExists ? workspaceSupersedesArchive(existing.manifest.files, await digestSources(sources)) : false;
         const action = decideArchive({ keepLogs, archive: existing.state, workspaceExists, workspaceSupersedesArchive: newer });
         log.debug({ action, existing: existing.state }, 'archive decision');
         if (action === 'reuse' && existing.state === 'valid') manifest = existing.manifest;

@@ -38,8 +38,7 @@ export function expandString(input: string, lookup: (name: string) => string | u
   return out + input.slice(checkpoint);
 }
 
-const lookupIn = (env: Readonly<Record<string, string>>) => (name: string) =>
-  Object.prototype.hasOwnProperty.call(env, name) ? env[name] : undefined;
+const lookupIn = (env: Readonly<Record<string, string>>) => (name: string) => (Object.prototype.hasOwnProperty.call(env, name) ? env[name] : undefined);
 
 /** The command (or args) with `$(VAR)` references to `env` expanded, as the kubelet does. */
 export function expandArgs(args: readonly string[], env: Readonly<Record<string, string>>): string[] {

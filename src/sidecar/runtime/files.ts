@@ -7,7 +7,7 @@ import { bounded } from './boundedFs.js';
 
 /** Errno of a Node fs error, or undefined. */
 export function errnoOf(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
+  return typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : undefined;
 }
 
 export function errorMessage(err: unknown): string {
@@ -96,13 +96,13 @@ export const STATE_FILE_MAX_BYTES = 1 << 20;
 
 /**
  * Whether an opened state file may be read: 'read', 'gone' (unlinked since it was opened: a cleanup
- * removing another agent's state, or an atomic replace; as absent as ENOENT), or why not.
+ * removing another agent's state, or an atomic replace; as absent as ENOENT), or refused, saying why.
  */
-export function stateFileVerdict(st: { isFile(): boolean; nlink: number; size: number }, maxBytes: number): 'read' | 'gone' | string {
-  if (!st.isFile()) return 'not a regular file';
+export function stateFileVerdict(st: { isFile(): boolean; nlink: number; size: number }, maxBytes: number): 'read' | 'gone' | { refused: string } {
+  if (!st.isFile()) return { refused: 'not a regular file' };
   if (st.nlink === 0) return 'gone';
-  if (st.nlink !== 1) return `it has ${st.nlink} links`;
-  if (st.size > maxBytes) return `${st.size} bytes, more than ${maxBytes}`;
+  if (st.nlink !== 1) return { refused: `it has ${st.nlink} links` };
+  if (st.size > maxBytes) return { refused: `${st.size} bytes, more than ${maxBytes}` };
   return 'read';
 }
 
@@ -124,7 +124,7 @@ async function withStateFile<T>(path: string, maxBytes: number, read: (fh: FileH
     const st = await fh.stat();
     const verdict = stateFileVerdict(st, maxBytes);
     if (verdict === 'gone') return undefined;
-    if (verdict !== 'read') throw new Error(`refusing to read ${path}: ${verdict}`);
+    if (verdict !== 'read') throw new Error(`refusing to read ${path}: ${verdict.refused}`);
     return await read(fh, st.size);
   } finally {
     await fh.close();
@@ -173,12 +173,8 @@ function readOptionalNow(path: string, maxBytes: number): Promise<Buffer | undef
 // (read, write, fsync) can hang as well as the open.
 export const exists = (path: string): Promise<boolean> => bounded('stat', path, () => existsNow(path));
 export const fsyncDir = (dir: string): Promise<void> => bounded('fsync', dir, () => fsyncDirNow(dir));
-export const writeFileAtomic = (path: string, data: Buffer | string, mode = 0o600): Promise<void> =>
-  bounded('write', path, () => writeFileAtomicNow(path, data, mode));
+export const writeFileAtomic = (path: string, data: Buffer | string, mode = 0o600): Promise<void> => bounded('write', path, () => writeFileAtomicNow(path, data, mode));
 export const fsyncFile = (path: string): Promise<void> => bounded('fsync', path, () => fsyncFileNow(path));
-export const digestFile = (path: string | readonly string[]): Promise<FileDigest> =>
-  bounded('digest', typeof path === 'string' ? path : path.join(' + '), () => digestFileNow(path));
-export const readOptional = (path: string, maxBytes = STATE_FILE_MAX_BYTES): Promise<Buffer | undefined> =>
-  bounded('read', path, () => readOptionalNow(path, maxBytes));
-export const readHead = (path: string, maxBytes: number): Promise<{ head: Buffer; mtimeMs: number } | undefined> =>
-  bounded('read', path, () => readHeadNow(path, maxBytes));
+export const digestFile = (path: string | readonly string[]): Promise<FileDigest> => bounded('digest', typeof path === 'string' ? path : path.join(' + '), () => digestFileNow(path));
+export const readOptional = (path: string, maxBytes = STATE_FILE_MAX_BYTES): Promise<Buffer | undefined> => bounded('read', path, () => readOptionalNow(path, maxBytes));
+export const readHead = (path: string, maxBytes: number): Promise<{ head: Buffer; mtimeMs: number } | undefined> => bounded('read', path, () => readHeadNow(path, maxBytes));

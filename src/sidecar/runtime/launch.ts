@@ -1,5 +1,5 @@
 /**
- * Starts an agent's tmux session (DESIGN.md lifecycle step 2), idempotently by UID.
+ * Starts an agent's tmux session (docs/architecture.md lifecycle step 4), idempotently by UID.
  *
  * Order, so that the whole output is captured from the first byte:
  *   prepare the state directory (the agent's uid, its scratch/ and home/, the prompt read-only for
@@ -31,30 +31,9 @@ import { checkTraversable, joinCgroupArgv, sandboxArgv, type NodeSandbox } from 
 import { allocateUid, readSandboxUid } from './uids.js';
 import { execStartedAtMs, interpretObservation, launchProgress, observeFacts, observeFiles, observeSession, type ObservedFacts, type SessionObservation } from './observe.js';
 import { withSpawnOp } from './spawn.js';
-import {
-  baseEnvironment,
-  findPane,
-  killSession,
-  listSessionPanes,
-  paneTarget,
-  parsePanes,
-  pipeCommand,
-  sessionNameFor,
-  tmuxChainOk,
-  TmuxError,
-  type PaneInfo,
-  type TmuxCommand,
-} from './tmux.js';
+import { baseEnvironment, findPane, killSession, listSessionPanes, paneTarget, parsePanes, pipeCommand, sessionNameFor, tmuxChainOk, TmuxError, type PaneInfo, type TmuxCommand } from './tmux.js';
 import { waitFor, withKeyLock } from './wait.js';
-import {
-  assertObjectRef,
-  hasTombstone,
-  readAgentRecord,
-  sha256Hex,
-  workspacePaths,
-  writeAgentRecord,
-  type WorkspacePaths,
-} from './workspace.js';
+import { assertObjectRef, hasTombstone, readAgentRecord, sha256Hex, workspacePaths, writeAgentRecord, type WorkspacePaths } from './workspace.js';
 
 export interface LaunchOptions {
   /** The node root (workspaces, tmux socket). */
@@ -95,8 +74,8 @@ export interface LaunchOptions {
 export interface LaunchResult {
   /** This call let the command run (false: it was already started, had exited, was lost, or was cleaned up). */
   started: boolean;
-  /** The agent's cleanup has begun (a tombstone exists): it is never started again. */
-  cleanedUp: boolean;
+  /** A tombstone exists (its cleanup has begun): the agent is never started again. */
+  tombstoned: boolean;
   /** Limits asked for that this node's cgroup cannot enforce (no such controller). */
   limitsNotEnforced?: LimitController[];
   sessionName: string;
@@ -248,11 +227,23 @@ function chainedPane(stdout: string, sessionName: string): PaneInfo {
  */
 async function newSession(paths: WorkspacePaths, sessionName: string, sessionEnv: Record<string, string>, limits: CaptureLimits): Promise<PaneInfo | undefined> {
   const create = [
-    'new-session', '-d', '-s', sessionName,
-    '-x', SESSION_SIZE.columns, '-y', SESSION_SIZE.rows,
-    '-c', paths.dir,
+    'new-session',
+    '-d',
+    '-s',
+    sessionName,
+    '-x',
+    SESSION_SIZE.columns,
+    '-y',
+    SESSION_SIZE.rows,
+    '-c',
+    paths.dir,
     ...Object.entries(sessionEnv).flatMap(([k, v]) => ['-e', `${k}=${v}`]),
-    '--', '/bin/sh', '-c', LAUNCHER_SCRIPT, LAUNCHER_ARGV0, paths.dir,
+    '--',
+    '/bin/sh',
+    '-c',
+    LAUNCHER_SCRIPT,
+    LAUNCHER_ARGV0,
+    paths.dir,
   ];
   try {
     return chainedPane(await tmuxChainOk(paths.root, [create, ...captureCommands(paths, sessionName, limits), listSessionPanes(sessionName)]), sessionName);
@@ -352,47 +343,49 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
   const timeoutMs = o.timeoutMs ?? 10_000;
   const c = composeLaunch({ ...o, basePath: baseEnvironment().PATH ?? '' });
   const log = o.logger.child({ uid: o.uid, session: sessionName });
-  return withSpawnOp('launch', () => withKeyLock(`${paths.root}\0${o.uid}`, async () => {
-    if (await hasTombstone(paths)) {
-      log.info('not launching: the agent was already cleaned up');
-      return { started: false, cleanedUp: true, sessionName, observation: await observeSession(o.root, o.uid) };
-    }
-    const facts = await observeFacts(o.root, o.uid);
-    const decision = decideStart(facts);
-    log.debug({ decision }, 'launch');
-    if (decision === 'none') return { started: false, cleanedUp: false, sessionName, observation: interpretObservation(o.uid, facts) };
-    if (decision === 'recreate') {
-      log.info('the session died before its command was released; recreating it');
-      await killSession(o.root, sessionName);
-    }
-    let notEnforced: LimitController[] = [];
-    let pane = facts.pane;
-    const outputMaxBytes = o.outputMaxBytes ?? DEFAULT_OUTPUT_MAX_BYTES;
-    if (decision !== 'finish') {
-      notEnforced = await prepareWorkspace(paths, o, c);
-      crashPoint('launch:workspace');
-      const limits = await recordedCaptureLimits(paths, outputMaxBytes);
-      pane = await newSession(paths, sessionName, c.sessionEnv, limits);
-      if (!pane) {
-        log.info('session already existed');
-        pane = await finishSession(paths, sessionName, limits, await findPane(o.root, sessionName));
+  return withSpawnOp('launch', () =>
+    withKeyLock(`${paths.root}\0${o.uid}`, async () => {
+      if (await hasTombstone(paths)) {
+        log.info('not launching: the agent was already cleaned up');
+        return { started: false, tombstoned: true, sessionName, observation: await observeSession(o.root, o.uid) };
       }
-    } else pane = await finishSession(paths, sessionName, await recordedCaptureLimits(paths, outputMaxBytes), pane);
-    crashPoint('launch:session');
-    if (o.openChannel) {
-      const id = await readSandboxUid(paths);
-      if (id === undefined) throw new Error('report channel: the agent has no sandbox uid');
-      await o.openChannel(paths.channel, id);
-    }
-    await releaseAndRecord(paths, timeoutMs);
-    log.info('agent session started');
-    return {
-      started: true,
-      cleanedUp: false,
-      sessionName,
-      // The pane as the session's setup left it; the files as they are now (read after it).
-      observation: interpretObservation(o.uid, { ...(await observeFiles(o.root, o.uid)), pane }),
-      ...(notEnforced.length > 0 ? { limitsNotEnforced: notEnforced } : {}),
-    };
-  }));
+      const facts = await observeFacts(o.root, o.uid);
+      const decision = decideStart(facts);
+      log.debug({ decision }, 'launch');
+      if (decision === 'none') return { started: false, tombstoned: false, sessionName, observation: interpretObservation(o.uid, facts) };
+      if (decision === 'recreate') {
+        log.info('the session died before its command was released; recreating it');
+        await killSession(o.root, sessionName);
+      }
+      let notEnforced: LimitController[] = [];
+      let pane = facts.pane;
+      const outputMaxBytes = o.outputMaxBytes ?? DEFAULT_OUTPUT_MAX_BYTES;
+      if (decision !== 'finish') {
+        notEnforced = await prepareWorkspace(paths, o, c);
+        crashPoint('launch:workspace');
+        const limits = await recordedCaptureLimits(paths, outputMaxBytes);
+        pane = await newSession(paths, sessionName, c.sessionEnv, limits);
+        if (!pane) {
+          log.info('session already existed');
+          pane = await finishSession(paths, sessionName, limits, await findPane(o.root, sessionName));
+        }
+      } else pane = await finishSession(paths, sessionName, await recordedCaptureLimits(paths, outputMaxBytes), pane);
+      crashPoint('launch:session');
+      if (o.openChannel) {
+        const id = await readSandboxUid(paths);
+        if (id === undefined) throw new Error('report channel: the agent has no sandbox uid');
+        await o.openChannel(paths.channel, id);
+      }
+      await releaseAndRecord(paths, timeoutMs);
+      log.info('agent session started');
+      return {
+        started: true,
+        tombstoned: false,
+        sessionName,
+        // The pane as the session's setup left it; the files as they are now (read after it).
+        observation: interpretObservation(o.uid, { ...(await observeFiles(o.root, o.uid)), pane }),
+        ...(notEnforced.length > 0 ? { limitsNotEnforced: notEnforced } : {}),
+      };
+    }),
+  );
 }

@@ -85,7 +85,11 @@ async function readEntry(dir: string, base: string, mtimeMs: number): Promise<Ar
   }
   let uid = /([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(base)?.[1];
   let archivedAtMs = mtimeMs;
-  const m = manifestHead.safeParse(await readOptional(join(dir, MANIFEST_FILE)).then((raw) => (raw ? JSON.parse(raw.toString('utf8')) : undefined) as unknown).catch(() => undefined));
+  const m = manifestHead.safeParse(
+    await readOptional(join(dir, MANIFEST_FILE))
+      .then((raw) => (raw ? JSON.parse(raw.toString('utf8')) : undefined) as unknown)
+      .catch(() => undefined),
+  );
   if (m.success) {
     uid = m.data.uid;
     const at = Date.parse(m.data.archivedAt);

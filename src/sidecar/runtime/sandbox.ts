@@ -1,6 +1,7 @@
 /**
- * The sandbox every agent runs in (DESIGN.md threat model: agents are hostile to each other and to
- * the node). Built from kernel primitives by two small, well-kept tools rather than by our own code:
+ * The sandbox every agent runs in (docs/architecture.md, the pieces: agents are hostile to each
+ * other and to the node; docs/install.md#security-model). Built from kernel primitives by two
+ * small, well-kept tools rather than by our own code:
  *
  *   setsid, setpriv       (util-linux) a session of its own; root -> the agent's own uid/gid, no supplementary groups, every capability
  *                         set emptied (bounding set included), no_new_privs;
@@ -62,13 +63,7 @@ export interface NodeSandbox {
  * The node's sandbox as this machine offers it: the system directories, and `readOnly` paths
  * (the agent-operator installation) unless a system directory already shows them.
  */
-export async function nodeSandbox(
-  mode: SandboxMode,
-  uids: UidRange,
-  readOnly: readonly string[] = [],
-  cgroups?: AgentCgroups,
-  shared: readonly string[] = [],
-): Promise<NodeSandbox> {
+export async function nodeSandbox(mode: SandboxMode, uids: UidRange, readOnly: readonly string[] = [], cgroups?: AgentCgroups, shared: readonly string[] = []): Promise<NodeSandbox> {
   const system = mode === 'none' ? [] : await probeSystemMounts();
   const shown = system.filter((m) => m.kind === 'dir').map((m) => m.path);
   const extra = [...new Set(readOnly)].filter((p) => !shown.some((d) => isWithin(p, d)));
@@ -118,10 +113,23 @@ export function sandboxArgv(host: SandboxHost, s: SandboxSpec): string[] {
     // terminal's hangup (its tmux server killed) ends neither the agent nor the monitor: the agent
     // is then lost and cleaned up from outside, not mistaken for one that exited.
     'setsid',
-    'setpriv', `--reuid=${s.uid}`, `--regid=${s.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--',
+    'setpriv',
+    `--reuid=${s.uid}`,
+    `--regid=${s.gid}`,
+    '--clear-groups',
+    '--inh-caps=-all',
+    '--bounding-set=-all',
+    '--no-new-privs',
+    '--',
     // No --hostname: sethostname is CAP_SYS_ADMIN-gated in the runtimes' seccomp profiles, the
     // sidecar's container included; the agent's UTS namespace keeps the pod's hostname.
-    'bwrap', '--unshare-user', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try', '--disable-userns',
+    'bwrap',
+    '--unshare-user',
+    '--unshare-pid',
+    '--unshare-ipc',
+    '--unshare-uts',
+    '--unshare-cgroup-try',
+    '--disable-userns',
     ...mounts,
     '--',
   ];
@@ -170,7 +178,9 @@ export async function checkTraversable(path: string, what: string): Promise<void
   for (let dir = dirname(path); ; dir = dirname(dir)) {
     const st = await stat(dir);
     if ((st.mode & 0o001) === 0) {
-      throw new SandboxUnavailableError(`sandbox: agents cannot reach ${what} at ${path}: ${dir} is mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}, it needs search permission for others (chmod o+x, or install it elsewhere)`);
+      throw new SandboxUnavailableError(
+        `sandbox: agents cannot reach ${what} at ${path}: ${dir} is mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}, it needs search permission for others (chmod o+x, or install it elsewhere)`,
+      );
     }
     if (dir === '/') return;
   }
@@ -192,7 +202,10 @@ export async function probeSandbox(host: SandboxHost, uid: number, timeoutMs = 1
   if (host.mode === 'none') return;
   for (const tool of ['setpriv', 'bwrap']) {
     const r = await spawnProcess(tool, ['--version'], { reject: false, timeout: timeoutMs, stdin: 'ignore' });
-    if (r.exitCode !== 0) throw new SandboxUnavailableError(`sandbox: ${tool} is not installed or does not run (${r.shortMessage}); install it (Debian: ${tool === 'bwrap' ? 'bubblewrap' : 'util-linux'}) or run with --sandbox=none on a trusted single-tenant node`);
+    if (r.exitCode !== 0)
+      throw new SandboxUnavailableError(
+        `sandbox: ${tool} is not installed or does not run (${r.shortMessage}); install it (Debian: ${tool === 'bwrap' ? 'bubblewrap' : 'util-linux'}) or run with --sandbox=none on a trusted single-tenant node`,
+      );
   }
   const argv = [...sandboxArgv(host, { uid, gid: uid, writable: [], readOnly: [] }), '/bin/true'];
   const r = await spawnProcess(argv[0]!, argv.slice(1), { reject: false, timeout: timeoutMs, stdin: 'ignore', cwd: '/' });
@@ -201,7 +214,11 @@ export async function probeSandbox(host: SandboxHost, uid: number, timeoutMs = 1
 }
 
 async function userNamespaceHint(): Promise<string> {
-  const read = (p: string) => readFile(p, 'utf8').then((t) => t.trim(), () => undefined);
+  const read = (p: string) =>
+    readFile(p, 'utf8').then(
+      (t) => t.trim(),
+      () => undefined,
+    );
   const max = await read('/proc/sys/user/max_user_namespaces');
   const clone = await read('/proc/sys/kernel/unprivileged_userns_clone');
   const apparmor = await read('/proc/sys/kernel/apparmor_restrict_unprivileged_userns');

@@ -1,5 +1,5 @@
 /**
- * The node's safety net (DESIGN.md lifecycle step 6): sessions, workspaces and marker processes of
+ * The node's safety net (docs/architecture.md lifecycle step 13): sessions, workspaces and marker processes of
  * agents that should not be on this node any more are cleaned like any ended agent (trigger
  * 'Orphaned'), archived under their namespace/name from agent.json, or `_orphans/<uid>/` without it.
  */

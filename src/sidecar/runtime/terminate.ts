@@ -1,5 +1,5 @@
 /**
- * Stops every process of an agent (DESIGN.md step 4a): one SIGTERM (with SIGCONT, so a stopped
+ * Stops every process of an agent (docs/architecture.md lifecycle step 9a): one SIGTERM (with SIGCONT, so a stopped
  * process can act on it) to the pane's process group and to every process carrying the agent's
  * marker, poll until they are gone or the grace period ends, then SIGKILL whatever is left,
  * including processes that escaped the group (setsid, double fork) or were forked during the grace
@@ -30,18 +30,13 @@ export interface PaneProcess {
  * alive, its process group and descendants (which catches a process that cleared its environment).
  * A dead pane's pid may be reused, so then only the marker counts. Never the caller itself.
  */
-export function selectTargets(
-  procs: readonly Proc[],
-  t: { root: string; uid: string; pane?: PaneProcess; selfPid: number; inCgroup?: ReadonlySet<number>; spare?: number },
-): Proc[] {
+export function selectTargets(procs: readonly Proc[], t: { root: string; uid: string; pane?: PaneProcess; selfPid: number; inCgroup?: ReadonlySet<number>; spare?: number }): Proc[] {
   const tree = t.pane?.alive ? descendantsOf(procs, t.pane.pid) : new Set<number>();
   return procs.filter(
     (p) =>
       p.pid !== t.selfPid &&
       p.pid !== t.spare &&
-      (hasMarker(p, t.root, t.uid) ||
-        t.inCgroup?.has(p.pid) === true ||
-        (t.pane?.alive === true && (p.pid === t.pane.pid || p.pgid === t.pane.pid || tree.has(p.pid)))),
+      (hasMarker(p, t.root, t.uid) || t.inCgroup?.has(p.pid) === true || (t.pane?.alive === true && (p.pid === t.pane.pid || p.pgid === t.pane.pid || tree.has(p.pid)))),
   );
 }
 
@@ -82,7 +77,14 @@ export async function terminateProcesses(o: TerminateOptions): Promise<Terminate
   const signalled = new Set<string>();
   const scan = async () => {
     const [procs, inCgroup] = await Promise.all([listProcesses(), o.leaf ? leafPids(o.leaf) : undefined]);
-    return selectTargets(procs, { root: o.root, uid: o.uid, selfPid: process.pid, ...(o.pane ? { pane: o.pane } : {}), ...(inCgroup ? { inCgroup } : {}), ...(o.sandboxed && o.pane ? { spare: o.pane.pid } : {}) });
+    return selectTargets(procs, {
+      root: o.root,
+      uid: o.uid,
+      selfPid: process.pid,
+      ...(o.pane ? { pane: o.pane } : {}),
+      ...(inCgroup ? { inCgroup } : {}),
+      ...(o.sandboxed && o.pane ? { spare: o.pane.pid } : {}),
+    });
   };
   const hit = (procs: Proc[], signal: NodeJS.Signals) => {
     const group = o.pane?.alive && !o.sandboxed && sendSignal(-o.pane.pid, signal) ? o.pane.pid : undefined;

@@ -164,11 +164,6 @@ export async function tmuxChainOk(root: string, commands: readonly TmuxCommand[]
   }
 }
 
-/** One command that must succeed (see tmuxChainOk). */
-export function tmuxOk(root: string, args: TmuxCommand, timeoutMs = TMUX_TIMEOUT_MS): Promise<string> {
-  return tmuxChainOk(root, [args], timeoutMs);
-}
-
 export interface PaneInfo {
   sessionName: string;
   paneId: string;

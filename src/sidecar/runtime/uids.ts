@@ -57,9 +57,7 @@ async function usedUids(root: string): Promise<Set<number>> {
     if (errnoOf(err) === 'ENOENT') return new Set();
     throw err;
   }
-  const ids = await Promise.all(
-    names.filter(isAgentUid).map(async (uid) => parseUidFile((await readOptional(join(agentsDir, uid, 'sandbox-uid')))?.toString('utf8'))),
-  );
+  const ids = await Promise.all(names.filter(isAgentUid).map(async (uid) => parseUidFile((await readOptional(join(agentsDir, uid, 'sandbox-uid')))?.toString('utf8'))));
   return new Set(ids.filter((id): id is number => id !== undefined));
 }
 

@@ -1,12 +1,6 @@
 /** Bounded polling of an observable condition (never a bare sleep-and-hope) and per-key serialisation. */
 import { setTimeout as sleep } from 'node:timers/promises';
-
-export class WaitTimeoutError extends Error {
-  constructor(what: string, timeoutMs: number) {
-    super(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    this.name = 'WaitTimeoutError';
-  }
-}
+import { WaitTimeoutError } from '../../kube/backoff.js';
 
 export interface WaitOptions {
   timeoutMs: number;
@@ -43,19 +37,6 @@ export async function waitFor<T>(probe: () => Promise<T | undefined>, opts: Wait
     if (left <= 0) throw new WaitTimeoutError(opts.what, opts.timeoutMs);
     await sleep(Math.min(interval, left));
     interval = nextInterval(interval, max);
-  }
-}
-
-/** Resolves or rejects like `promise`, or rejects once `timeoutMs` passed (the timer never outlives it). */
-export async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new WaitTimeoutError(what, timeoutMs)), timeoutMs);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -122,9 +122,7 @@ const agentRecordSchema = z.object({
   /** When the command was released (output capture attached). */
   startedAt: z.string().optional(),
   /** The output capture's cap as launched (capture.ts CaptureLimits): cleanup accounts with it. */
-  output: z
-    .object({ maxBytes: z.int().min(1), headBytes: z.int().min(1), segmentBytes: z.int().min(1), segments: z.int().min(1) })
-    .optional(),
+  output: z.object({ maxBytes: z.int().min(1), headBytes: z.int().min(1), segmentBytes: z.int().min(1), segments: z.int().min(1) }).optional(),
 });
 
 export type AgentRecord = z.infer<typeof agentRecordSchema>;

@@ -21,7 +21,11 @@ import { agents, archivedOutput, assertNodeClean, assertNothingLeft, createAgent
 const SCRIPT = fileURLToPath(new URL('../support/mcpScript.js', import.meta.url));
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 
-const exists = (p: string) => stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 /**
  * The agent's `agent-operator mcp` process as the host sees it (judged from outside, as root):
@@ -144,7 +148,7 @@ describe('child agents through MCP', () => {
     assert.deepEqual([c.status?.phase, c.status?.reason], ['Completed', 'Exited']);
     for (const k of [a, b, c]) {
       assert.equal(k.metadata?.labels?.[ROOT_LABEL], 'lead');
-      assert.equal(k.status?.nodeName, lead.status?.nodeName, 'children run on their parent\'s node');
+      assert.equal(k.status?.nodeName, lead.status?.nodeName, "children run on their parent's node");
       const owner = (k.metadata as { ownerReferences?: { uid: string; controller?: boolean; blockOwnerDeletion?: boolean }[] }).ownerReferences?.[0];
       assert.deepEqual([owner?.uid, owner?.controller, owner?.blockOwnerDeletion], [lead.metadata?.uid, true, true]);
       assert.deepEqual(k.spec.children, { maxTotal: 3, maxConcurrent: 2, maxDepth: 0 }, 'inherited, one generation less');
@@ -153,7 +157,10 @@ describe('child agents through MCP', () => {
     // The parent's mirror, Job-like counts.
     const mirror = await waitForAgent(ns, 'lead', (p) => p.status?.children?.active === 0, 'to count no active child');
     assert.deepEqual([mirror.status?.children?.succeeded, mirror.status?.children?.failed], [1, 2]);
-    assert.deepEqual(mirror.status?.children?.refused?.map((r) => [r.name, r.field]), [['lead-d', 'spec.children.maxTotal']]);
+    assert.deepEqual(
+      mirror.status?.children?.refused?.map((r) => [r.name, r.field]),
+      [['lead-d', 'spec.children.maxTotal']],
+    );
     assert.equal(mirror.status?.spawnRequests?.length, 4, 'a, b, c (asked three times) and d');
     const listed = await kubectl(['-n', ns, 'get', 'ag', '-l', `${ROOT_LABEL}=lead`]);
     assert.equal(listed.exitCode, 0, listed.stderr);
@@ -183,11 +190,14 @@ describe('child agents through MCP', () => {
     await patchSpec(ns, 'root', { stop: true, stopReason: 'tree no longer needed' });
     const ended: AgentObj[] = [];
     for (const name of ['root', 'root-mid', 'root-mid-leaf']) ended.push(await waitForCleanedUp(ns, name, 120_000));
-    assert.deepEqual(ended.map((a) => [a.metadata?.name, a.status?.phase, a.status?.reason]), [
-      ['root', 'Terminated', 'Stopped'],
-      ['root-mid', 'Terminated', 'ParentStopped'],
-      ['root-mid-leaf', 'Terminated', 'ParentStopped'],
-    ]);
+    assert.deepEqual(
+      ended.map((a) => [a.metadata?.name, a.status?.phase, a.status?.reason]),
+      [
+        ['root', 'Terminated', 'Stopped'],
+        ['root-mid', 'Terminated', 'ParentStopped'],
+        ['root-mid-leaf', 'Terminated', 'ParentStopped'],
+      ],
+    );
     assert.match(await archivedOutput(ended[2]!), /<<< spawn-deeper .*refused: spec\.children\.maxDepth/);
     for (const a of ended) await assertNothingLeft(stack(), a);
   });
@@ -207,15 +217,19 @@ describe('child agents through MCP', () => {
     const server = await waitFor(() => mcpServerOf(node.root, bossUid), { timeoutMs: 10_000, what: "the parent's agent-operator mcp process", intervalMs: 200 });
     const sandboxUid = await readSandboxUid(workspacePaths(node.root, bossUid));
     assert.ok(sandboxUid !== undefined && sandboxUid > 0 && sandboxUid !== process.getuid?.(), `sandbox uid ${sandboxUid}`);
-    assert.equal(server.uid, sandboxUid, 'the MCP server runs as the agent\'s own uid');
-    assert.match(server.cgroup ?? '', new RegExp(`/${node.agentsCgroup}/${bossUid}$`), 'in the agent\'s cgroup leaf');
+    assert.equal(server.uid, sandboxUid, "the MCP server runs as the agent's own uid");
+    assert.match(server.cgroup ?? '', new RegExp(`/${node.agentsCgroup}/${bossUid}$`), "in the agent's cgroup leaf");
     assert.notEqual(server.user[0], server.user[1], 'in its own user namespace');
     assert.notEqual(server.mnt[0], server.mnt[1], 'in its own mount namespace');
     assert.equal(await server.sees(CLI), true, 'the installation is visible to it');
-    assert.equal(await server.sees(node.archiveDir), false, 'the node\'s archive is not');
+    assert.equal(await server.sees(node.archiveDir), false, "the node's archive is not");
     const r = await kubectl(['-n', ns, 'delete', 'agent', 'boss', '--wait=false']);
     assert.equal(r.exitCode, 0, r.stderr);
-    await waitFor(async () => (await agents().find({ namespace: ns, name: 'boss-w' })) === undefined, { timeoutMs: 120_000, what: 'the child to be deleted by the garbage collector', intervalMs: 200 });
+    await waitFor(async () => (await agents().find({ namespace: ns, name: 'boss-w' })) === undefined, {
+      timeoutMs: 120_000,
+      what: 'the child to be deleted by the garbage collector',
+      intervalMs: 200,
+    });
     // Its cleanup record was written before its finalizer was released: the node holds nothing of it.
     await assertNodeClean(stack(), w.metadata!.uid!);
   });

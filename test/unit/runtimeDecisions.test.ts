@@ -48,23 +48,47 @@ describe('launchProgress and decideStart: a launch cut short after each step', (
 describe('interpretObservation', () => {
   const base: ObservedFacts = { workspaceExists: true, record, goPresent: false };
   const cases: [string, ObservedFacts, Record<string, unknown>][] = [
-    ['running', { ...base, pane: pane(), output: { bytes: 5, mtimeMs: Date.parse('2024-01-01T00:00:02Z') } }, { sessionAlive: true, sessionExists: true, started: true, exited: false, lost: false, panePid: 100, outputBytes: 5, lastOutputAt: '2024-01-01T00:00:02.000Z', startTime: record.startedAt }],
+    [
+      'running',
+      { ...base, pane: pane(), output: { bytes: 5, mtimeMs: Date.parse('2024-01-01T00:00:02Z') } },
+      { sessionAlive: true, sessionExists: true, started: true, exited: false, lost: false, panePid: 100, outputBytes: 5, lastOutputAt: '2024-01-01T00:00:02.000Z', startTime: record.startedAt },
+    ],
     ['exited 0 (file)', { ...base, exitCodeText: '0\n', pane: pane({ dead: true, deadStatus: 0 }) }, { exited: true, exitCode: 0, sessionAlive: false, sessionExists: true }],
     ['exited 3, session already killed', { ...base, exitCodeText: '3\n' }, { exited: true, exitCode: 3, sessionExists: false, lost: false }],
     ['the file wins over the pane', { ...base, exitCodeText: '3\n', pane: pane({ dead: true, deadStatus: 9 }) }, { exitCode: 3 }],
     ['killed by a signal: 128+N from tmux', { ...base, pane: pane({ dead: true, deadSignal: 9 }) }, { exited: true, exitCode: 137 }],
-    ['launch error', { ...base, exitCodeText: '127\n', launchErrorText: 'command not found: nope\n', pane: pane({ dead: true, deadStatus: 127 }) }, { exitCode: 127, launchError: 'command not found: nope' }],
+    [
+      'launch error',
+      { ...base, exitCodeText: '127\n', launchErrorText: 'command not found: nope\n', pane: pane({ dead: true, deadStatus: 127 }) },
+      { exitCode: 127, launchError: 'command not found: nope' },
+    ],
     ['lost', { ...base }, { lost: true, started: true, exited: false, sessionExists: false }],
     ['waiting for go', { ...base, goPresent: true, pane: pane() }, { started: false, sessionAlive: true, lost: false }],
-    ['died before go', { ...base, goPresent: true, pane: pane({ dead: true, deadStatus: 125 }) }, { started: false, exited: true, exitCode: 125, launchError: 'the session ended before the command was started (status 125)' }],
+    [
+      'died before go',
+      { ...base, goPresent: true, pane: pane({ dead: true, deadStatus: 125 }) },
+      { started: false, exited: true, exitCode: 125, launchError: 'the session ended before the command was started (status 125)' },
+    ],
     ['nothing at all', { workspaceExists: false, goPresent: false }, { workspaceExists: false, sessionExists: false, started: false, exited: false, lost: false, outputBytes: 0 }],
     ['garbage exit-code is ignored', { ...base, exitCodeText: 'x' }, { exited: false, lost: true }],
     // The sidecar died between the release and its record of the start, and the command ended before it came back.
-    ['released, ended, its start never recorded: when its exec step ran', { ...base, record: unstarted, exitCodeText: '0\n', pane: pane({ dead: true, deadStatus: 0 }), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') }, { started: true, exitCode: 0, startTime: '2024-01-01T00:00:01.250Z' }],
-    ['the record of the start wins over the exec step\'s time', { ...base, pane: pane(), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') }, { startTime: record.startedAt }],
+    [
+      'released, ended, its start never recorded: when its exec step ran',
+      { ...base, record: unstarted, exitCodeText: '0\n', pane: pane({ dead: true, deadStatus: 0 }), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') },
+      { started: true, exitCode: 0, startTime: '2024-01-01T00:00:01.250Z' },
+    ],
+    ["the record of the start wins over the exec step's time", { ...base, pane: pane(), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') }, { startTime: record.startedAt }],
     ['released, the exec step not run yet: no start', { ...base, record: unstarted, pane: pane() }, { started: true, startTime: undefined }],
-    ['released and running, its start not recorded: the resume records it, not the observation', { ...base, record: unstarted, pane: pane(), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') }, { started: true, startTime: undefined }],
-    ['not released: no start, whatever a file says', { ...base, record: unstarted, goPresent: true, pane: pane(), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') }, { started: false, startTime: undefined }],
+    [
+      'released and running, its start not recorded: the resume records it, not the observation',
+      { ...base, record: unstarted, pane: pane(), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') },
+      { started: true, startTime: undefined },
+    ],
+    [
+      'not released: no start, whatever a file says',
+      { ...base, record: unstarted, goPresent: true, pane: pane(), execStartedAtMs: Date.parse('2024-01-01T00:00:01.250Z') },
+      { started: false, startTime: undefined },
+    ],
   ];
   for (const [name, facts, want] of cases) {
     it(name, () => {
@@ -101,13 +125,19 @@ describe('composeLaunch', () => {
       AGENT_REPORT_TOKEN: 't',
     });
   });
-  it('carries a sandboxed agent\'s report socket into the session env, and no token', () => {
+  it("carries a sandboxed agent's report socket into the session env, and no token", () => {
     const c = composeLaunch({ ...o, command: ['x'], env: { AGENT_REPORT_SOCKET: '/run/agent-operator/report.sock' } });
     assert.equal(c.sessionEnv.AGENT_REPORT_SOCKET, '/run/agent-operator/report.sock');
-    assert.deepEqual(c.commandEnv.filter(([k]) => k.startsWith('AGENT_REPORT_')), [['AGENT_REPORT_SOCKET', '/run/agent-operator/report.sock']]);
+    assert.deepEqual(
+      c.commandEnv.filter(([k]) => k.startsWith('AGENT_REPORT_')),
+      [['AGENT_REPORT_SOCKET', '/run/agent-operator/report.sock']],
+    );
   });
   it('gives the agent its own HOME unless the spec sets one', () => {
-    assert.deepEqual(composeLaunch({ ...o, command: ['x'], env: { HOME: '/h' } }).commandEnv.filter(([k]) => k === 'HOME'), [['HOME', '/h']]);
+    assert.deepEqual(
+      composeLaunch({ ...o, command: ['x'], env: { HOME: '/h' } }).commandEnv.filter(([k]) => k === 'HOME'),
+      [['HOME', '/h']],
+    );
   });
   it("prepends binDir to the spec's own PATH", () => {
     const c = composeLaunch({ ...o, command: ['x'], env: { PATH: '/custom' } });
@@ -177,7 +207,7 @@ describe('selectTargets', () => {
   it('no session: the marker only', () => {
     assert.deepEqual(pids(selectTargets(procs, { root: ROOT, uid: UID, selfPid: 999 })), [200]);
   });
-  it("cgroup members are targets, whatever they did to their environment or tree", () => {
+  it('cgroup members are targets, whatever they did to their environment or tree', () => {
     const inCgroup = new Set([102, 600]);
     assert.deepEqual(pids(selectTargets([...procs, proc({ pid: 600, ppid: 1 })], { root: ROOT, uid: UID, selfPid: 999, inCgroup })), [102, 200, 600]);
   });
@@ -211,18 +241,65 @@ describe('archive decisions', () => {
   ];
   const d = (bytes: number, c: string) => ({ bytes, sha256: c.repeat(64) });
   const supersedes: [string, Map<string, { bytes: number; sha256: string } | undefined>, boolean][] = [
-    ['identical', new Map([['output.log', d(3, 'a')], ['agent.json', d(2, 'b')], ['exit-code', undefined]]), false],
-    ['partly deleted', new Map([['output.log', undefined], ['agent.json', d(2, 'b')]]), false],
-    ['more output', new Map([['output.log', d(9, 'c')], ['agent.json', d(2, 'b')]]), true],
+    [
+      'identical',
+      new Map([
+        ['output.log', d(3, 'a')],
+        ['agent.json', d(2, 'b')],
+        ['exit-code', undefined],
+      ]),
+      false,
+    ],
+    [
+      'partly deleted',
+      new Map([
+        ['output.log', undefined],
+        ['agent.json', d(2, 'b')],
+      ]),
+      false,
+    ],
+    [
+      'more output',
+      new Map([
+        ['output.log', d(9, 'c')],
+        ['agent.json', d(2, 'b')],
+      ]),
+      true,
+    ],
     ['same size, other bytes', new Map([['output.log', d(3, 'c')]]), true],
-    ['a file the archive lacks', new Map([['output.log', d(3, 'a')], ['exit-code', d(2, 'e')]]), true],
+    [
+      'a file the archive lacks',
+      new Map([
+        ['output.log', d(3, 'a')],
+        ['exit-code', d(2, 'e')],
+      ]),
+      true,
+    ],
   ];
   for (const [name, actual, want] of supersedes) it(`workspaceSupersedesArchive: ${name}`, () => assert.equal(workspaceSupersedesArchive(m, actual), want));
 
   it('manifestProblems names each difference', () => {
-    assert.deepEqual(manifestProblems(m, new Map([['output.log', d(3, 'a')], ['agent.json', d(2, 'b')]])), []);
+    assert.deepEqual(
+      manifestProblems(
+        m,
+        new Map([
+          ['output.log', d(3, 'a')],
+          ['agent.json', d(2, 'b')],
+        ]),
+      ),
+      [],
+    );
     assert.deepEqual(manifestProblems(m, new Map([['output.log', d(4, 'a')]])), ['output.log has 4 bytes, manifest says 3', 'agent.json is missing']);
-    assert.deepEqual(manifestProblems(m, new Map([['output.log', d(3, 'f')], ['agent.json', d(2, 'b')]])), ['output.log sha256 differs from the manifest']);
+    assert.deepEqual(
+      manifestProblems(
+        m,
+        new Map([
+          ['output.log', d(3, 'f')],
+          ['agent.json', d(2, 'b')],
+        ]),
+      ),
+      ['output.log sha256 differs from the manifest'],
+    );
   });
 
   it('buildManifest sorts files and drops extra fields', () => {

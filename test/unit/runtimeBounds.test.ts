@@ -73,19 +73,58 @@ describe('planRetention', () => {
   const cases: [string, RetentionPolicy, [string, 'age' | 'size'][]][] = [
     ['no limits: nothing', {}, []],
     ['everything within both limits: nothing', { maxAgeMs: 30 * DAY, maxBytes: 650 }, []],
-    ['past the max age, oldest first', { maxAgeMs: 7 * DAY }, [['/a/ns/oldest', 'age'], ['/a/ns/old', 'age']]],
-    ['over the max bytes: oldest first until the rest fit', { maxBytes: 320 }, [['/a/ns/oldest', 'size'], ['/a/ns/old', 'size']]],
+    [
+      'past the max age, oldest first',
+      { maxAgeMs: 7 * DAY },
+      [
+        ['/a/ns/oldest', 'age'],
+        ['/a/ns/old', 'age'],
+      ],
+    ],
+    [
+      'over the max bytes: oldest first until the rest fit',
+      { maxBytes: 320 },
+      [
+        ['/a/ns/oldest', 'size'],
+        ['/a/ns/old', 'size'],
+      ],
+    ],
     ['over by one byte: one goes', { maxBytes: 649 }, [['/a/ns/oldest', 'size']]],
-    ['age first, then size on what is left', { maxAgeMs: 15 * DAY, maxBytes: 150 }, [['/a/ns/oldest', 'age'], ['/a/ns/old', 'size'], ['/a/_orphans/mid', 'size']]],
-    ['a max of 0 bytes deletes everything', { maxBytes: 0 }, [['/a/ns/oldest', 'size'], ['/a/ns/old', 'size'], ['/a/_orphans/mid', 'size'], ['/a/ns/new', 'size']]],
+    [
+      'age first, then size on what is left',
+      { maxAgeMs: 15 * DAY, maxBytes: 150 },
+      [
+        ['/a/ns/oldest', 'age'],
+        ['/a/ns/old', 'size'],
+        ['/a/_orphans/mid', 'size'],
+      ],
+    ],
+    [
+      'a max of 0 bytes deletes everything',
+      { maxBytes: 0 },
+      [
+        ['/a/ns/oldest', 'size'],
+        ['/a/ns/old', 'size'],
+        ['/a/_orphans/mid', 'size'],
+        ['/a/ns/new', 'size'],
+      ],
+    ],
     ['exactly the max age stays', { maxAgeMs: 20 * DAY }, []],
   ];
   for (const [what, policy, want] of cases) {
-    it(what, () => assert.deepEqual(planRetention(archives, policy, now).map((d) => [d.entry.dir, d.reason]), want));
+    it(what, () =>
+      assert.deepEqual(
+        planRetention(archives, policy, now).map((d) => [d.entry.dir, d.reason]),
+        want,
+      ),
+    );
   }
   it('breaks ties in age by directory, so a pass is deterministic', () => {
     const same = [a('/a/b', 3, 10), a('/a/a', 3, 10)];
-    assert.deepEqual(planRetention(same, { maxBytes: 10 }, now).map((d) => d.entry.dir), ['/a/a']);
+    assert.deepEqual(
+      planRetention(same, { maxBytes: 10 }, now).map((d) => d.entry.dir),
+      ['/a/a'],
+    );
   });
 });
 

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { nextInterval, waitFor, WaitTimeoutError, withKeyLock, withTimeout } from '../../src/sidecar/runtime/wait.js';
+import { WaitTimeoutError, withTimeout } from '../../src/kube/backoff.js';
+import { nextInterval, waitFor, withKeyLock } from '../../src/sidecar/runtime/wait.js';
 
 describe('waitFor', () => {
   it('returns the first defined value', async () => {
@@ -13,20 +14,29 @@ describe('waitFor', () => {
     assert.equal(await waitFor(async () => 0, { timeoutMs: 10, what: 'x' }), 0);
   });
   it('times out naming what it waited for', async () => {
-    await assert.rejects(waitFor(async () => undefined, { timeoutMs: 30, intervalMs: 5, what: 'the moon' }), (err: unknown) => {
-      assert.ok(err instanceof WaitTimeoutError);
-      assert.match(err.message, /30 ms waiting for the moon/);
-      return true;
-    });
+    await assert.rejects(
+      waitFor(async () => undefined, { timeoutMs: 30, intervalMs: 5, what: 'the moon' }),
+      (err: unknown) => {
+        assert.ok(err instanceof WaitTimeoutError);
+        assert.match(err.message, /30 ms waiting for the moon/);
+        return true;
+      },
+    );
   });
   it('slows down while the condition is not met: few probes over a long wait', async () => {
     let calls = 0;
-    await assert.rejects(waitFor(async () => void calls++, { timeoutMs: 400, intervalMs: 1, maxIntervalMs: 1000, what: 'x' }), WaitTimeoutError);
+    await assert.rejects(
+      waitFor(async () => void calls++, { timeoutMs: 400, intervalMs: 1, maxIntervalMs: 1000, what: 'x' }),
+      WaitTimeoutError,
+    );
     // Pauses 1, 2, 3, 5, 8, 12, 18, 27, 41, 62, 93, 140: about 13 probes in 400 ms, not 400.
     assert.ok(calls >= 5 && calls <= 20, `${calls} probes`);
   });
   it('propagates a probe error', async () => {
-    await assert.rejects(waitFor(async () => Promise.reject(new Error('boom')), { timeoutMs: 100, what: 'x' }), /boom/);
+    await assert.rejects(
+      waitFor(async () => Promise.reject(new Error('boom')), { timeoutMs: 100, what: 'x' }),
+      /boom/,
+    );
   });
 });
 
@@ -66,7 +76,10 @@ describe('withKeyLock', () => {
     assert.ok(log.indexOf('end b1') < log.indexOf('end a1'), 'b did not wait for a');
   });
   it('releases the lock when the function throws', async () => {
-    await assert.rejects(withKeyLock('k', async () => Promise.reject(new Error('x'))), /x/);
+    await assert.rejects(
+      withKeyLock('k', async () => Promise.reject(new Error('x'))),
+      /x/,
+    );
     assert.equal(await withKeyLock('k', async () => 'next'), 'next');
   });
 });

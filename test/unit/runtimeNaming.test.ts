@@ -87,13 +87,7 @@ describe('tmux naming and quoting', () => {
   });
 
   it('parses list-panes output and skips foreign lines', () => {
-    const out = [
-      `agent-${UID} %3 4242 0   0 off`,
-      `agent-${UID} %4 4243 1 3  1 on`,
-      `agent-${UID} %5 4244 1  9 0 on`,
-      'my session with spaces %1 1 0   0 on',
-      '',
-    ].join('\n');
+    const out = [`agent-${UID} %3 4242 0   0 off`, `agent-${UID} %4 4243 1 3  1 on`, `agent-${UID} %5 4244 1  9 0 on`, 'my session with spaces %1 1 0   0 on', ''].join('\n');
     assert.deepEqual(parsePanes(out), [
       { sessionName: `agent-${UID}`, paneId: '%3', panePid: 4242, dead: false, piped: false, remainOnExit: false },
       { sessionName: `agent-${UID}`, paneId: '%4', panePid: 4243, dead: true, deadStatus: 3, piped: true, remainOnExit: true },

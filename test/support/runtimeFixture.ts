@@ -17,7 +17,7 @@ import { killServer } from '../../src/sidecar/runtime/tmux.js';
 import { waitFor } from '../../src/sidecar/runtime/wait.js';
 import { workspacePaths, type WorkspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import type { NodeSandbox } from '../../src/sidecar/runtime/sandbox.js';
-import { testSandbox } from '../support/sandbox.js';
+import { testSandbox } from './sandbox.js';
 
 export interface NodeFixture {
   root: string;
@@ -35,7 +35,7 @@ export interface NodeFixture {
   waitForLine(path: string, timeoutMs?: number): Promise<string>;
 }
 
-export const logger = pino({ level: process.env.LOG_LEVEL ?? 'silent' });
+const logger = pino({ level: process.env.LOG_LEVEL ?? 'silent' });
 
 export async function nodeFixture(t: TestContext): Promise<NodeFixture> {
   const root = await mkdtemp(join(tmpdir(), `ao-rt '"$(x) #{y} %H;`));

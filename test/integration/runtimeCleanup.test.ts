@@ -1,5 +1,5 @@
 /**
- * Cleanup for real (DESIGN.md step 4): hostile processes that ignore SIGTERM/SIGHUP and escape
+ * Cleanup for real (docs/architecture.md lifecycle step 9): hostile processes that ignore SIGTERM/SIGHUP and escape
  * their process group, archive verified against recomputed checksums, re-runs and crash recovery.
  */
 import assert from 'node:assert/strict';
@@ -11,16 +11,27 @@ import type { CleanupRecord } from '../../src/api/agent.js';
 import { archiveLocation, MANIFEST_FILE, RECORD_FILE, writeArchive, type Manifest } from '../../src/sidecar/runtime/archive.js';
 import { cleanupAgent, type CleanupOptions } from '../../src/sidecar/runtime/cleanup.js';
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
-import { listProcesses } from '../../src/sidecar/runtime/procfs.js';
 import { onSpawn, type SpawnOp } from '../../src/sidecar/runtime/spawn.js';
 import { killSession } from '../../src/sidecar/runtime/tmux.js';
+import { livePids } from '../support/procs.js';
 import { hostPid } from '../support/sandbox.js';
-import { nodeFixture, type NodeFixture } from './runtimeFixture.js';
+import { nodeFixture, type NodeFixture } from '../support/runtimeFixture.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 function clean(fx: NodeFixture, uid: string, over: Partial<CleanupOptions> = {}): Promise<CleanupRecord> {
-  return cleanupAgent({ root: fx.root, archiveDir: fx.archiveDir, uid, namespace: 'team-a', name: `agent-${uid.slice(0, 8)}`, gracePeriodSeconds: 1, trigger: 'Test', cgroups: fx.sandbox.cgroups!, logger: fx.logger, ...over });
+  return cleanupAgent({
+    root: fx.root,
+    archiveDir: fx.archiveDir,
+    uid,
+    namespace: 'team-a',
+    name: `agent-${uid.slice(0, 8)}`,
+    gracePeriodSeconds: 1,
+    trigger: 'Test',
+    cgroups: fx.sandbox.cgroups!,
+    logger: fx.logger,
+    ...over,
+  });
 }
 
 /** The archive's files hashed here, compared with its manifest and with the record. */
@@ -32,7 +43,10 @@ async function assertArchiveMatches(record: CleanupRecord): Promise<Manifest> {
     assert.equal(content.length, f.bytes, f.name);
     assert.equal(sha256(content), f.sha256, f.name);
   }
-  assert.deepEqual(record.archivedFiles, manifest.files.map(({ name, bytes, sha256: s }) => ({ name, bytes, sha256: s })));
+  assert.deepEqual(
+    record.archivedFiles,
+    manifest.files.map(({ name, bytes, sha256: s }) => ({ name, bytes, sha256: s })),
+  );
   const names = (await readdir(record.archivePath)).filter((n) => !n.startsWith('.')).sort();
   assert.deepEqual(names, [...manifest.files.map((f) => f.name), MANIFEST_FILE, RECORD_FILE].sort());
   return manifest;
@@ -41,12 +55,10 @@ async function assertArchiveMatches(record: CleanupRecord): Promise<Manifest> {
 async function assertWorkspaceGone(fx: NodeFixture, uid: string): Promise<void> {
   await assert.rejects(stat(fx.paths(uid).prompt), { code: 'ENOENT' });
   await assert.rejects(stat(fx.paths(uid).dir), { code: 'ENOENT' });
-  assert.deepEqual((await listSessions(fx.root)).filter((s) => s.uid === uid), []);
-}
-
-async function alive(pids: readonly number[]): Promise<number[]> {
-  const live = new Set((await listProcesses()).map((p) => p.pid));
-  return pids.filter((p) => live.has(p));
+  assert.deepEqual(
+    (await listSessions(fx.root)).filter((s) => s.uid === uid),
+    [],
+  );
 }
 
 // Ignores TERM and HUP; starts a setsid'd child that ignores them too and keeps the marker, and a
@@ -69,7 +81,7 @@ describe('cleanupAgent', () => {
     for (const f of ['main.pid', 'setsid.pid', 'noenv.pid']) pids.push(await hostPid(Number((await fx.waitForLine(join(p.scratch, f))).trim()), observation.panePid!));
     await writeFile(p.reports, '{"state":"working"}\n');
     await writeFile(p.findings, '{"type":"x"}\n');
-    assert.deepEqual(await alive(pids), pids);
+    assert.deepEqual(await livePids(pids), pids);
 
     const t0 = Date.now();
     const record = await clean(fx, uid, { trigger: 'Stopped' });
@@ -85,20 +97,23 @@ describe('cleanupAgent', () => {
     assert.equal(record.workspaceDeleted, true);
     assert.equal(record.logsArchived, true);
     assert.ok(record.durationMilliseconds! >= 1000, 'waited the grace period before SIGKILL');
-    assert.deepEqual(await alive(pids), []);
+    assert.deepEqual(await livePids(pids), []);
     await assertWorkspaceGone(fx, uid);
 
     assert.equal(record.archivePath, archiveLocation(fx.archiveDir, { uid, namespace: 'team-a', name: `agent-${uid.slice(0, 8)}` }).dir);
     const manifest = await assertArchiveMatches(record);
     // The launcher, outside the sandbox, outlived it and recorded how it ended (SIGKILL).
-    assert.deepEqual(manifest.files.map((f) => f.name), ['agent.json', 'exit-code', 'findings.jsonl', 'output.log', 'reports.jsonl']);
-    assert.equal(await readFile(join(record.archivePath!, 'exit-code'), 'utf8'), '137\n');
+    assert.deepEqual(
+      manifest.files.map((f) => f.name),
+      ['agent.json', 'exit-code', 'findings.jsonl', 'output.log', 'reports.jsonl'],
+    );
+    assert.equal(await readFile(join(record.archivePath, 'exit-code'), 'utf8'), '137\n');
     assert.equal(record.cgroupRemoved, true);
     assert.ok(record.cpuMilliseconds !== undefined, 'CPU time from the cgroup');
     assert.equal(manifest.trigger, 'Stopped');
-    assert.equal(await readFile(join(record.archivePath!, 'output.log'), 'utf8'), 'ready\r\n');
-    assert.equal(await readFile(join(record.archivePath!, 'reports.jsonl'), 'utf8'), '{"state":"working"}\n');
-    assert.deepEqual(JSON.parse(await readFile(join(record.archivePath!, RECORD_FILE), 'utf8')), record);
+    assert.equal(await readFile(join(record.archivePath, 'output.log'), 'utf8'), 'ready\r\n');
+    assert.equal(await readFile(join(record.archivePath, 'reports.jsonl'), 'utf8'), '{"state":"working"}\n');
+    assert.deepEqual(JSON.parse(await readFile(join(record.archivePath, RECORD_FILE), 'utf8')), record);
   });
 
   it('cleans an agent that exited by itself without signalling anything, and a re-run is a truthful no-op', async (t) => {
@@ -113,7 +128,10 @@ describe('cleanupAgent', () => {
     assert.equal(first.escalatedToSigkill, false);
     assert.equal(first.sessionKilled, true);
     const manifest = await assertArchiveMatches(first);
-    assert.deepEqual(manifest.files.map((f) => f.name), ['agent.json', 'exit-code', 'output.log']);
+    assert.deepEqual(
+      manifest.files.map((f) => f.name),
+      ['agent.json', 'exit-code', 'output.log'],
+    );
     assert.equal(await readFile(join(first.archivePath!, 'exit-code'), 'utf8'), '0\n');
     const manifestStat = await stat(join(first.archivePath!, MANIFEST_FILE));
 
@@ -128,7 +146,7 @@ describe('cleanupAgent', () => {
       { ...firstWithoutUsage, startTime: '', completionTime: '', durationMilliseconds: 0, trigger: '' },
     );
     assert.equal((await stat(join(first.archivePath!, MANIFEST_FILE))).mtimeMs, manifestStat.mtimeMs, 'the archive was not rewritten');
-    assert.equal(JSON.parse(await readFile(join(first.archivePath!, RECORD_FILE), 'utf8')).trigger, 'Exited', 'the first record is kept');
+    assert.equal((JSON.parse(await readFile(join(first.archivePath!, RECORD_FILE), 'utf8')) as { trigger: string }).trigger, 'Exited', 'the first record is kept');
   });
 
   it('spawns two processes per launch and two per cleanup of an exited agent (issue 8)', async (t) => {
@@ -169,7 +187,10 @@ describe('cleanupAgent', () => {
     assert.equal(record.verifiedNoProcesses, true);
     await assertArchiveMatches(record);
     assert.equal(await readFile(join(record.archivePath!, 'output.log'), 'utf8'), 'partial\r\n');
-    assert.deepEqual((await readdir(loc.parent)).filter((n) => n.startsWith('.')), []);
+    assert.deepEqual(
+      (await readdir(loc.parent)).filter((n) => n.startsWith('.')),
+      [],
+    );
     await assertWorkspaceGone(fx, uid);
   });
 
@@ -183,7 +204,14 @@ describe('cleanupAgent', () => {
       await fx.waitFor(uid, 'the writer to finish', (o) => o.outputBytes === 3);
     }
     const locOf = (uid: string) => archiveLocation(fx.archiveDir, { uid, namespace: 'team-a', name: `agent-${uid.slice(0, 8)}` });
-    const written = await writeArchive({ location: locOf(reuse.uid), sourceDir: fx.paths(reuse.uid).dir, uid: reuse.uid, namespace: 'team-a', name: `agent-${reuse.uid.slice(0, 8)}`, trigger: 'Crashed' });
+    const written = await writeArchive({
+      location: locOf(reuse.uid),
+      sourceDir: fx.paths(reuse.uid).dir,
+      uid: reuse.uid,
+      namespace: 'team-a',
+      name: `agent-${reuse.uid.slice(0, 8)}`,
+      trigger: 'Crashed',
+    });
     await mkdir(locOf(replace.uid).dir, { recursive: true });
     await writeFile(join(locOf(replace.uid).dir, MANIFEST_FILE), '{"version":1,"files":[');
 
@@ -199,7 +227,10 @@ describe('cleanupAgent', () => {
     assert.equal(m2.trigger, 'Test');
     assert.equal(await readFile(join(replaced.archivePath!, 'output.log'), 'utf8'), 'b\r\n');
     for (const uid of [reuse.uid, replace.uid]) await assertWorkspaceGone(fx, uid);
-    assert.deepEqual((await readdir(locOf(replace.uid).parent)).filter((n) => n.startsWith('.')), []);
+    assert.deepEqual(
+      (await readdir(locOf(replace.uid).parent)).filter((n) => n.startsWith('.')),
+      [],
+    );
   });
 
   it('leaves a tombstone so a late duplicate event can never start the agent again', async (t) => {
@@ -210,7 +241,7 @@ describe('cleanupAgent', () => {
     assert.deepEqual(first.errors, []);
     const again = await fx.launch({ uid, command: ['/bin/sh', '-c', 'echo run; exec sleep 30'] });
     assert.equal(again.started, false);
-    assert.equal(again.cleanedUp, true);
+    assert.equal(again.tombstoned, true);
     assert.equal(again.observation.workspaceExists, false);
     await assertWorkspaceGone(fx, uid);
     assert.equal(await readFile(join(first.archivePath!, 'output.log'), 'utf8'), 'run\r\n');
@@ -242,8 +273,8 @@ describe('cleanupAgent', () => {
     assert.equal(record.workspaceDeleted, false);
     assert.equal(record.sessionKilled, true);
     assert.equal(record.errors?.length, 2, JSON.stringify(record.errors));
-    assert.match(record.errors![0]!, /^archive logs: /);
-    assert.match(record.errors![1]!, /kept, because its logs are not archived/);
+    assert.match(record.errors[0]!, /^archive logs: /);
+    assert.match(record.errors[1]!, /kept, because its logs are not archived/);
     assert.ok((await stat(fx.paths(uid).output)).size > 0);
   });
 });

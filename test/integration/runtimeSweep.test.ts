@@ -10,7 +10,7 @@ import { listSessions } from '../../src/sidecar/runtime/observe.js';
 import { findMarkerProcesses, sendSignal } from '../../src/sidecar/runtime/procfs.js';
 import { inventoryNode, ORPHANED_TRIGGER, sweepNode } from '../../src/sidecar/runtime/sweep.js';
 import { waitFor } from '../../src/sidecar/runtime/wait.js';
-import { nodeFixture } from './runtimeFixture.js';
+import { nodeFixture } from '../support/runtimeFixture.js';
 
 describe('sweepNode', () => {
   it('cleans orphans (archived by agent.json, or under _orphans) and spares expected and young agents', async (t) => {
@@ -47,12 +47,15 @@ describe('sweepNode', () => {
 
     // Young workspaces are spared: only the stray (no workspace) goes.
     const first = await sweepNode({ root: fx.root, archiveDir: fx.archiveDir, expectedUids: [expected.uid], gracePeriodSeconds: 1, logger: fx.logger });
-    assert.deepEqual(first.map((r) => r.uid), [strayUid]);
+    assert.deepEqual(
+      first.map((r) => r.uid),
+      [strayUid],
+    );
     assert.equal(first[0]!.record?.verifiedNoProcesses, true);
     assert.equal(first[0]!.record?.processesKilled, 1);
     assert.equal(first[0]!.record?.logsArchived, false);
     assert.equal(first[0]!.record?.trigger, ORPHANED_TRIGGER);
-    assert.equal(sendSignal(elsewhere.pid!, 0), true, "another node's process was left alone");
+    assert.equal(sendSignal(elsewhere.pid, 0), true, "another node's process was left alone");
     assert.equal((await listSessions(fx.root)).length, 3);
 
     const t0 = Date.now();
@@ -72,7 +75,10 @@ describe('sweepNode', () => {
     assert.equal(await readFile(join(byUid.get(anonymous.uid)!.archivePath!, 'output.log'), 'utf8'), 'anonymous\r\n');
 
     // The expected agent is untouched and still running.
-    assert.deepEqual((await listSessions(fx.root)).map((s) => s.uid), [expected.uid]);
+    assert.deepEqual(
+      (await listSessions(fx.root)).map((s) => s.uid),
+      [expected.uid],
+    );
     assert.equal((await fx.waitFor(expected.uid, 'running', () => true)).sessionAlive, true);
     assert.ok((await stat(fx.paths(expected.uid).prompt)).isFile());
 

@@ -14,7 +14,7 @@ import { listSessions } from '../../src/sidecar/runtime/observe.js';
 import { environValue, parseStat } from '../../src/sidecar/runtime/procfs.js';
 import { killSession, sessionNameFor } from '../../src/sidecar/runtime/tmux.js';
 import { readSandboxUid } from '../../src/sidecar/runtime/uids.js';
-import { nodeFixture, type NodeFixture } from './runtimeFixture.js';
+import { nodeFixture, type NodeFixture } from '../support/runtimeFixture.js';
 
 /** Every value a shell could misread, plus bytes that must come through untouched. */
 const HOSTILE = [
@@ -93,8 +93,11 @@ describe('launch', () => {
     assert.equal(environValue(env, 'AGENT_UID'), r.uid);
     assert.equal(environValue(env, 'AGENT_PROMPT_FILE'), fx.paths(r.uid).prompt);
     const sessions = await listSessions(fx.root);
-    assert.deepEqual(sessions.map((s) => s.uid), [r.uid]);
-    const record = JSON.parse(await readFile(fx.paths(r.uid).agentJson, 'utf8'));
+    assert.deepEqual(
+      sessions.map((s) => s.uid),
+      [r.uid],
+    );
+    const record = JSON.parse(await readFile(fx.paths(r.uid).agentJson, 'utf8')) as Record<string, unknown>;
     assert.deepEqual(
       { uid: record.uid, namespace: record.namespace, name: record.name, sessionName: record.sessionName },
       { uid: r.uid, namespace: 'team-a', name: `agent-${r.uid.slice(0, 8)}`, sessionName: r.sessionName },
@@ -112,12 +115,7 @@ describe('launch', () => {
       PS4: '$(touch PWNED_PS4)',
       ...Object.fromEntries(HOSTILE.map((v, i) => [`HOSTILE_${i}`, v])),
     };
-    const script = [
-      'env -0 > child.env',
-      '/bin/sh -c "env -0 > grandchild.env"',
-      'setsid /bin/sh -c "env -0 > setsid.env"',
-      'agent-operator called',
-    ].join('; ');
+    const script = ['env -0 > child.env', '/bin/sh -c "env -0 > grandchild.env"', 'setsid /bin/sh -c "env -0 > setsid.env"', 'agent-operator called'].join('; ');
     const { uid } = await fx.launch({ command: ['/bin/sh', '-c', script], env });
     const o = await fx.waitExited(uid);
     assert.equal(o.exitCode, 0);

@@ -69,7 +69,7 @@ describe('agent lifecycle: scale', () => {
       startLatency.push(runningAt.get(name)! - applied.get(name)!);
       const end = Number(/^end (\d+)/m.exec(await archivedOutput(a))?.[1]);
       assert.ok(Number.isFinite(end), `${name}: no end time in its output`);
-      cleanupLatency.push(Date.parse(a.status!.cleanup!.completionTime!) - end);
+      cleanupLatency.push(Date.parse(a.status.cleanup!.completionTime!) - end);
       await assertNothingLeft(stack(), a);
     }
     const perNode = new Map<string, number>();

@@ -20,8 +20,7 @@ async function run(argv: string[], over: { env?: NodeJS.ProcessEnv; timeoutMs?: 
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 
-const endpoint = () =>
-  nock(BASE, { reqheaders: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' } });
+const endpoint = () => nock(BASE, { reqheaders: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' } });
 const accepted = { accepted: true, at: '2026-11-25T10:00:00.000Z' };
 // An Error instance: nock destroys the request with it, as a failed connect would.
 const connectionError = (code: string) => Object.assign(new Error(`connect ${code}`), { code });

@@ -176,7 +176,7 @@ async function channelDir(path: string, id: number): Promise<void> {
  * Sandboxed, the node root, agents/ and the state directory are 0711 (the agent's bwrap, running as
  * its uid, passes through them to bind its own scratch/ and home/, and can list or open nothing).
  */
-async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: ComposedLaunch): Promise<LimitController[]> {
+async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: ComposedLaunch, output: CaptureLimits): Promise<LimitController[]> {
   const sandboxed = o.sandbox.host.mode !== 'none';
   if (sandboxed) await checkTraversable(paths.root, 'their workspaces');
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
@@ -209,7 +209,7 @@ async function prepareWorkspace(paths: WorkspacePaths, o: LaunchOptions, c: Comp
     sessionName: sessionNameFor(o.uid),
     ...(token !== undefined ? { reportTokenSha256: sha256Hex(token) } : {}),
     createdAt: new Date().toISOString(),
-    output: captureLimits(o.outputMaxBytes ?? DEFAULT_OUTPUT_MAX_BYTES),
+    output,
   });
   return notEnforced;
 }
@@ -311,9 +311,10 @@ async function releaseAndRecord(paths: WorkspacePaths, timeoutMs: number): Promi
   await release(paths, timeoutMs);
   crashPoint('launch:release');
   const record = await readAgentRecord(paths);
+  if (!record || record.startedAt) return;
   // A resume after the release: when its exec step ran, as the node reports it meanwhile (observe.ts).
   const execAt = await execStartedAtMs(paths);
-  if (record && !record.startedAt) await writeAgentRecord(paths, { ...record, startedAt: new Date(execAt ?? Date.now()).toISOString() });
+  await writeAgentRecord(paths, { ...record, startedAt: new Date(execAt ?? Date.now()).toISOString() });
 }
 
 type Start = 'fresh' | 'finish' | 'recreate' | 'none';
@@ -361,9 +362,9 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
       let pane = facts.pane;
       const outputMaxBytes = o.outputMaxBytes ?? DEFAULT_OUTPUT_MAX_BYTES;
       if (decision !== 'finish') {
-        notEnforced = await prepareWorkspace(paths, o, c);
+        const limits = captureLimits(outputMaxBytes);
+        notEnforced = await prepareWorkspace(paths, o, c, limits);
         crashPoint('launch:workspace');
-        const limits = await recordedCaptureLimits(paths, outputMaxBytes);
         pane = await newSession(paths, sessionName, c.sessionEnv, limits);
         if (!pane) {
           log.info('session already existed');

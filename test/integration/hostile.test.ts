@@ -13,12 +13,11 @@ import { REPORTING_CONTROLLER } from '../../src/controller/controller.js';
 import { MAX_BODY_BYTES } from '../../src/report/protocol.js';
 import { captureAccounting, captureLimits, readCaptureFiles, workspaceOutput } from '../../src/sidecar/runtime/capture.js';
 import { cgroup2Mount, ownCgroup } from '../../src/sidecar/runtime/cgroup.js';
-import { environValue } from '../../src/sidecar/runtime/procfs.js';
 import { listSessions } from '../../src/sidecar/runtime/observe.js';
 import { readSandboxUid } from '../../src/sidecar/runtime/uids.js';
 import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { createTestNamespace, waitFor } from '../support/cluster.js';
-import { assertAttackGotNothing, assertNormalAgentOutput, attackScript, environOf, normalAgentScript, pidsOfUser, plantedPaths } from '../support/hostile.js';
+import { assertAttackGotNothing, assertChannelOnly, assertNormalAgentOutput, attackDiagnostic, attackScript, environOf, normalAgentScript, pidsOfUser, plantedPaths } from '../support/hostile.js';
 import { eventsAbout, metricValue, scrape } from '../support/telemetry.js';
 import { agents, archivedOutput, assertNodeClean, createAgent, patchSpec, useStack, waitForAgent, waitForCleanedUp, waitForOutput } from '../support/stack.js';
 
@@ -47,10 +46,7 @@ describe('hostile agents on one node', () => {
     const vuid = victim.metadata!.uid!;
     const vpaths = workspacePaths(node.root, vuid);
     // Its report channel is its own socket: no token in its env or on the node for anyone to steal.
-    const venv = await environOf(vuid);
-    assert.equal(environValue(venv, 'AGENT_REPORT_SOCKET'), '/run/agent-operator/report.sock');
-    assert.equal(environValue(venv, 'AGENT_REPORT_TOKEN'), undefined);
-    assert.equal(environValue(venv, 'AGENT_REPORT_URL'), undefined);
+    assertChannelOnly(await environOf(vuid));
     assert.equal((JSON.parse(await readFile(vpaths.agentJson, 'utf8')) as { reportTokenSha256?: string }).reportTokenSha256, undefined);
     const vsocket = join(vpaths.channel, 'report.sock');
     assert.ok((await stat(vsocket)).isSocket());
@@ -66,13 +62,7 @@ describe('hostile agents on one node', () => {
     await createAgent(ns, 'attacker', { command: ['sh', '-c', attack], env: [{ name: 'ATTACKER', value: '1' }] });
     const attacker = await waitForCleanedUp(ns, 'attacker');
     const out = await archivedOutput(attacker);
-    t.diagnostic(
-      out
-        .split('\n')
-        .filter((l) => !l.startsWith('ENV: '))
-        .slice(0, 40)
-        .join('\n'),
-    );
+    t.diagnostic(attackDiagnostic(out));
     assertAttackGotNothing(out, { 'victim env': secret, 'victim prompt': promptSecret, 'victim output': 'victim-output-secret', 'sidecar token': sidecarToken });
 
     // From outside: the victim is untouched and the node is intact.

@@ -10,11 +10,10 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
-import { environValue } from '../../src/sidecar/runtime/procfs.js';
 import { readSandboxUid } from '../../src/sidecar/runtime/uids.js';
 import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { controlPlane, createTestNamespace, uniqueSuffix, waitFor } from '../support/cluster.js';
-import { assertAttackGotNothing, assertNormalAgentOutput, attackScript, environOf, normalAgentScript, pidsOfUser, plantedPaths } from '../support/hostile.js';
+import { assertAttackGotNothing, assertChannelOnly, assertNormalAgentOutput, attackDiagnostic, attackScript, environOf, normalAgentScript, pidsOfUser, plantedPaths } from '../support/hostile.js';
 import { SERVICE_ACCOUNT_DIR, startSidecarContainer, type SidecarContainer } from '../support/sidecarContainer.js';
 import { agents, createAgent, useStack, waitForAgent, waitForCleanedUp } from '../support/stack.js';
 
@@ -142,9 +141,7 @@ describe("the sidecar in the DaemonSet's container (runc)", () => {
     const outside = workspacePaths(n.onHost(n.paths.root), vuid);
     await waitFor(async () => ((await readFile(outside.output, 'utf8').catch(() => '')).includes('victim-output-secret') ? true : undefined), { timeoutMs: 30_000, what: 'the victim output' });
     // Its report channel is its own socket: no token in its env for anyone to steal.
-    const venv = await environOf(vuid);
-    assert.equal(environValue(venv, 'AGENT_REPORT_SOCKET'), '/run/agent-operator/report.sock');
-    assert.equal(environValue(venv, 'AGENT_REPORT_TOKEN'), undefined);
+    assertChannelOnly(await environOf(vuid));
     const reportPort = (JSON.parse(await readFile(join(n.onHost(n.paths.root), 'sidecar.json'), 'utf8')) as { reportPort: number }).reportPort;
     const sidecarToken = (await readFile(n.tokenFile, 'utf8')).trim();
     const shim = join(n.onHost(n.paths.root), 'bin', 'agent-operator');
@@ -154,13 +151,7 @@ describe("the sidecar in the DaemonSet's container (runc)", () => {
     await createAgent(ns, 'attacker', { command: ['sh', '-c', attack], nodeName: n.nodeName });
     const attacker = await waitForCleanedUp(ns, 'attacker', 120_000);
     const out = await readFile(join(n.onHost(attacker.status!.cleanup!.archivePath!), 'output.log'), 'utf8');
-    t.diagnostic(
-      out
-        .split('\n')
-        .filter((l) => !l.startsWith('ENV: '))
-        .slice(0, 40)
-        .join('\n'),
-    );
+    t.diagnostic(attackDiagnostic(out));
     assertAttackGotNothing(out, { 'victim env': secret, 'victim prompt': promptSecret, 'victim output': 'victim-output-secret', 'sidecar token': sidecarToken });
 
     // From outside: the victim runs on untouched, as its own uid; the node's files are intact.

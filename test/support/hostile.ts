@@ -29,6 +29,22 @@ export async function environOf(uid: string): Promise<Buffer> {
   throw new Error(`no process of ${uid} found`);
 }
 
+/** A sandboxed agent's report channel is its own socket: no token or URL in its env for anyone to steal. */
+export function assertChannelOnly(env: Buffer): void {
+  assert.equal(environValue(env, 'AGENT_REPORT_SOCKET'), '/run/agent-operator/report.sock');
+  assert.equal(environValue(env, 'AGENT_REPORT_TOKEN'), undefined);
+  assert.equal(environValue(env, 'AGENT_REPORT_URL'), undefined);
+}
+
+/** What the attacker printed, for the test's diagnostics: its first 40 lines but the environments it dumped. */
+export function attackDiagnostic(out: string): string {
+  return out
+    .split('\n')
+    .filter((l) => !l.startsWith('ENV: '))
+    .slice(0, 40)
+    .join('\n');
+}
+
 /** Files of the node an attacker tries to plant or overwrite (none may exist or change afterwards). */
 export function plantedPaths(root: string, victim: WorkspacePaths): string[] {
   return ['/usr/pwned', '/etc/pwned', '/pwned', `${root}/pwned`, `${root}/bin/agent-operator`, `${victim.scratch}/pwned`];

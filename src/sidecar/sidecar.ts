@@ -37,7 +37,7 @@ import { launch } from './runtime/launch.js';
 import { listSessions, observeSession } from './runtime/observe.js';
 import { checkLayout, checkTraversable, probeSandbox, type NodeSandbox } from './runtime/sandbox.js';
 import { sweepNode } from './runtime/sweep.js';
-import { hasTombstone, isAgentUid, listWorkspaces, sha256Hex, tombstoneTrigger, workspacePaths } from './runtime/workspace.js';
+import { hasTombstone, isAgentUid, listWorkspaces, sha256Hex, tombstoneTrigger, workspacePaths, type WorkspaceEntry } from './runtime/workspace.js';
 import { findArchiveLocation } from './runtime/archive.js';
 import { exists } from './runtime/files.js';
 import { stallPoint } from './runtime/stallPoint.js';
@@ -280,12 +280,12 @@ export class NodeSidecar {
     await this.retain();
     const rediscovered = await this.rediscover();
     this.server = await this.startServer();
-    await this.reopenChannels();
+    await this.reopenChannels(rediscovered);
     this.node = await this.retry('registering the AgentNode', signal, () =>
       registerNode({ api: agentNodeClient(this.o.kubeConfig), nodeName: this.o.nodeName, labels: this.o.labels, capacity: this.o.capacity, version: this.o.version, logger: this.log }),
     );
-    if (rediscovered > 0) {
-      this.nodeEvent('Normal', 'SessionsRediscovered', `found ${rediscovered} agent workspace(s) from before this sidecar started; carrying on with them`);
+    if (rediscovered.length > 0) {
+      this.nodeEvent('Normal', 'SessionsRediscovered', `found ${rediscovered.length} agent workspace(s) from before this sidecar started; carrying on with them`);
     }
     const beat = async () => {
       const running = (await listSessions(this.o.root).catch(() => [])).filter((s) => !s.dead).length;
@@ -354,23 +354,23 @@ export class NodeSidecar {
   }
 
   /** Rebuilds tokens and report state from the workspaces of agents started before this process; how many. */
-  private async rediscover(): Promise<number> {
+  private async rediscover(): Promise<WorkspaceEntry[]> {
     const workspaces = await listWorkspaces(this.o.root);
     for (const w of workspaces) {
       if (w.record?.reportTokenSha256) this.tokens.set(w.record.reportTokenSha256, w.uid);
       await this.replay(w.uid, workspacePaths(this.o.root, w.uid));
     }
     if (workspaces.length > 0) this.log.info({ workspaces: workspaces.length }, 'rediscovered agents on this node');
-    return workspaces.length;
+    return workspaces;
   }
 
   /**
    * Listens again on the report socket of every agent found on the node that is not being cleaned
-   * up: its sandbox sees the directory, so the new socket is where its old one was.
+   * up (of those rediscover found): its sandbox sees the directory, so the new socket is where its old one was.
    */
-  private async reopenChannels(): Promise<void> {
+  private async reopenChannels(workspaces: readonly WorkspaceEntry[]): Promise<void> {
     if (this.o.sandbox.host.mode === 'none') return;
-    for (const w of await listWorkspaces(this.o.root)) {
+    for (const w of workspaces) {
       const paths = workspacePaths(this.o.root, w.uid);
       const gid = await readSandboxUid(paths);
       // Agents launched before report sockets existed have no channel directory: they keep their token.

@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import type { AgentNode, AgentNodeStatus } from '../api/agentNode.js';
-import { setCondition } from '../api/conditions.js';
+import { setCondition, type ConditionInput } from '../api/conditions.js';
 import { AGENT_NODE_KIND, API_VERSION } from '../api/constants.js';
 import { rfc3339 } from '../api/time.js';
 import { describeError, isConflict } from '../kube/errors.js';
@@ -40,15 +40,22 @@ export async function registerNode(o: RegistrationOptions): Promise<NodeObj> {
   return o.api.patchMeta({ name: o.nodeName }, { labels: Object.fromEntries(missing) });
 }
 
-/** The status a heartbeat writes (pure). */
-export function heartbeatStatus(current: AgentNodeStatus | undefined, o: { capacity: number; running: number; version: string; now: Date }): AgentNodeStatus {
+/**
+ * The status a heartbeat writes (pure). A sidecar that stopped making progress (`stalled`, from
+ * progress.ts) still beats but says it is not Ready, as a kubelet whose PLEG is unhealthy does, so
+ * the controller places no new agent on it.
+ */
+export function heartbeatStatus(current: AgentNodeStatus | undefined, o: { capacity: number; running: number; version: string; now: Date; stalled?: string }): AgentNodeStatus {
   const now = rfc3339(o.now);
+  const ready: ConditionInput = o.stalled
+    ? { type: 'Ready', status: 'False', reason: 'SidecarStalled', message: o.stalled }
+    : { type: 'Ready', status: 'True', reason: 'SidecarReady', message: 'node sidecar is posting ready status' };
   return {
     capacity: o.capacity,
     running: o.running,
     lastHeartbeatTime: now,
     sidecarVersion: o.version,
-    conditions: setCondition(current?.conditions, { type: 'Ready', status: 'True', reason: 'SidecarReady', message: 'node sidecar is posting ready status' }, now),
+    conditions: setCondition(current?.conditions, ready, now),
   };
 }
 
@@ -57,9 +64,9 @@ export class Heartbeat {
 
   constructor(private readonly o: RegistrationOptions) {}
 
-  /** Posts one heartbeat; errors are logged, the next beat tries again. */
-  async beat(running: number): Promise<void> {
-    const status = heartbeatStatus(this.last, { capacity: this.o.capacity, running, version: this.o.version, now: new Date() });
+  /** Posts one heartbeat (`stalled`: why the node is not making progress); errors are logged, the next beat tries again. */
+  async beat(running: number, stalled?: string): Promise<void> {
+    const status = heartbeatStatus(this.last, { capacity: this.o.capacity, running, version: this.o.version, now: new Date(), ...(stalled ? { stalled } : {}) });
     try {
       const written = await this.o.api.patchStatus({ name: this.o.nodeName }, status);
       this.last = written.status;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { bytesOf, milliCpuOf, parseQuantity } from '../../src/api/quantity.js';
-import { limitsOf } from '../../src/sidecar/sidecar.js';
+import { limitsOf } from '../../src/sidecar/agentWorker.js';
 import { cgroup2Mount, checkAgentsCgroupName, defaultAgentsCgroupName, limitFiles, ownCgroup, parseCpuUsageUsec, parsePopulated } from '../../src/sidecar/runtime/cgroup.js';
 import { stackAgentsCgroup } from '../../src/dev/stack.js';
 import { sandboxStarted } from '../../src/sidecar/runtime/launcher.js';

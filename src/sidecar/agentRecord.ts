@@ -17,8 +17,6 @@ import type { FindingsSummary, LatestReport } from './reports.js';
 export type AgentState =
   { phase: 'launching'; begun?: { since: number; step: ResumableStep | 'none' } } | { phase: 'running' } | { phase: 'terminating'; trigger: string } | { phase: 'cleaned'; record: CleanupRecord };
 
-export type AgentPhase = AgentState['phase'];
-
 /** What the node did or saw that moves an agent along. */
 export type AgentEvent =
   | { kind: 'launchDecided'; step: ResumableStep | 'none'; at: number }

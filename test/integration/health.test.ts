@@ -11,7 +11,8 @@ import { constants } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { createTestNamespace, waitFor } from '../support/cluster.js';
+import { agentNodeClient } from '../../src/kube/resources.js';
+import { createTestNamespace, kubeConfig, waitFor } from '../support/cluster.js';
 import { useGates } from '../support/gate.js';
 import { assertNothingLeft, createAgent, useStack, waitForAgent } from '../support/stack.js';
 import { metricValue, scrape } from '../support/telemetry.js';
@@ -69,6 +70,13 @@ describe('sidecar liveness: /healthz fails while the relist makes no progress, a
       ),
     );
 
+    // The heartbeat goes on but says the node is not Ready, with the same reason (as a kubelet whose PLEG is unhealthy).
+    const nodes = agentNodeClient(kubeConfig());
+    const readyOf = async () => (await nodes.get({ name: node.name })).status?.conditions?.find((c) => c.type === 'Ready');
+    const notReady = await waitFor(async () => ((await readyOf())?.status === 'False' ? await readyOf() : undefined), { timeoutMs: 30_000, what: 'the AgentNode to say it is not Ready' });
+    assert.equal(notReady?.reason, 'SidecarStalled');
+    assert.match(notReady?.message ?? '', /^relist last completed \d+s ago; threshold /);
+
     // Work due during the stall: busy ends (its cleanup), late arrives (its launch). Their reconciles
     // fail by timeout and are retried; none hangs, none is recorded as done or failed.
     const samples0 = await scrape(node.metricsUrl);
@@ -91,6 +99,7 @@ describe('sidecar liveness: /healthz fails while the relist makes no progress, a
     const lastPass = metricValue(await scrape(node.metricsUrl), 'agent_operator_relist_last_completed_timestamp_seconds')!;
     assert.ok(lastPass * 1000 >= recovered - 1000, `last relist pass at ${lastPass}, before the release`);
 
+    await waitFor(async () => (await readyOf())?.status === 'True', { timeoutMs: 30_000, what: 'the AgentNode to be Ready again' });
     const late = await running('late');
     await gates().open('late');
     const done = await gates().assertFinishedOnce([busy, late], 'Completed');

@@ -198,10 +198,11 @@ const agentSpecObject = z
 
 /**
  * What an agent may set for a child it spawns: the prompt, the command and the safe part of a spec.
- * The platform sets the rest (node, limits, owner); env takes literal values only.
+ * The platform sets the rest (node, limits, owner); env takes literal values only; an output cap
+ * above the node's limit is lowered to it, as for any Agent.
  */
 export const childSpec = agentSpecObject
-  .pick({ command: true, workingDir: true, activeDeadlineSeconds: true, idleTimeoutSeconds: true, ttlSecondsAfterFinished: true, cleanup: true })
+  .pick({ command: true, workingDir: true, activeDeadlineSeconds: true, idleTimeoutSeconds: true, ttlSecondsAfterFinished: true, cleanup: true, output: true })
   .extend({
     prompt: z
       .string()

@@ -187,6 +187,11 @@ describe('childManifest', () => {
     assert.deepEqual(m.spec.completionChecks, { minDurationSeconds: 5 });
     assert.equal(m.spec.prompt, 'do lead-a');
   });
+  it("the child's own output cap is kept (the node lowers one above its limit, as for any Agent)", () => {
+    const r = request('lead-a');
+    const m = childManifest(parent(), { ...r, spec: { ...r.spec, output: { maxSize: '2Mi' } } });
+    assert.deepEqual(m.spec.output, { maxSize: '2Mi' });
+  });
   it('a root parent names itself as the root', () => {
     assert.equal(childManifest(parent(), request('lead-a')).metadata?.labels?.[ROOT_LABEL], 'lead');
   });

@@ -36,6 +36,7 @@ describe('MCP tools', () => {
     { tool: 'spawn_child_agent', args: { name: 'a', prompt: 'p', command: ['x'], children: { maxTotal: 32, maxConcurrent: 32, maxDepth: 8 } }, error: /unknown field 'children'/ },
     { tool: 'spawn_child_agent', args: { name: 'a', prompt: 'p', command: ['x'], env: [{ name: 'S', valueFrom: { secretKeyRef: { name: 's', key: 'k' } } }] }, error: /unknown field 'valueFrom'/ },
     { tool: 'spawn_child_agent', args: { name: 'a', prompt: 'p'.repeat(20_000), command: ['x'] }, error: /prompt: Too big/ },
+    { tool: 'spawn_child_agent', args: { name: 'a', prompt: 'p', command: ['x'], output: { maxSize: 'lots' } }, error: /output\.maxSize: / },
     { tool: 'get_agent_output', args: { name: 'a', tail: 5000 }, error: /tail: must be an integer from 1 to 1000/ },
     { tool: 'stop_child_agent', args: {}, error: /name: must be a string/ },
     { tool: 'nope', args: {}, error: /^unknown tool 'nope': the tools are update_agent_progress, / },

@@ -3,13 +3,15 @@
  * with exactly its securityContext, capabilities, seccomp profile, user namespace and volumes
  * (test/support/sidecarContainer.ts), against the run's control plane and a controller, and the
  * hostile-agent table in it, judged from outside: the host's /proc, the hostPath directories, the
- * API. And the positive side.
+ * API. And the positive side, with a workspace left hard to delete; and the start-up refusal of a
+ * container lacking capabilities deploy/ adds (docs/install.md, "What each privilege is for, measured").
  */
 import assert from 'node:assert/strict';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
+import { capabilityNames, SANDBOX_CAPABILITIES } from '../../src/sidecar/runtime/capabilities.js';
 import { readSandboxUid } from '../../src/sidecar/runtime/uids.js';
 import { workspacePaths } from '../../src/sidecar/runtime/workspace.js';
 import { controlPlane, createTestNamespace, uniqueSuffix, waitFor } from '../support/cluster.js';
@@ -34,36 +36,6 @@ async function procStatus(pid: number): Promise<Record<string, string>> {
       .filter((kv) => kv.length === 2)
       .map(([k, v]) => [k!, v!.trim()]),
   );
-}
-
-/** The capability names in a /proc status mask. */
-function capNames(hex: string): string[] {
-  const names = [
-    'CHOWN',
-    'DAC_OVERRIDE',
-    'DAC_READ_SEARCH',
-    'FOWNER',
-    'FSETID',
-    'KILL',
-    'SETGID',
-    'SETUID',
-    'SETPCAP',
-    'LINUX_IMMUTABLE',
-    'NET_BIND_SERVICE',
-    'NET_BROADCAST',
-    'NET_ADMIN',
-    'NET_RAW',
-    'IPC_LOCK',
-    'IPC_OWNER',
-    'SYS_MODULE',
-    'SYS_RAWIO',
-    'SYS_CHROOT',
-    'SYS_PTRACE',
-    'SYS_PACCT',
-    'SYS_ADMIN',
-  ];
-  const mask = BigInt(`0x${hex}`);
-  return names.filter((_, i) => (mask >> BigInt(i)) & 1n).sort();
 }
 
 describe("the sidecar in the DaemonSet's container (runc)", () => {
@@ -102,7 +74,8 @@ describe("the sidecar in the DaemonSet's container (runc)", () => {
     const status = await procStatus(pid);
     assert.equal(status.NoNewPrivs, '1');
     assert.equal(status.Seccomp, '2', 'a seccomp filter is installed');
-    assert.deepEqual(capNames(status.CapEff!), ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'KILL', 'SETGID', 'SETUID']);
+    assert.deepEqual(capabilityNames(status.CapEff!), [...node().spec.process.capabilities.effective].sort());
+    assert.deepEqual(capabilityNames(status.CapEff!), Object.keys(SANDBOX_CAPABILITIES).sort(), "deploy/'s capabilities are the sandbox's");
     assert.equal(status.CapBnd, status.CapEff);
     // Root in the container is an unprivileged uid on the host.
     assert.equal(status.Uid, Array(4).fill(node().hostRoot).join('\t'));
@@ -110,9 +83,33 @@ describe("the sidecar in the DaemonSet's container (runc)", () => {
     assert.equal(node().spec.linux.maskedPaths.length, 0, 'procMount: Unmasked');
   });
 
+  it('without any one capability deploy/ adds, it refuses to start, naming it and what needs it', async () => {
+    const cp = await controlPlane();
+    for (const [cap, why] of Object.entries(SANDBOX_CAPABILITIES)) {
+      const lacking = await startSidecarContainer({ cp, nodeName: `oci-lacking-${uniqueSuffix()}`, logger, id: `ao-lacking-${uniqueSuffix()}`, withoutCapabilities: [cap.replace(/^CAP_/, '')] });
+      try {
+        const said = `the sidecar lacks ${cap} (${why}); add it to its container's capabilities`;
+        await waitFor(async () => (lacking.ctr.runc.logTail(400).includes(said) ? true : undefined), { timeoutMs: 60_000, what: `the start-up error naming ${cap}` }).catch((err: unknown) => {
+          throw new Error(`${(err as Error).message}\n${lacking.ctr.runc.logTail()}`);
+        });
+        const ready = await fetch(`${lacking.healthUrl}/readyz`, { signal: AbortSignal.timeout(2000) }).catch(() => undefined);
+        assert.notEqual(ready?.status, 200, `without ${cap}: a sidecar that cannot sandbox is never ready`);
+        assert.doesNotMatch(lacking.ctr.runc.logTail(400), /agents run sandboxed|registered AgentNode/, cap);
+      } finally {
+        await lacking.remove();
+        await cp.kubectl(['delete', 'nodes', lacking.nodeName, '--ignore-not-found', '--wait=false'], { timeoutMs: 30_000 });
+      }
+    }
+  });
+
   it('a normal agent: its own uid, HOME, workspace and /tmp writable, prompt readable, reports; cleaned up by its cgroup', async (t) => {
     const ns = await createTestNamespace(t, 'oci-positive');
-    const script = normalAgentScript();
+    // What it leaves is made hard to remove: a directory with no permissions at all and a sticky
+    // one, in its workspace and HOME (cleanup deletes both whatever modes they carry).
+    const script = normalAgentScript([
+      'for d in . "$HOME"; do mkdir -p "$d/locked/inner" "$d/sticky"; echo x > "$d/locked/inner/f"; echo x > "$d/sticky/f"; chmod 0 "$d/locked/inner" "$d/locked"; chmod 1777 "$d/sticky"; done',
+      'echo left-a-mess',
+    ]);
     await createAgent(ns, 'normal', { command: ['sh', '-c', script], prompt: 'read me', nodeName: node().nodeName });
     const a = await waitForCleanedUp(ns, 'normal', 120_000);
     const out = await readFile(join(node().onHost(a.status!.cleanup!.archivePath!), 'output.log'), 'utf8').catch(() => '');
@@ -122,6 +119,10 @@ describe("the sidecar in the DaemonSet's container (runc)", () => {
     assert.equal(a.status?.progress, 50);
     assert.equal(a.status?.cleanup?.verifiedNoProcesses, true);
     assert.equal(a.status?.cleanup?.cgroupRemoved, true);
+    assert.match(out, /left-a-mess/);
+    assert.equal(a.status?.cleanup?.workspaceDeleted, true, JSON.stringify(a.status?.cleanup));
+    assert.deepEqual(a.status?.cleanup?.errors ?? [], []);
+    assert.equal(await exists(workspacePaths(node().onHost(node().paths.root), a.metadata!.uid!).dir), false);
   });
 
   it('an attacker in the container reaches nothing of the victim, the node or the sidecar; the victim and the node carry on', async (t) => {

@@ -76,10 +76,16 @@ async function createMountPoint(dir: string): Promise<string | undefined> {
   return top;
 }
 
-export async function startSidecarContainer(o: { cp: ControlPlaneClient; nodeName: string; logger: Logger; id: string }): Promise<SidecarContainer> {
+/** `withoutCapabilities`: deploy/'s capabilities less these (as the manifest spells them: KILL). */
+export async function startSidecarContainer(o: { cp: ControlPlaneClient; nodeName: string; logger: Logger; id: string; withoutCapabilities?: readonly string[] }): Promise<SidecarContainer> {
   const ds = findObject<Workload>(baseObjects(), 'DaemonSet', 'agent-operator-sidecar');
   const podSpec = ds.spec.template.spec as unknown as { hostUsers?: boolean; securityContext?: V1PodSecurityContext; volumes?: V1Volume[]; containers: V1Container[] };
-  const container = podSpec.containers[0]!;
+  const declared = podSpec.containers[0]!;
+  const sc = declared.securityContext ?? {};
+  // deploy/'s container, less the capabilities a test takes away.
+  const container: V1Container = o.withoutCapabilities?.length
+    ? { ...declared, securityContext: { ...sc, capabilities: { ...sc.capabilities, add: (sc.capabilities?.add ?? []).filter((c) => !o.withoutCapabilities!.includes(c)) } } }
+    : declared;
   const cleanups: (() => Promise<unknown>)[] = [];
   const remove = async () => {
     for (const c of cleanups.reverse()) await c().catch((err: unknown) => o.logger.warn({ err }, 'sidecar container cleanup step failed'));

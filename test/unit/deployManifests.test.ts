@@ -15,6 +15,7 @@ import { DEFAULTS } from '../../src/api/constants.js';
 import { agentStatus } from '../../src/api/agent.js';
 import { CONTROLLER_STATUS_FIELDS } from '../../src/controller/reconcile.js';
 import { SIDECAR_STATUS_FIELDS } from '../../src/sidecar/decide.js';
+import { SANDBOX_CAPABILITIES } from '../../src/sidecar/runtime/capabilities.js';
 import { CRDS_DIR, PACKAGE_ROOT } from '../../src/dev/paths.js';
 import {
   BASE_DIR,
@@ -289,6 +290,24 @@ describe('the sidecar DaemonSet', () => {
     assert.ok((pod.terminationGracePeriodSeconds ?? 30) >= 6 * DEFAULTS.gracePeriodSeconds);
   });
 
+  it('adds exactly the capabilities measured as needed, each with the operation that needs it on its line, and the sidecar checks for the same set', () => {
+    // Measured by running this DaemonSet in runc without each one (docs/install.md, "What each
+    // privilege is for, measured"): take one away here and the sandbox fails where its comment says.
+    const measured = ['SETUID', 'SETGID', 'CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'KILL'];
+    assert.deepEqual(c.securityContext?.capabilities, { drop: ['ALL'], add: measured });
+    assert.deepEqual(
+      Object.keys(SANDBOX_CAPABILITIES),
+      measured.map((cap) => `CAP_${cap}`),
+    );
+    const file = join(BASE_DIR, 'sidecar', 'daemonset.yaml');
+    const add = readDocuments(file)[0]!.getIn(['spec', 'template', 'spec', 'containers', 0, 'securityContext', 'capabilities', 'add']);
+    assert.ok(isSeq(add), `${relative(PACKAGE_ROOT, file)}: capabilities.add is a list`);
+    for (const cap of add.items) {
+      assert.ok(isScalar(cap));
+      assert.ok((cap.comment ?? '').trim().length >= 30, `${relative(PACKAGE_ROOT, file)}: capability ${String(cap.value)} has no comment on its line saying what needs it`);
+    }
+  });
+
   it('is replaced only when its pod is deleted, since its agents die with it', () => {
     assert.deepEqual((sidecar.spec as { updateStrategy?: unknown }).updateStrategy, { type: 'OnDelete' });
   });
@@ -309,7 +328,6 @@ describe('the sidecar DaemonSet', () => {
     assert.equal(c.securityContext?.privileged, false);
     assert.equal(c.securityContext?.allowPrivilegeEscalation, false);
     assert.equal(c.securityContext?.procMount, 'Unmasked');
-    assert.deepEqual(c.securityContext?.capabilities, { drop: ['ALL'], add: ['SETUID', 'SETGID', 'CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'KILL'] });
     assert.ok(!(c.args ?? []).some((a) => a.startsWith('--sandbox')), 'the default sandbox (bwrap), never --sandbox=none');
     const range = (c.args ?? [])
       .find((a) => a.startsWith('--agent-uid-range='))!

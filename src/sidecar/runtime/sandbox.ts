@@ -30,6 +30,7 @@ import { SANDBOX_REPORT_DIR } from '../../api/constants.js';
 import { errnoOf } from './files.js';
 import { spawnProcess } from './spawn.js';
 import type { AgentCgroups } from './cgroup.js';
+import { effectiveCapabilities, missingCapabilities } from './capabilities.js';
 import type { UidRange } from './uids.js';
 
 export type SandboxMode = 'bwrap' | 'none';
@@ -195,11 +196,20 @@ export class SandboxUnavailableError extends Error {
 }
 
 /**
- * Runs `true` in a real sandbox as `uid` (start-up check, so that a node that cannot sandbox fails
- * loudly instead of running agents unconfined). The message names what is missing.
+ * Checks the sidecar's capabilities, then runs `true` in a real sandbox as `uid` (start-up check, so
+ * that a node that cannot sandbox fails loudly instead of running agents unconfined). The message
+ * names what is missing.
  */
 export async function probeSandbox(host: SandboxHost, uid: number, timeoutMs = 10_000): Promise<void> {
   if (host.mode === 'none') return;
+  // Each one named with what needs it: missing, it would surface later as one agent's launch error
+  // or a cleanup that leaves processes or files behind.
+  const missing = missingCapabilities(effectiveCapabilities(await readFile('/proc/self/status', 'utf8')));
+  if (missing.length > 0) {
+    throw new SandboxUnavailableError(
+      `sandbox: the sidecar lacks ${missing.join(', ')}; add ${missing.length === 1 ? 'it' : 'them'} to its container's capabilities (deploy/base/sidecar/daemonset.yaml), or run with --sandbox=none on a trusted single-tenant node`,
+    );
+  }
   for (const tool of ['setpriv', 'bwrap']) {
     const r = await spawnProcess(tool, ['--version'], { reject: false, timeout: timeoutMs, stdin: 'ignore' });
     if (r.exitCode !== 0)

@@ -155,7 +155,8 @@ async function writeLaunchFiles(paths: WorkspacePaths, env: readonly [string, st
   await mkdir(envDir, { recursive: true, mode: 0o700 });
   await mkdir(argvDir, { recursive: true, mode: 0o700 });
   const put = (path: string, data: string) => writeFile(path, data, { mode: 0o600, flag: 'wx' });
-  await Promise.all([...env.map(([k, v], i) => put(join(envDir, seq(i)), `${k}=${v}`)), ...argv.map((a, i) => put(join(argvDir, seq(i)), a))]);
+  // Each value ended by a newline: the launcher reads them line by line (launcher.ts).
+  await Promise.all([...env.map(([k, v], i) => put(join(envDir, seq(i)), `${k}=${v}\n`)), ...argv.map((a, i) => put(join(argvDir, seq(i)), `${a}\n`))]);
 }
 
 /** A directory owned by `id` (the agent's uid and gid), mode 0700. */

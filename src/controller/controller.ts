@@ -65,6 +65,12 @@ export class AgentController {
   private readonly heartbeatGraceMs: number;
   /** Bindings made but not yet seen in the cache (kube-scheduler's "assume"), by Agent UID. */
   private readonly assumed = new Map<string, string>();
+  /**
+   * By Agent key, the resourceVersions our own writes replaced, until the cache shows another: a
+   * cache still at one of them has not caught up with our write, whose watch event is on its way
+   * (a watch delivers every change in order) and will queue the Agent again.
+   */
+  private readonly ownWrites = new Map<string, Set<string>>();
   /** Nodes seen not ready at the last monitor pass, to act on transitions only. */
   private readonly notReady = new Set<string>();
 
@@ -129,6 +135,7 @@ export class AgentController {
       })
       .onDelete((a) => {
         if (a.metadata?.uid) this.assumed.delete(a.metadata.uid);
+        this.ownWrites.delete(objectKey(a));
         enqueue(a);
         this.enqueuePending();
       });
@@ -206,6 +213,9 @@ export class AgentController {
   private async reconcileKey(key: string): Promise<{ requeueAfterMs?: number } | void> {
     const cached = this.agents.get(key);
     if (!cached) return;
+    // Deciding on a cache that has not seen our last write would only write its outcome again and be refused (409).
+    if (this.ownWrites.get(key)?.has(cached.metadata?.resourceVersion ?? '')) return;
+    this.ownWrites.delete(key);
     let agent: AgentObj = { ...cached, apiVersion: API_VERSION, kind: AGENT_KIND };
     const uid = agent.metadata?.uid ?? '';
     // An assumed binding not yet in the cache: decide as if it were, so we never bind twice.
@@ -218,12 +228,13 @@ export class AgentController {
     const decide = async () => {
       const now = Date.now();
       const plan = planAgent({ agent, ...this.family(agent), nodes: this.nodeViews(now), used: this.usedSlots(), ...(pool ? { pool } : {}), now, config: this.config });
-      await this.execute(agent, plan);
-      return plan;
+      return { plan, current: await this.bind(agent, plan) };
     };
     // One binding at a time, as kube-scheduler does: concurrent workers would otherwise count the
-    // same free slot twice.
-    const plan = bindingOf(agent).node ? await decide() : await this.scheduling(decide);
+    // same free slot twice. Only the decision and the binding's write: once assumed, the binding
+    // counts, and the rest of the plan is written outside.
+    const { plan, current } = bindingOf(agent).node ? await decide() : await this.scheduling(decide);
+    if (current) await this.execute(agent, current, plan);
     return plan.requeueAfterMs === undefined ? undefined : { requeueAfterMs: plan.requeueAfterMs };
   }
 
@@ -235,26 +246,51 @@ export class AgentController {
     return run;
   }
 
-  private async execute(agent: AgentObj, plan: Plan): Promise<void> {
+  /** Records a write of ours that replaced `before` (see ownWrites). */
+  private wrote(before: AgentObj, written: AgentObj): void {
+    const rv = before.metadata?.resourceVersion;
+    if (!rv || rv === written.metadata?.resourceVersion) return;
+    const key = objectKey(before);
+    const replaced = this.ownWrites.get(key) ?? new Set<string>();
+    this.ownWrites.set(key, replaced.add(rv));
+  }
+
+  /** The plan's binding (and finalizer): the Agent as written, or undefined when it is gone. */
+  private async bind(agent: AgentObj, plan: Plan): Promise<AgentObj | undefined> {
     const ref = refOf(agent);
-    const log = this.log.child({ namespace: ref.namespace, name: ref.name, uid: agent.metadata?.uid });
-    let current = agent;
     try {
-      if (plan.addFinalizer) {
-        const written = await this.agentApi.addFinalizer(current, FINALIZER);
-        current = { ...written, apiVersion: API_VERSION, kind: AGENT_KIND, status: current.status };
-      }
       if (plan.bindTo) {
         // The binding of record first, guarded by resourceVersion: a decision made on a stale read
-        // must not land, and two bindings can never both succeed. status.nodeName follows.
-        const written = await this.agentApi.patchMeta(ref, { labels: { [NODE_LABEL]: plan.bindTo } }, { resourceVersion: current.metadata?.resourceVersion });
-        current = { ...written, apiVersion: API_VERSION, kind: AGENT_KIND };
+        // must not land, and two bindings can never both succeed. status.nodeName follows. A new
+        // Agent's finalizer goes in the same write (the guard covers the list it replaces).
+        const finalizers = agent.metadata?.finalizers ?? [];
+        const withFinalizer = plan.addFinalizer && !finalizers.includes(FINALIZER) ? { finalizers: [...finalizers, FINALIZER] } : {};
+        const written = await this.agentApi.patchMeta(ref, { labels: { [NODE_LABEL]: plan.bindTo }, ...withFinalizer }, { resourceVersion: agent.metadata?.resourceVersion });
+        this.wrote(agent, written);
         if (agent.metadata?.uid) this.assumed.set(agent.metadata.uid, plan.bindTo);
+        return { ...written, apiVersion: API_VERSION, kind: AGENT_KIND };
       }
+      if (plan.addFinalizer) {
+        const written = await this.agentApi.addFinalizer(agent, FINALIZER);
+        return { ...written, apiVersion: API_VERSION, kind: AGENT_KIND, status: agent.status };
+      }
+      return agent;
+    } catch (err) {
+      if (isNotFound(err)) return undefined; // gone meanwhile: nothing left to do
+      throw err; // a conflict (stale read) is requeued at once by the worker, anything else with backoff
+    }
+  }
+
+  /** The rest of the plan, on `current` (the Agent as bound): status, Events, children, finalizer removal, deletion. */
+  private async execute(agent: AgentObj, current: AgentObj, plan: Plan): Promise<void> {
+    const ref = refOf(agent);
+    const log = this.log.child({ namespace: ref.namespace, name: ref.name, uid: agent.metadata?.uid });
+    try {
       const statusPatch = diffStatus(pickControllerStatus(current.status ?? {}), plan.status);
       if (statusPatch) {
         // Guarded by resourceVersion: a decision made on a stale read must not land.
         const written = await this.agentApi.patchStatus(ref, statusPatch, { resourceVersion: current.metadata?.resourceVersion });
+        this.wrote(current, written);
         current = { ...written, apiVersion: API_VERSION, kind: AGENT_KIND };
         log.debug({ patch: statusPatch }, 'status written');
       }

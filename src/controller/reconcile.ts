@@ -260,7 +260,8 @@ export function planAgent(o: Observed): Plan {
       plan.bindTo = result.node;
       plan.status.nodeName = result.node;
       plan.status.scheduledTime = nowTime;
-      transition('Scheduled', 'Scheduled', `bound to node ${result.node}`);
+      // The words the next pass writes too (activePhase): a different message would cost a second status write.
+      transition('Scheduled', 'Scheduled', waitingMessage(result.node));
       cond({ type: 'Scheduled', status: 'True', reason: 'Scheduled', message: `bound to node ${result.node}` });
     } else {
       transition('Pending', 'Unschedulable', result.unschedulable);
@@ -278,8 +279,10 @@ export function planAgent(o: Observed): Plan {
   return finish();
 }
 
+const waitingMessage = (nodeName: string) => `bound to node ${nodeName}, waiting for the session to start`;
+
 function activePhase(status: AgentStatus, nodeName: string): [Phase, string, string] {
-  if (!status.startTime) return ['Scheduled', 'Scheduled', `bound to node ${nodeName}, waiting for the session to start`];
+  if (!status.startTime) return ['Scheduled', 'Scheduled', waitingMessage(nodeName)];
   switch (status.reportedState) {
     case 'working':
       return ['Working', 'AgentWorking', status.reportedMessage || 'the agent reported progress'];

@@ -24,7 +24,7 @@ import type { Limits } from './runtime/cgroup.js';
 import { cleanupAgent } from './runtime/cleanup.js';
 import { expandEnv } from './runtime/expand.js';
 import { launch } from './runtime/launch.js';
-import { observeSession } from './runtime/observe.js';
+import { interpretObservation, observeFacts, type ObservedFacts, type SessionObservation } from './runtime/observe.js';
 import type { NodeSandbox } from './runtime/sandbox.js';
 import { isAgentUid, tombstoneTrigger, workspacePaths } from './runtime/workspace.js';
 
@@ -69,7 +69,8 @@ export class AgentWorker {
     this.log = o.logger;
   }
 
-  async syncAgent(key: string): Promise<void> {
+  /** `observed`: the facts a launch just left (its start goes into status now, not a round later). */
+  async syncAgent(key: string, observed?: ObservedFacts): Promise<void> {
     const agent = this.o.agents.get(key);
     const uid = agent?.metadata?.uid;
     // The binding is the label (the controller's record, what we watch) and status.nodeName (its copy); act when both name this node.
@@ -81,7 +82,8 @@ export class AgentWorker {
     const r = this.o.records.ensure(uid);
     r.key = key;
     const log = this.log.child({ namespace: agent.metadata?.namespace, name: agent.metadata?.name, uid });
-    const local = await this.localFacts(r);
+    const facts = observed ?? (await observeFacts(this.o.root, uid));
+    const local = await this.localFacts(r, interpretObservation(uid, facts));
     const decision = planAgentOnNode(agent, local, Date.now());
     if (decision.statusPatch) {
       await this.o.agentApi.patchStatus(refOf(agent), decision.statusPatch);
@@ -96,7 +98,8 @@ export class AgentWorker {
           this.o.metrics.launchResumes.inc({ step: action.resume });
           log.warn({ step }, `resuming a launch cut short after its ${step} step`);
         }
-        await this.launch(agent, r, log);
+        const launched = await this.launch(agent, r, log, facts);
+        if (launched) await this.syncAgent(key, launched);
         break;
       }
       case 'cleanup':
@@ -124,8 +127,7 @@ export class AgentWorker {
     }
   }
 
-  private async localFacts(r: AgentRecord): Promise<LocalFacts> {
-    const obs = await observeSession(this.o.root, r.uid);
+  private async localFacts(r: AgentRecord, obs: SessionObservation): Promise<LocalFacts> {
     const cleanupBegun = await tombstoneTrigger(workspacePaths(this.o.root, r.uid));
     const launchError = r.launchError ?? obs.launchError;
     const sessionLost = obs.lost && !launchError ? 'the session disappeared while its command ran (tmux server killed or node restarted)' : undefined;
@@ -148,7 +150,8 @@ export class AgentWorker {
     };
   }
 
-  private async launch(agent: AgentObj, r: AgentRecord, log: Logger): Promise<void> {
+  /** The facts the launch left when it started the agent; else undefined, and the Agent is queued again. */
+  private async launch(agent: AgentObj, r: AgentRecord, log: Logger, observed: ObservedFacts): Promise<ObservedFacts | undefined> {
     const ref = refOf(agent);
     const uid = r.uid;
     let resolved;
@@ -159,7 +162,7 @@ export class AgentWorker {
       log.warn({ err: err.message }, 'cannot launch');
       r.launchError = err.message;
       this.o.enqueue(objectKey(agent));
-      return;
+      return undefined;
     }
     const sandboxed = this.o.sandbox.host.mode !== 'none';
     const env = expandEnv(resolved.env, {
@@ -176,6 +179,7 @@ export class AgentWorker {
         name: ref.name,
         command: agent.spec.command,
         env: { ...this.o.intake.channelEnv(r), ...env },
+        observed,
         ...(sandboxed
           ? {
               openChannel: async (dir: string, gid: number) => {
@@ -203,6 +207,7 @@ export class AgentWorker {
         advance(r, { kind: 'started' });
         this.o.exits.watch(uid);
         log.info({ session: result.sessionName }, 'agent launched');
+        return result.facts;
       }
     } catch (err) {
       if (err instanceof FileOperationTimeoutError) throw err; // the node's problem: retried with backoff
@@ -211,6 +216,7 @@ export class AgentWorker {
       r.launchError = `launch failed: ${describeError(err)}`;
     }
     this.o.enqueue(objectKey(agent));
+    return undefined;
   }
 
   /**

@@ -82,6 +82,26 @@ export function workersFor(capacity: number): number {
   return Math.max(4, capacity + 2);
 }
 
+/**
+ * Whether an update of an Agent bound to the node may change what the node does (pure): a change
+ * anywhere but in the node's own status fields, or a resync (the same resourceVersion). The node's
+ * own status write comes back as an update, and deciding again on it would only read the node again.
+ */
+export function nodeMayAct(old: Agent, cur: Agent): boolean {
+  if (old.metadata?.resourceVersion === cur.metadata?.resourceVersion) return true;
+  return !isDeepStrictEqual(notTheNodes(old), notTheNodes(cur));
+}
+
+/** The Agent without what changes when the node writes its status. */
+function notTheNodes(a: Agent): unknown {
+  const status: Record<string, unknown> = { ...a.status };
+  for (const f of SIDECAR_STATUS_FIELDS) delete status[f];
+  const metadata: Record<string, unknown> = { ...a.metadata };
+  delete metadata.resourceVersion;
+  delete metadata.managedFields;
+  return { ...a, metadata, status };
+}
+
 export function planAgentOnNode(agent: Agent, local: LocalFacts, now: number): NodeDecision {
   const status = agent.status ?? {};
   const desired = desiredStatus(agent, local, now);

@@ -5,7 +5,8 @@
  */
 import { watch, type FSWatcher } from 'node:fs';
 import type { Logger } from 'pino';
-import { errnoOf } from './runtime/files.js';
+import { join } from 'node:path';
+import { errnoOf, exists } from './runtime/files.js';
 import { workspacePaths } from './runtime/workspace.js';
 
 const EXIT_FILE = 'exit-code';
@@ -19,12 +20,16 @@ export class ExitWatches {
     private readonly log: Logger,
   ) {}
 
-  /** Watches the workspace of `uid`, once; a workspace that is not there is not watched. */
+  /**
+   * Watches the workspace of `uid`, once; a workspace that is not there is not watched. An exit
+   * written before the watch began (a command quicker than its launch's last steps) is reported too.
+   */
   watch(uid: string): void {
     if (this.watchers.has(uid)) return;
+    const dir = workspacePaths(this.root, uid).dir;
     let w: FSWatcher;
     try {
-      w = watch(workspacePaths(this.root, uid).dir, { persistent: false }, (_event, file) => {
+      w = watch(dir, { persistent: false }, (_event, file) => {
         if (file === EXIT_FILE) this.onExit(uid);
       });
     } catch (err) {
@@ -34,6 +39,12 @@ export class ExitWatches {
     // The workspace removed under it (cleanup, sweep): the watch ends, nothing to report.
     w.on('error', () => this.unwatch(uid));
     this.watchers.set(uid, w);
+    void exists(join(dir, EXIT_FILE)).then(
+      (exited) => {
+        if (exited && this.watchers.get(uid) === w) this.onExit(uid);
+      },
+      () => undefined, // the poll still sees it
+    );
   }
 
   unwatch(uid: string): void {

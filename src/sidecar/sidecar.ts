@@ -20,7 +20,7 @@ import type { ReportCaps } from '../report/limits.js';
 import { AgentRecords } from './agentRecord.js';
 import { AgentWorker } from './agentWorker.js';
 import { ChildCalls } from './childCalls.js';
-import { workersFor } from './decide.js';
+import { nodeMayAct, workersFor } from './decide.js';
 import { ExitWatches } from './exitWatch.js';
 import { Housekeeping } from './housekeeping.js';
 import { sidecarMetrics, type SidecarMetrics } from './metrics.js';
@@ -189,7 +189,9 @@ export class NodeSidecar {
     };
     this.agents
       .onAdd(seen)
-      .onUpdate((_, a) => seen(a))
+      .onUpdate((old, a) => {
+        if (nodeMayAct(old, a)) seen(a);
+      })
       .onDelete((a) => {
         const uid = a.metadata?.uid ?? '';
         this.exits.unwatch(uid);

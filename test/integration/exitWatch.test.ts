@@ -51,6 +51,17 @@ describe('ExitWatches', () => {
     await waitFor(() => seen.includes(UID_A), { timeoutMs: 5000, what: 'the exit of A' });
   });
 
+  it('an exit written before the watch began is reported at once', async (t) => {
+    const { seen, watches, workspace } = await setup(t);
+    await writeExitCode(await workspace(UID_A), 0);
+    await workspace(UID_B);
+    watches.watch(UID_A);
+    watches.watch(UID_B);
+    await waitFor(() => seen.includes(UID_A), { timeoutMs: 5000, what: 'the earlier exit of A' });
+    await sleep(100);
+    assert.deepEqual(seen, [UID_A]);
+  });
+
   it('after unwatch nothing is reported; a workspace removed under its watch ends it quietly', async (t) => {
     const { seen, watches, workspace } = await setup(t);
     const a = await workspace(UID_A);

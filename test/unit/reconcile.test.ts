@@ -4,7 +4,8 @@ import type { Agent } from '../../src/api/agent.js';
 import type { Condition } from '../../src/api/fields.js';
 import { FINALIZER, NODE_LABEL } from '../../src/api/constants.js';
 import type { NodeView } from '../../src/controller/nodes.js';
-import { planAgent, type Observed, type Plan } from '../../src/controller/reconcile.js';
+import { pickControllerStatus, planAgent, type Observed, type Plan } from '../../src/controller/reconcile.js';
+import { diffStatus } from '../../src/kube/mergePatch.js';
 import { testAgent, type AgentParts } from '../support/agents.js';
 import { at, T0 } from '../support/time.js';
 
@@ -518,6 +519,14 @@ describe('planAgent', () => {
         maxSize,
       );
     }
+  });
+
+  it('a binding is written once: the pass that sees the binding (label and status) plans the status the binding wrote', () => {
+    const binding = observe(agent({ meta: { finalizers: [] } }));
+    assert.equal(binding.bindTo, 'node-1');
+    const next = observe(agent({ status: binding.status, meta: { labels: { [NODE_LABEL]: 'node-1' } } }), { now: T0 + 100_500 });
+    assert.equal(diffStatus(pickControllerStatus(binding.status), next.status), undefined);
+    assert.deepEqual(next.events, []);
   });
 
   it('keeps lastTransitionTime when a condition does not change', () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Agent } from '../../src/api/agent.js';
-import { planAgentOnNode, outputTimeResolutionMs, workersFor, type LocalFacts } from '../../src/sidecar/decide.js';
+import { nodeMayAct, planAgentOnNode, outputTimeResolutionMs, workersFor, type LocalFacts } from '../../src/sidecar/decide.js';
 import { testAgent } from '../support/agents.js';
 import { at, T0 } from '../support/time.js';
 
@@ -214,4 +214,27 @@ describe('planAgentOnNode', () => {
     assert.equal(outputTimeResolutionMs(1), 1000);
     assert.equal(outputTimeResolutionMs(3600), 30_000);
   });
+});
+
+describe('nodeMayAct', () => {
+  const before = agent({}, { phase: 'Scheduled', conditions: [] }, { resourceVersion: '10', labels: { 'orchestrator.dev/node': 'node-1' } });
+  const changed = (over: { spec?: Partial<Agent['spec']>; status?: Agent['status']; meta?: Partial<NonNullable<Agent['metadata']>> }): Agent => ({
+    ...before,
+    spec: { ...before.spec, ...over.spec },
+    status: { ...before.status, ...over.status },
+    metadata: { ...before.metadata, resourceVersion: '11', ...over.meta },
+  });
+  const cases: { name: string; cur: Agent; acts: boolean }[] = [
+    { name: "the node's own start written back", cur: changed({ status: { sessionName: 'agent-u', startTime: at(1), outputMaxBytes: 1024 } }), acts: false },
+    { name: "the node's exit code and cleanup record written back", cur: changed({ status: { exitCode: 0, cleanup: { completionTime: at(2), processesKilled: 0 } as never } }), acts: false },
+    { name: 'only managedFields moved with it', cur: changed({ status: { lastOutputTime: at(3) }, meta: { managedFields: [{ manager: 'x' }] } }), acts: false },
+    { name: 'a resync (same resourceVersion)', cur: { ...before }, acts: true },
+    { name: 'the phase the controller writes', cur: changed({ status: { phase: 'Running' } }), acts: true },
+    { name: 'a terminal phase', cur: changed({ status: { phase: 'Failed', reason: 'LaunchTimeout' } }), acts: true },
+    { name: 'spec.stop', cur: changed({ spec: { stop: true } }), acts: true },
+    { name: 'deletion', cur: changed({ meta: { deletionTimestamp: at(4) } }), acts: true },
+    { name: 'status.nodeName (the binding copy)', cur: changed({ status: { nodeName: 'node-2' } }), acts: true },
+    { name: "the node's fields and another at once", cur: changed({ status: { startTime: at(1), phase: 'Running' } }), acts: true },
+  ];
+  for (const c of cases) it(c.name, () => assert.equal(nodeMayAct(before, c.cur), c.acts));
 });

@@ -32,7 +32,7 @@ import { findPane, killSession, sessionNameFor } from './tmux.js';
 import { withTimeout } from '../../kube/backoff.js';
 import { waitFor, withKeyLock } from './wait.js';
 import { leafOf, leafPids, leafUsage, populated, removeLeaf, type AgentCgroups, type LeafUsage } from './cgroup.js';
-import { readSandboxUid } from './uids.js';
+import { readSandboxUid, uidReleased } from './uids.js';
 import { assertAgentUid, readAgentRecord, workspacePaths, writeTombstone } from './workspace.js';
 
 export interface CleanupOptions {
@@ -301,7 +301,11 @@ async function runCleanup(o: CleanupOptions): Promise<CleanupRecord> {
       workspaceDeleted = await step(
         'delete workspace',
         async () => {
-          await rm(paths.dir, { recursive: true, force: true });
+          try {
+            await rm(paths.dir, { recursive: true, force: true });
+          } finally {
+            uidReleased(); // its uid may be free from now on (allocateUid)
+          }
           return !(await exists(paths.dir));
         },
         false,

@@ -8,9 +8,10 @@
  *      remain-on-exit, pipe-pane to output.log: one tmux client call (the server runs the chain in
  *      order, stopping at a failure)
  *   -> the report channel opened (sandboxed: the sidecar listens on the agent's socket)
- *   -> release the launcher (`go` into the gate; it removes the `go` file).
+ *   -> release the launcher (`go` into the gate; the `go` file is removed, here and by the launcher).
  * So the sidecar spawns two processes per launch: the read of the panes that decides it (shared
- * with whoever reads them meanwhile) and that tmux client (spawn.ts counts them).
+ * with whoever reads them meanwhile; the caller's when it passes `observed`, and counted as the
+ * caller's then) and that tmux client (spawn.ts counts them).
  * A crash between any two steps converges on the next launch(): the `go` file's presence means the
  * command never ran, so the session can be finished or recreated; its absence means it ran, so
  * nothing is ever started twice. Each step leaves a mark (observe.ts launchProgress), and the
@@ -29,7 +30,7 @@ import { EXEC_ARGV0, EXEC_SCRIPT, LAUNCHER_ARGV0, LAUNCHER_SCRIPT } from './laun
 import { createLeaf, leafOf, limitFiles, type Limits } from './cgroup.js';
 import { checkTraversable, joinCgroupArgv, sandboxArgv, type NodeSandbox } from './sandbox.js';
 import { allocateUid, readSandboxUid } from './uids.js';
-import { execStartedAtMs, interpretObservation, launchProgress, observeFacts, observeFiles, observeSession, type ObservedFacts, type SessionObservation } from './observe.js';
+import { execStartedAtMs, interpretObservation, launchProgress, observeFacts, observeFiles, type ObservedFacts, type SessionObservation } from './observe.js';
 import { withSpawnOp } from './spawn.js';
 import { baseEnvironment, findPane, killSession, listSessionPanes, paneTarget, parsePanes, pipeCommand, sessionNameFor, tmuxChainOk, TmuxError, type PaneInfo, type TmuxCommand } from './tmux.js';
 import { waitFor, withKeyLock } from './wait.js';
@@ -69,6 +70,12 @@ export interface LaunchOptions {
   logger: Logger;
   /** Bound for the launcher to take its go signal (each tmux call has its own timeout). Default 10 s. */
   timeoutMs?: number;
+  /**
+   * The facts the caller decided this launch on, observed just before (observeFacts), so they are
+   * not read twice. Only for a caller that runs one launch or cleanup of an agent at a time (the
+   * sidecar's work queue); default: observed here, under the agent's lock.
+   */
+  observed?: ObservedFacts;
 }
 
 export interface LaunchResult {
@@ -80,6 +87,8 @@ export interface LaunchResult {
   limitsNotEnforced?: LimitController[];
   sessionName: string;
   observation: SessionObservation;
+  /** What the observation is made of, as the call left the agent: for the caller's next decision, without reading it again. */
+  facts: ObservedFacts;
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -155,7 +164,8 @@ async function writeLaunchFiles(paths: WorkspacePaths, env: readonly [string, st
   await mkdir(envDir, { recursive: true, mode: 0o700 });
   await mkdir(argvDir, { recursive: true, mode: 0o700 });
   const put = (path: string, data: string) => writeFile(path, data, { mode: 0o600, flag: 'wx' });
-  await Promise.all([...env.map(([k, v], i) => put(join(envDir, seq(i)), `${k}=${v}`)), ...argv.map((a, i) => put(join(argvDir, seq(i)), a))]);
+  // Each value ended by a newline: the launcher reads them line by line (launcher.ts).
+  await Promise.all([...env.map(([k, v], i) => put(join(envDir, seq(i)), `${k}=${v}\n`)), ...argv.map((a, i) => put(join(argvDir, seq(i)), `${a}\n`))]);
 }
 
 /** A directory owned by `id` (the agent's uid and gid), mode 0700. */
@@ -287,9 +297,14 @@ async function release(paths: WorkspacePaths, timeoutMs: number): Promise<void> 
       } finally {
         await fh.close();
       }
+      // Released: the launcher is reading the go line. It removes `go` too, once it runs again; done
+      // here as well, the facts the caller reads next say released, not a launch half-way.
+      await rm(paths.go, { force: true });
       return true;
     },
-    { timeoutMs, intervalMs: 5, maxIntervalMs: 50, what: 'the launcher to wait for its go signal' },
+    // A probe is one open(), so probing often is cheap; the launcher needs a fork and a mkfifo to get
+    // there, a few ms, and many more when ten launches share two cores: a long pause would be pure delay.
+    { timeoutMs, intervalMs: 2, maxIntervalMs: 10, what: 'the launcher to wait for its go signal' },
   );
 }
 
@@ -348,12 +363,13 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
     withKeyLock(`${paths.root}\0${o.uid}`, async () => {
       if (await hasTombstone(paths)) {
         log.info('not launching: the agent was already cleaned up');
-        return { started: false, tombstoned: true, sessionName, observation: await observeSession(o.root, o.uid) };
+        const now = await observeFacts(o.root, o.uid);
+        return { started: false, tombstoned: true, sessionName, observation: interpretObservation(o.uid, now), facts: now };
       }
-      const facts = await observeFacts(o.root, o.uid);
+      const facts = o.observed ?? (await observeFacts(o.root, o.uid));
       const decision = decideStart(facts);
       log.debug({ decision }, 'launch');
-      if (decision === 'none') return { started: false, tombstoned: false, sessionName, observation: interpretObservation(o.uid, facts) };
+      if (decision === 'none') return { started: false, tombstoned: false, sessionName, observation: interpretObservation(o.uid, facts), facts };
       if (decision === 'recreate') {
         log.info('the session died before its command was released; recreating it');
         await killSession(o.root, sessionName);
@@ -379,12 +395,14 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
       }
       await releaseAndRecord(paths, timeoutMs);
       log.info('agent session started');
+      // The pane as the session's setup left it; the files as they are now (read after it).
+      const started = { ...(await observeFiles(o.root, o.uid)), pane };
       return {
         started: true,
         tombstoned: false,
         sessionName,
-        // The pane as the session's setup left it; the files as they are now (read after it).
-        observation: interpretObservation(o.uid, { ...(await observeFiles(o.root, o.uid)), pane }),
+        observation: interpretObservation(o.uid, started),
+        facts: started,
         ...(notEnforced.length > 0 ? { limitsNotEnforced: notEnforced } : {}),
       };
     }),

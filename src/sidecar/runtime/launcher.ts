@@ -10,8 +10,11 @@
  *    `go`, so the command's first byte is captured; then removes `go` (the file the sidecar wrote:
  *    its absence means "released") and the FIFO. The launcher makes the FIFO, not the sidecar: a
  *    spawn less from the sidecar's large process per launch (issue 8's budget is two).
- * 2. Reads launch/env/NNNN (`NAME=VALUE`) and launch/argv/NNNN, then deletes launch/ (the env may
- *    hold secrets). The argv is the sandbox's prefix (see sandbox.ts; empty with --sandbox=none),
+ * 2. Reads launch/env/NNNN (`NAME=VALUE`) and launch/argv/NNNN, each value ended by a newline, then
+ *    deletes launch/ (the env may hold secrets). It reads them line by line with the shell's own
+ *    `read`: a `$(cat ...)` per file was two forks per file, some seventy per sandboxed launch, most
+ *    of the CPU ten launches at once took. (A value is at most 128 KiB, execve's limit: a bounded
+ *    number of one-byte reads.) The argv is the sandbox's prefix (see sandbox.ts; empty with --sandbox=none),
  *    then EXEC_SCRIPT with the working directory, the prompt to put on stdin (or ''), the command.
  * 3. In a subshell: drops tmux's variables (TMUX, TMUX_PANE: the way to the node's server), exports
  *    the env, opens `exec-status` on fd 3 and `sandbox.log` as stderr (the pane's stderr kept on
@@ -70,8 +73,14 @@ exec 3>&2 2>/dev/null
     exit "$1"
   }
   rd() {
-    v=$(cat -- "$1" && printf .) || fail 125 "cannot read launch file $1"
-    v=${'$'}{v%.}
+    v=
+    s=
+    while IFS= read -r l; do
+      v=$v$s$l
+      s='
+'
+    done < "$1" || fail 125 "cannot read launch file $1"
+    [ -z "$l" ] || fail 125 "launch file $1 is cut short"
   }
   set --
   n=0

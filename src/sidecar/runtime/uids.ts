@@ -8,6 +8,7 @@
 import { readdir, readFile } from './boundedFs.js';
 import { join } from 'node:path';
 import { errnoOf, readOptional, writeFileAtomic } from './files.js';
+import { coalesce } from './coalesce.js';
 import { withKeyLock } from './wait.js';
 import { isAgentUid, nodePaths, type WorkspacePaths } from './workspace.js';
 
@@ -78,15 +79,49 @@ async function uidsWithProcesses(range: UidRange): Promise<Set<number>> {
   return out;
 }
 
+const scans = new Map<string, () => Promise<Set<number>>>();
+
+/**
+ * The uids of the range that own a live process, from a /proc scan that starts after this call;
+ * one scan per range at a time, shared by whoever asks meanwhile (coalesce.ts).
+ */
+export function processUids(range: UidRange): Promise<Set<number>> {
+  const key = `${range.first}+${range.count}`;
+  let scan = scans.get(key);
+  if (!scan) scans.set(key, (scan = coalesce(() => uidsWithProcesses(range))));
+  return scan();
+}
+
+/** How many agent state directories (recorded uids) were removed in this process: see allocateUid. */
+let released = 0;
+
+/** Called once an agent's state directory (its sandbox-uid) was removed, or its removal tried. */
+export function uidReleased(): void {
+  released++;
+}
+
 /**
  * The agent's uid: the one it already has, else the lowest free one, recorded before it is used.
  * One allocation at a time per node root, so two launches never pick the same uid.
+ *
+ * The /proc scan, the slow part, runs before the lock and is shared by launches that start
+ * together. A scan from before the lock misses only a uid that got a process after it began, which
+ * takes a launch that recorded it; that uid is still recorded when the lock reads the records,
+ * unless its state was removed meanwhile (uidReleased): then the scan is redone under the lock.
  */
 export async function allocateUid(paths: WorkspacePaths, range: UidRange): Promise<number> {
+  // Asked for at the call, before anything is awaited: a scan that starts later than the call is not needed.
+  const since = released;
+  const early = processUids(range);
+  early.catch(() => undefined); // awaited below, or replaced by a scan under the lock
+  const already = await readSandboxUid(paths);
+  if (already !== undefined) return already;
   return withKeyLock(`uids\0${paths.root}`, async () => {
     const mine = await readSandboxUid(paths);
     if (mine !== undefined) return mine;
-    const [recorded, running] = await Promise.all([usedUids(paths.root), uidsWithProcesses(range)]);
+    const recorded = await usedUids(paths.root);
+    // After the records: a removal before they were read shows here.
+    const running = released === since ? await early : await uidsWithProcesses(range);
     const id = pickUid(range, new Set([...recorded, ...running]));
     if (id === undefined) throw new Error(`no free agent uid: all ${range.count} uids from ${range.first} are held by agents on this node or run a process`);
     await writeFileAtomic(paths.sandboxUid, `${id}\n`, 0o600);

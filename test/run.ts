@@ -17,6 +17,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ensureBinaries } from '../src/dev/binaries.js';
 import { startControlPlane, type ControlPlane } from '../src/dev/controlPlane.js';
 import { installCrds } from '../src/dev/crds.js';
+import { reapStacks } from '../src/dev/stack.js';
 import { stderrLogger } from '../src/dev/logger.js';
 
 const TEST_ROOT = dirname(fileURLToPath(import.meta.url)); // dist/test
@@ -113,6 +114,8 @@ async function main(filters: string[]): Promise<number> {
       }
     }
   } finally {
+    // A test process killed mid-file (an interrupted or timed-out run) never stopped its stack.
+    await reapStacks(testTmp, logger).catch((err: unknown) => logger.warn({ err }, 'ending what the stacks left failed'));
     await cp?.stop();
     if (process.env.AO_KEEP_STATE === '1') logger.info({ dir: tmp }, 'kept the test state (AO_KEEP_STATE=1)');
     else await rm(tmp, { recursive: true, force: true });

@@ -8,7 +8,7 @@
  * `agent-operator dev`, `npm run demo` and the integration tests.
  */
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CoreV1Api, KubeConfig, RbacAuthorizationV1Api } from '@kubernetes/client-node';
@@ -446,6 +446,24 @@ export async function optInReferences(kc: KubeConfig, namespace: string): Promis
     await kc.makeApiClient(RbacAuthorizationV1Api).createNamespacedRoleBinding({ namespace, body: referencesRoleBinding(namespace) });
   } catch (err) {
     if (apiErrorCode(err) !== 409) throw err;
+  }
+}
+
+/**
+ * Ends what the stacks whose state dirs are in `dir` left when they could not stop themselves (their
+ * test process killed: an interrupted or timed-out run): each simulated node's tmux server and agent
+ * processes, and its agents' cgroup. The test runner calls it before it removes its temporary directory.
+ */
+export async function reapStacks(dir: string, logger: Logger): Promise<void> {
+  const subdirs = async (d: string) => (await readdir(d, { withFileTypes: true }).catch(() => [])).filter((e) => e.isDirectory()).map((e) => e.name);
+  for (const stack of await subdirs(dir)) {
+    const stateDir = join(dir, stack);
+    // Node roots; a `<node>.stall` directory beside one holds the test's stall points.
+    for (const node of (await subdirs(join(stateDir, 'nodes'))).filter((n) => !n.endsWith('.stall'))) {
+      await killNodeLeftovers(join(stateDir, 'nodes', node), logger);
+      const cgroups = await agentCgroupDir(stackAgentsCgroup(stateDir, node));
+      if (cgroups) await removeAgentCgroups(cgroups);
+    }
   }
 }
 

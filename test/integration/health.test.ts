@@ -38,6 +38,13 @@ describe('sidecar liveness: /healthz fails while the relist makes no progress, a
     await createAgent(ns, 'busy', gates().spec('exit 0', { nodeName: node.name }));
     const busy = await running('busy');
     await gates().pid('busy');
+    // A pass completed while busy runs: the stall below is judged from that pass (a launch is quicker
+    // than the first relist tick, so without this the message would say no pass ever completed).
+    const runningSince = Date.now();
+    await waitFor(async () => (metricValue(await scrape(node.metricsUrl), 'agent_operator_relist_last_completed_timestamp_seconds') ?? 0) * 1000 >= runningSince - 1000, {
+      timeoutMs: 30_000,
+      what: 'a relist pass while busy runs',
+    });
 
     // The stall: every relist pass now opens this FIFO, blocking, and times out.
     const fifo = join(node.stallDir!, 'relist');

@@ -6,16 +6,17 @@
  * `agent-operator dev` with the soak's node names had cgroup.kill-ed and removed them at its exit.)
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { execFileSync, spawn } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { isTerminalPhase } from '../../src/api/phase.js';
-import { Stack } from '../../src/dev/stack.js';
+import { reapStacks, Stack } from '../../src/dev/stack.js';
 import { agentCgroupDir, leafPids } from '../../src/sidecar/runtime/cgroup.js';
 import { observeSession } from '../../src/sidecar/runtime/observe.js';
-import { createTestNamespace, waitFor } from '../support/cluster.js';
+import { controlPlane, createTestNamespace, waitFor } from '../support/cluster.js';
 import { alive } from '../support/procs.js';
 import { assertNothingLeft, createAgent, patchSpec, useStack, waitForAgent, waitForCleanedUp } from '../support/stack.js';
 
@@ -61,5 +62,34 @@ describe('stacks on one machine', () => {
     assert.equal(done.status?.exitCode, undefined);
     assert.equal(done.status?.cleanup?.cgroupRemoved, true);
     await assertNothingLeft(stack(), done);
+  });
+
+  it('a stack whose test process was killed mid-file: the runner ends its tmux server, agent processes and cgroup (reapStacks)', async (t) => {
+    const parent = await mkdtemp(join(tmpdir(), 'reap-'));
+    t.after(() => rm(parent, { recursive: true, force: true }));
+    await chmod(parent, 0o711); // sandboxed agents' uids pass through it to their workspaces
+    const stateDir = join(parent, 'stack-reap');
+    const name = 'reap-node-1';
+    const reaped = await Stack.start({ stateDir, logger: pino({ level: 'warn' }, pino.destination(2)), controlPlane: await controlPlane(), nodes: [name], controllers: 0 });
+    t.after(() => reaped.stop());
+    const node = reaped.node(name);
+    const cgroup = (await agentCgroupDir(node.agentsCgroup))!;
+    // What the node held when the process that ran the stack died: a session on its tmux server and
+    // an agent's process in its leaf (its components die with that process: processes.ts).
+    const sock = join(node.root, 'tmux.sock');
+    execFileSync('tmux', ['-f', '/dev/null', '-S', sock, 'new-session', '-d', '-s', 'left', 'sleep 600'], { timeout: 10_000 });
+    const leaf = join(cgroup, '00000000-0000-4000-8000-00000000beef');
+    await mkdir(leaf);
+    const agent = spawn('sleep', ['600'], { detached: true, stdio: 'ignore' });
+    agent.unref();
+    t.after(() => void (agent.exitCode === null && agent.kill('SIGKILL')));
+    await writeFile(join(leaf, 'cgroup.procs'), String(agent.pid));
+    await reaped.stopComponent(name, 'kill');
+
+    await reapStacks(parent, pino({ level: 'warn' }, pino.destination(2)));
+
+    assert.throws(() => execFileSync('tmux', ['-S', sock, 'has-session'], { timeout: 10_000, stdio: 'ignore' }), "the node's tmux server still answers");
+    await waitFor(async () => !(await alive(agent.pid!)), { timeoutMs: 10_000, what: `the agent's process ${agent.pid} to be gone` });
+    await assert.rejects(stat(cgroup), { code: 'ENOENT' }, "the node's agents' cgroup is still there");
   });
 });
